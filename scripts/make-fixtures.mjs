@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+// Generates everything in fixtures/: small models whose right answer is known by construction,
+// synthetic images, and broken files. Deterministic: running it again rewrites the same bytes.
+//   npm run build && node scripts/make-fixtures.mjs
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { encodeModel } from '../dist/proto/onnx.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
+const write = (rel, bytes) => {
+  const file = join(root, rel);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, bytes);
+};
+
+// ---- The dominant-colour classifier -------------------------------------------------------
+// scores = softmax(GAIN * mean colour): an image's mean R, G, B in [0,1] (after the model's own
+// normalisation, mean 0, std 255) decides the class. Pure red gives red with 0.9999.
+const SIZE = 16;
+const GAIN = 10;
+const LABELS = 'red\ngreen\nblue\n';
+const weights = new Float32Array([GAIN, 0, 0, 0, GAIN, 0, 0, 0, GAIN]);
+
+function colourModel({ layout = 'NCHW', batch = 'N', softmax = true, metadata } = {}) {
+  const nodes = [];
+  let x = 'image';
+  if (layout === 'NHWC') {
+    nodes.push({ op: 'Transpose', inputs: [x], outputs: ['nchw'], attrs: { perm: [0, 3, 1, 2] } });
+    x = 'nchw';
+  }
+  nodes.push(
+    { op: 'GlobalAveragePool', inputs: [x], outputs: ['pooled'] },
+    { op: 'Flatten', inputs: ['pooled'], outputs: ['mean_rgb'], attrs: { axis: 1 } },
+    { op: 'MatMul', inputs: ['mean_rgb', 'W'], outputs: [softmax ? 'logits' : 'scores'] },
+  );
+  if (softmax) nodes.push({ op: 'Softmax', inputs: ['logits'], outputs: ['scores'], attrs: { axis: -1 } });
+  const shape = layout === 'NHWC' ? [batch, SIZE, SIZE, 3] : [batch, 3, SIZE, SIZE];
+  return encodeModel({
+    name: 'dominant_colour',
+    nodes,
+    initializers: [{ name: 'W', dims: [3, 3], data: weights }],
+    inputs: [{ name: 'image', shape }],
+    outputs: [{ name: 'scores', shape: [batch, 3] }],
+    metadata,
+  });
+}
+
+rmSync(join(root, 'models'), { recursive: true, force: true });
+// NCHW, probabilities out, normalisation in the model's own metadata.
+write('models/colour/model.onnx', colourModel({ metadata: { mean: '0', std: '255' } }));
+write('models/colour/labels.txt', LABELS);
+// NHWC, raw scores out (the CLI applies softmax), normalisation in classify.json.
+write('models/colour-nhwc/model.onnx', colourModel({ layout: 'NHWC', softmax: false }));
+write('models/colour-nhwc/labels.txt', LABELS);
+write('models/colour-nhwc/classify.json', JSON.stringify({ mean: [0, 0, 0], std: 255 }, null, 2) + '\n');
+// A fixed batch dimension of 1, as many exported models have.
+write('models/colour-batch1/model.onnx', colourModel({ batch: 1, metadata: { mean: '0', std: '255' } }));
+write('models/colour-batch1/labels.txt', LABELS);
+// Not a model at all.
+write('models/broken/model.onnx', Buffer.from('this is not an ONNX protobuf\n'.repeat(4)));
+write('models/broken/labels.txt', LABELS);
+write('labels-4.txt', 'red\ngreen\nblue\nyellow\n');
+write('labels-indexed.txt', '0:red\n1:green\n2:blue\n');
+
+// ---- Images -----------------------------------------------------------------------------------
+// A "photo" of one dominant colour: a gradient with deterministic noise, so JPEG has work to do.
+function photo(w, h, [r, g, b], seed) {
+  const px = Buffer.alloc(w * h * 3);
+  let s = seed;
+  const rnd = () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff) * 40 - 20;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const i = (y * w + x) * 3;
+      const shade = 0.75 + (0.25 * x) / w;
+      px[i] = Math.max(0, Math.min(255, r * shade + rnd()));
+      px[i + 1] = Math.max(0, Math.min(255, g * shade + rnd()));
+      px[i + 2] = Math.max(0, Math.min(255, b * shade + rnd()));
+    }
+  }
+  return sharp(px, { raw: { width: w, height: h, channels: 3 } });
+}
+
+rmSync(join(root, 'images'), { recursive: true, force: true });
+rmSync(join(root, 'broken'), { recursive: true, force: true });
+write('images/red.jpg', await photo(160, 120, [230, 40, 30], 1).jpeg({ quality: 85 }).toBuffer());
+write('images/green.jpg', await photo(120, 160, [30, 200, 40], 2).jpeg({ quality: 85 }).toBuffer());
+write('images/blue.jpg', await photo(200, 100, [20, 50, 220], 3).jpeg({ quality: 85 }).toBuffer());
+// Other formats sharp reads: PNG with alpha (flattened onto white), WebP, greyscale JPEG.
+const blueRgba = await photo(64, 64, [20, 40, 230], 4).ensureAlpha(1).raw().toBuffer();
+write('images/blue-alpha.png', await sharp(blueRgba, { raw: { width: 64, height: 64, channels: 4 } }).png().toBuffer());
+write('images/green.webp', await photo(96, 64, [40, 210, 50], 5).webp({ quality: 80 }).toBuffer());
+write('images/grey.jpg', await photo(64, 64, [128, 128, 128], 6).greyscale().jpeg().toBuffer());
+
+// EXIF orientation 6 (rotate 90 clockwise to view): stored left half red, right half blue, so
+// viewed upright the top half is red and the bottom half is blue.
+const halves = Buffer.alloc(40 * 20 * 3);
+for (let y = 0; y < 20; y++) {
+  for (let x = 0; x < 40; x++) halves.set(x < 20 ? [255, 0, 0] : [0, 0, 255], (y * 40 + x) * 3);
+}
+write(
+  'images/exif-rotated.jpg',
+  await sharp(halves, { raw: { width: 40, height: 20, channels: 3 } }).jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toBuffer(),
+);
+
+// ---- Broken inputs ----------------------------------------------------------------------------
+write('broken/empty.jpg', Buffer.alloc(0));
+write('broken/not-an-image.jpg', Buffer.from('Just some text that happens to be named like a JPEG.\n'));
+const big = await photo(256, 256, [200, 30, 30], 7).jpeg({ quality: 90 }).toBuffer();
+write('broken/truncated.jpg', big.subarray(0, Math.floor(big.length * 0.6)));
+// 12000 x 12000 = 144 megapixels in a few kilobytes: over the default --max-pixels.
+const bomb = await sharp({ create: { width: 12000, height: 12000, channels: 3, background: '#ff0000' } })
+  .png({ palette: true, colours: 2, compressionLevel: 9 })
+  .toBuffer();
+write('broken/bomb.png', bomb);
+mkdirSync(join(root, 'broken', 'a-directory.jpg'), { recursive: true });
+write('broken/a-directory.jpg/.gitkeep', Buffer.alloc(0));
+
+console.log(`fixtures written to ${root}`);

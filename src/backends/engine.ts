@@ -1,0 +1,51 @@
+// The one interface every inference runtime sits behind. Nothing outside src/backends/ imports
+// a runtime (onnxruntime-node, TensorFlow.js) directly.
+
+export type Layout = 'NCHW' | 'NHWC';
+
+/** What the rest of the program needs to know about a loaded model's input and output. */
+export interface ModelSignature {
+  inputName: string;
+  outputName: string;
+  height: number;
+  width: number;
+  layout: Layout;
+  inputType: 'float32' | 'uint8';
+  /** largest batch the model accepts: 1 for a fixed batch dimension, else Infinity */
+  maxBatch: number;
+  outputSize: number;
+}
+
+export interface EngineOptions {
+  /** intra-op threads for the runtime; 0 lets the engine pick */
+  threads: number;
+  /** 'cpu' or an accelerator the backend knows ('cuda', ...); 'auto' tries accelerators first */
+  device: string;
+  inputNode?: string;
+  outputNode?: string;
+}
+
+export interface BackendLoad {
+  /** the human name of what runs, e.g. "onnxruntime-node 1.30.0 (cpu)" */
+  name: string;
+  signature: ModelSignature;
+  /** informational lines for --verbose (fallbacks taken, providers tried) */
+  notes: string[];
+}
+
+/** A loaded model. run() takes `batch` images packed in the signature's layout. */
+export interface Engine extends BackendLoad {
+  run(input: Float32Array | Uint8Array, batch: number): Promise<Float32Array>;
+  dispose(): Promise<void>;
+}
+
+/** A model failed to load or is unusable: exit status 2, reported with the file it came from. */
+export class ModelError extends Error {
+  constructor(
+    readonly file: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ModelError';
+  }
+}

@@ -1,0 +1,136 @@
+// ONNX Runtime backend. Runs inside the engine worker (see worker.ts): session.run() blocks
+// the thread it is called on for the whole inference.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type { InferenceSession as OrtSession, Tensor as OrtTensor } from 'onnxruntime-node';
+import { type Engine, type EngineOptions, type Layout, ModelError, type ModelSignature } from './engine.js';
+
+type Ort = typeof import('onnxruntime-node');
+
+function ortVersion(): string {
+  try {
+    return createRequire(import.meta.url)('onnxruntime-node/package.json').version as string;
+  } catch {
+    return '?';
+  }
+}
+
+/** The CUDA provider ships as a separate library that onnxruntime-node's install step downloads
+ * (skipped by this project's .npmrc); without it, asking for CUDA only logs an error. */
+function cudaInstalled(): boolean {
+  try {
+    const req = createRequire(import.meta.url);
+    const dir = dirname(req.resolve('onnxruntime-node/package.json'));
+    return existsSync(join(dir, 'bin', 'napi-v6', process.platform, process.arch, 'libonnxruntime_providers_cuda.so'));
+  } catch {
+    return false;
+  }
+}
+
+async function createSession(ort: Ort, model: string | Uint8Array, opts: EngineOptions, notes: string[]) {
+  // 3: errors only; ONNX Runtime's warnings are about graph details a user cannot act on.
+  const base: OrtSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  if (opts.threads > 0) base.intraOpNumThreads = opts.threads;
+  let providers = opts.device === 'auto' ? ['cuda'] : opts.device === 'cpu' ? [] : [opts.device];
+  if (opts.device === 'auto' && !cudaInstalled()) {
+    notes.push('CUDA provider not installed (see README, GPU); using cpu');
+    providers = [];
+  }
+  const open = (s: OrtSession.SessionOptions) =>
+    typeof model === 'string' ? ort.InferenceSession.create(model, s) : ort.InferenceSession.create(model, s);
+  for (const provider of providers) {
+    try {
+      return { session: await open({ ...base, executionProviders: [provider, 'cpu'] }), device: provider };
+    } catch (err) {
+      // Asking for a provider whose libraries are absent throws rather than falling back.
+      if (opts.device !== 'auto') throw err;
+      notes.push(`${provider} execution provider unavailable (${firstLine(err)}); using cpu`);
+    }
+  }
+  return { session: await open({ ...base, executionProviders: ['cpu'] }), device: 'cpu' };
+}
+
+function firstLine(err: unknown): string {
+  return String(err instanceof Error ? err.message : err).split('\n')[0];
+}
+
+function signatureOf(session: OrtSession, file: string, opts: EngineOptions): Omit<ModelSignature, 'outputSize'> {
+  const inputs = session.inputMetadata;
+  const input = opts.inputNode ? inputs.find((m) => m.name === opts.inputNode) : inputs[0];
+  if (!input) throw new ModelError(file, `no input named "${opts.inputNode}"; inputs: ${session.inputNames.join(', ')}`);
+  if (inputs.length > 1 && !opts.inputNode) {
+    throw new ModelError(file, `model has ${inputs.length} inputs (${session.inputNames.join(', ')}); choose one with --input-node`);
+  }
+  const outputName = opts.outputNode ?? session.outputNames[0];
+  if (!session.outputNames.includes(outputName)) {
+    throw new ModelError(file, `no output named "${outputName}"; outputs: ${session.outputNames.join(', ')}`);
+  }
+  if (!input.isTensor) throw new ModelError(file, `input "${input.name}" is not a tensor`);
+  const shape = input.shape;
+  if (shape.length !== 4) {
+    throw new ModelError(file, `input "${input.name}" has shape [${shape.join(',')}]; expected an image batch of rank 4`);
+  }
+  let layout: Layout;
+  if (shape[1] === 3) layout = 'NCHW';
+  else if (shape[3] === 3) layout = 'NHWC';
+  else throw new ModelError(file, `input "${input.name}" has shape [${shape.join(',')}]: neither NCHW nor NHWC with 3 channels`);
+  const [h, w] = layout === 'NCHW' ? [shape[2], shape[3]] : [shape[1], shape[2]];
+  if (typeof h !== 'number' || typeof w !== 'number' || h <= 0 || w <= 0) {
+    throw new ModelError(file, `input "${input.name}" has no fixed image size (shape [${shape.join(',')}])`);
+  }
+  if (input.type !== 'float32' && input.type !== 'uint8') {
+    throw new ModelError(file, `input "${input.name}" is ${input.type}; supported: float32, uint8`);
+  }
+  return {
+    inputName: input.name,
+    outputName,
+    height: h,
+    width: w,
+    layout,
+    inputType: input.type,
+    maxBatch: shape[0] === 1 ? 1 : Infinity,
+  };
+}
+
+export async function loadOnnx(model: string | Uint8Array, file: string, opts: EngineOptions): Promise<Engine> {
+  const ort: Ort = await import('onnxruntime-node');
+  const notes: string[] = [];
+  let opened;
+  try {
+    opened = await createSession(ort, model, opts, notes);
+  } catch (err) {
+    throw new ModelError(file, `ONNX Runtime cannot load it: ${firstLine(err)}`);
+  }
+  const { session, device } = opened;
+  const sig = signatureOf(session, file, opts);
+  const dims = (n: number) => (sig.layout === 'NCHW' ? [n, 3, sig.height, sig.width] : [n, sig.height, sig.width, 3]);
+
+  const run = async (input: Float32Array | Uint8Array, batch: number): Promise<Float32Array> => {
+    const tensor: OrtTensor =
+      input instanceof Float32Array
+        ? new ort.Tensor('float32', input.subarray(0, batch * 3 * sig.height * sig.width), dims(batch))
+        : new ort.Tensor('uint8', input.subarray(0, batch * 3 * sig.height * sig.width), dims(batch));
+    const result = await session.run({ [sig.inputName]: tensor }, [sig.outputName]);
+    const out = result[sig.outputName];
+    if (out.type !== 'float32') throw new Error(`output "${sig.outputName}" is ${out.type}, expected float32`);
+    return out.data as Float32Array;
+  };
+
+  // One warm-up run: proves the model executes and tells the output size (often symbolic).
+  let outputSize: number;
+  try {
+    const size = 3 * sig.height * sig.width;
+    const probe = await run(sig.inputType === 'uint8' ? new Uint8Array(size) : new Float32Array(size), 1);
+    outputSize = probe.length;
+  } catch (err) {
+    throw new ModelError(file, `test inference failed: ${firstLine(err)}`);
+  }
+  return {
+    name: `onnxruntime-node ${ortVersion()} (${device})`,
+    signature: { ...sig, outputSize },
+    notes,
+    run,
+    dispose: () => session.release(),
+  };
+}

@@ -1,0 +1,80 @@
+// The main thread's handle on an engine that lives in a worker thread (see worker.ts).
+import { Worker } from 'node:worker_threads';
+import { type Engine, ModelError } from './engine.js';
+import type { EngineSpec } from './index.js';
+import type { Reply } from './worker.js';
+
+type Ready =
+  | { ready: true; name: string; signature: Engine['signature']; notes: string[] }
+  | { ready: false; file: string; message: string };
+
+export interface WorkerEngine extends Engine {
+  /** takes back an input buffer after a run, for reuse (transfer empties the caller's copy) */
+  onBufferReturned?: (buf: Float32Array | Uint8Array) => void;
+}
+
+export async function startEngine(spec: EngineSpec): Promise<WorkerEngine> {
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: spec });
+  const onExit = (code: number) => new ModelError(spec.file, `engine thread exited (${code}) while loading`);
+  let settle: { error: (e: Error) => void; exit: (code: number) => void } | undefined;
+  const ready = await new Promise<Ready>((resolve, reject) => {
+    settle = { error: reject, exit: (code) => reject(onExit(code)) };
+    worker.once('message', resolve);
+    worker.once('error', settle.error);
+    worker.once('exit', settle.exit);
+  }).finally(() => {
+    // Not removeAllListeners(): Worker keeps internal listeners of its own.
+    worker.off('error', settle!.error);
+    worker.off('exit', settle!.exit);
+  });
+  if (!ready.ready) {
+    await worker.terminate();
+    throw new ModelError(ready.file, ready.message);
+  }
+
+  let nextId = 0;
+  const waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  let dead: Error | undefined;
+  const failAll = (err: Error) => {
+    dead = err;
+    for (const w of waiting.values()) w.reject(err);
+    waiting.clear();
+  };
+  worker.on('message', (reply: Reply) => {
+    const w = waiting.get(reply.id);
+    waiting.delete(reply.id);
+    if (waiting.size === 0) worker.unref();
+    w?.resolve(reply);
+  });
+  worker.on('error', (err) => failAll(err));
+  worker.on('exit', (code) => failAll(new Error(`engine thread exited (${code})`)));
+  // An idle engine thread must not keep the process alive; a busy one must (see call()).
+  worker.unref();
+
+  const call = (msg: object, transfer: ArrayBuffer[]) =>
+    new Promise<Reply>((resolve, reject) => {
+      if (dead) return reject(dead);
+      const id = nextId++;
+      waiting.set(id, { resolve, reject });
+      worker.ref();
+      worker.postMessage({ id, ...msg }, transfer);
+    });
+
+  const engine: WorkerEngine = {
+    name: ready.name,
+    signature: ready.signature,
+    notes: ready.notes,
+    async run(input, batch) {
+      const reply = await call({ input, batch }, [input.buffer as ArrayBuffer]);
+      if ('input' in reply && reply.input) engine.onBufferReturned?.(reply.input);
+      if ('error' in reply) throw new Error(reply.error);
+      if ('output' in reply) return reply.output;
+      throw new Error('unexpected reply from engine thread');
+    },
+    async dispose() {
+      if (!dead) await call({ dispose: true }, []).catch(() => undefined);
+      await worker.terminate();
+    },
+  };
+  return engine;
+}

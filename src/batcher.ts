@@ -1,0 +1,99 @@
+// Micro-batching: items wait in a queue that goes to the model when it holds maxSize items or
+// when the oldest has waited maxDelayMs, whichever comes first. One batch runs at a time; items
+// arriving meanwhile gather into the next one.
+
+export interface BatcherOptions {
+  maxSize: number;
+  maxDelayMs: number;
+  /** submit() rejects with QueueFullError beyond this many waiting items (0: unbounded) */
+  maxQueue?: number;
+  /** called after every batch, for metrics */
+  observe?: (stats: BatchStats) => void;
+}
+
+export interface BatchStats {
+  size: number;
+  /** how long each item waited in the queue, in ms */
+  waits: number[];
+  runMs: number;
+  failed: boolean;
+}
+
+export class QueueFullError extends Error {
+  constructor(readonly limit: number) {
+    super(`queue full (${limit} images waiting)`);
+    this.name = 'QueueFullError';
+  }
+}
+
+interface Waiting<T, R> {
+  item: T;
+  enqueuedAt: number;
+  resolve: (r: R) => void;
+  reject: (e: unknown) => void;
+}
+
+export class MicroBatcher<T, R> {
+  private queue: Waiting<T, R>[] = [];
+  private running = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly runBatch: (items: T[]) => Promise<R[]>,
+    private readonly opts: BatcherOptions,
+  ) {}
+
+  /** items waiting for a batch (not counting the one running) */
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  submit(item: T): Promise<R> {
+    const limit = this.opts.maxQueue ?? 0;
+    if (limit > 0 && this.queue.length >= limit) return Promise.reject(new QueueFullError(limit));
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ item, enqueuedAt: performance.now(), resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.running || this.queue.length === 0) return;
+    const wait = this.queue[0].enqueuedAt + this.opts.maxDelayMs - performance.now();
+    if (this.queue.length >= this.opts.maxSize || wait <= 0) {
+      void this.flush();
+    } else if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.schedule();
+      }, wait);
+    }
+  }
+
+  private async flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const taken = this.queue.splice(0, this.opts.maxSize);
+    this.running = true;
+    const start = performance.now();
+    let failed = false;
+    try {
+      const results = await this.runBatch(taken.map((w) => w.item));
+      taken.forEach((w, i) => w.resolve(results[i]));
+    } catch (err) {
+      failed = true;
+      for (const w of taken) w.reject(err);
+    } finally {
+      this.running = false;
+      this.opts.observe?.({
+        size: taken.length,
+        waits: taken.map((w) => start - w.enqueuedAt),
+        runMs: performance.now() - start,
+        failed,
+      });
+      this.schedule();
+    }
+  }
+}

@@ -1,0 +1,194 @@
+// A model loaded once, with its labels, decoder and micro-batcher: images in, predictions out.
+// Shared by the command-line filter and the HTTP server.
+import { availableParallelism } from 'node:os';
+import { ModelError } from './backends/engine.js';
+import { startEngine, type WorkerEngine } from './backends/remote.js';
+import { type BatchStats, MicroBatcher } from './batcher.js';
+import { decodeToRgb, readImageFile } from './image/decode.js';
+import { type Normalisation, TensorPacker } from './image/tensor.js';
+import { IMAGENET, readLabels, resolveModel } from './model.js';
+import { Semaphore } from './semaphore.js';
+
+export interface ClassifierOptions {
+  graph: string;
+  labels?: string;
+  mean?: [number, number, number];
+  std?: [number, number, number];
+  batchSize: number;
+  maxDelayMs: number;
+  /** 0: unbounded */
+  maxQueue?: number;
+  maxPixels: number;
+  /** engine intra-op threads; 0: the engine's choice */
+  threads: number;
+  device: string;
+  softmax: 'auto' | 'on' | 'off';
+  /** images decoded at once; 0: from the core count */
+  decodeJobs: number;
+  inputNode?: string;
+  outputNode?: string;
+  observe?: (stats: BatchStats) => void;
+}
+
+export interface Prediction {
+  label: string;
+  score: number;
+}
+
+export interface ClassifierInfo {
+  model: string;
+  labelsFile: string;
+  engine: string;
+  engineNotes: string[];
+  input: string;
+  normalisation: Normalisation;
+  normalisationSource: string;
+  batchSize: number;
+  maxDelayMs: number;
+  decodeJobs: number;
+  classes: number;
+}
+
+export class Classifier {
+  private constructor(
+    readonly info: ClassifierInfo,
+    private readonly engine: WorkerEngine,
+    private readonly labels: string[],
+    private readonly packer: TensorPacker,
+    private readonly batcher: MicroBatcher<Buffer, Float32Array>,
+    private readonly decodeSlots: Semaphore,
+    private readonly maxPixels: number,
+    private readonly softmax: ClassifierOptions['softmax'],
+  ) {}
+
+  static async load(opts: ClassifierOptions): Promise<Classifier> {
+    const model = resolveModel(opts.graph, opts.labels);
+    const labels = readLabels(model.labelsFile);
+    const engine = await startEngine({
+      backend: model.backend,
+      file: model.file,
+      options: { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode },
+    });
+    const sig = engine.signature;
+    if (labels.length !== sig.outputSize) {
+      await engine.dispose();
+      throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
+    }
+    const norm: Normalisation = {
+      mean: opts.mean ?? model.normalisation.mean ?? IMAGENET.mean,
+      std: opts.std ?? model.normalisation.std ?? IMAGENET.std,
+    };
+    const source = opts.mean || opts.std ? 'flags' : model.normalisationSource;
+    const packer = new TensorPacker(sig.height, sig.width, sig.layout, norm);
+    const batchSize = Math.min(opts.batchSize, sig.maxBatch);
+    const decodeJobs = opts.decodeJobs > 0 ? opts.decodeJobs : Math.max(2, availableParallelism() * 2);
+
+    // Batch buffers go to the engine thread and come back; keep them for the next batch.
+    const pool: (Float32Array | Uint8Array)[] = [];
+    engine.onBufferReturned = (buf) => {
+      if (pool.length < 2) pool.push(buf);
+    };
+    const perImage = packer.imageSize;
+    const take = (): Float32Array | Uint8Array => {
+      const buf = pool.pop();
+      if (buf && buf.length >= batchSize * perImage) return buf;
+      return sig.inputType === 'uint8' ? new Uint8Array(batchSize * perImage) : new Float32Array(batchSize * perImage);
+    };
+    const runBatch = async (images: Buffer[]): Promise<Float32Array[]> => {
+      const input = take();
+      images.forEach((rgb, slot) =>
+        input instanceof Float32Array ? packer.writeFloat(rgb, input, slot) : packer.writeUint8(rgb, input, slot),
+      );
+      const scores = await engine.run(input, images.length);
+      const n = sig.outputSize;
+      return images.map((_, i) => scores.subarray(i * n, (i + 1) * n));
+    };
+    const batcher = new MicroBatcher(runBatch, {
+      maxSize: batchSize,
+      maxDelayMs: opts.maxDelayMs,
+      maxQueue: opts.maxQueue,
+      observe: opts.observe,
+    });
+    const info: ClassifierInfo = {
+      model: model.file,
+      labelsFile: model.labelsFile,
+      engine: engine.name,
+      engineNotes: engine.notes,
+      input: `${sig.inputName} ${sig.inputType} ${sig.layout} ${sig.height}x${sig.width}${sig.maxBatch === 1 ? ' (fixed batch of 1)' : ''}`,
+      normalisation: norm,
+      normalisationSource: source,
+      batchSize,
+      maxDelayMs: opts.maxDelayMs,
+      decodeJobs,
+      classes: sig.outputSize,
+    };
+    return new Classifier(info, engine, labels, packer, batcher, new Semaphore(decodeJobs), opts.maxPixels, opts.softmax);
+  }
+
+  /** Classifies a file on disk. Throws InputError for an unreadable or undecodable image. */
+  async classifyFile(path: string, topK: number, threshold = 0): Promise<Prediction[]> {
+    const rgb = await this.decodeSlots.run(async () => this.decode(await readImageFile(path)));
+    return this.rank(await this.batcher.submit(rgb), topK, threshold);
+  }
+
+  /** Classifies image bytes (an upload). */
+  async classifyBytes(bytes: Buffer, topK: number, threshold = 0): Promise<Prediction[]> {
+    const rgb = await this.decodeSlots.run(() => this.decode(bytes));
+    return this.rank(await this.batcher.submit(rgb), topK, threshold);
+  }
+
+  /** images waiting for a batch */
+  get queued(): number {
+    return this.batcher.waiting;
+  }
+
+  close(): Promise<void> {
+    return this.engine.dispose();
+  }
+
+  private decode(bytes: Buffer): Promise<Buffer> {
+    return decodeToRgb(bytes, { width: this.packer.width, height: this.packer.height, maxPixels: this.maxPixels });
+  }
+
+  private rank(scores: Float32Array, topK: number, threshold: number): Prediction[] {
+    const probs = this.softmax === 'on' || (this.softmax === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
+    return topIndices(probs, topK)
+      .filter((i) => probs[i] >= threshold)
+      .map((i) => ({ label: this.labels[i], score: probs[i] }));
+  }
+}
+
+function looksLikeProbabilities(v: Float32Array): boolean {
+  let sum = 0;
+  for (const x of v) {
+    if (x < 0 || x > 1) return false;
+    sum += x;
+  }
+  return Math.abs(sum - 1) < 1e-3;
+}
+
+function softmax(v: Float32Array): Float32Array {
+  let max = -Infinity;
+  for (const x of v) if (x > max) max = x;
+  const out = new Float32Array(v.length);
+  let sum = 0;
+  for (let i = 0; i < v.length; i++) sum += out[i] = Math.exp(v[i] - max);
+  for (let i = 0; i < v.length; i++) out[i] /= sum;
+  return out;
+}
+
+/** Indices of the k largest values, largest first (insertion into a short sorted list). */
+export function topIndices(v: Float32Array, k: number): number[] {
+  const top: number[] = [];
+  if (k <= 0) return top;
+  for (let i = 0; i < v.length; i++) {
+    if (top.length === k && v[i] <= v[top[k - 1]]) continue;
+    let j = top.length < k ? top.length : k - 1;
+    while (j > 0 && v[top[j - 1]] < v[i]) {
+      top[j] = top[j - 1];
+      j--;
+    }
+    top[j] = i;
+  }
+  return top;
+}

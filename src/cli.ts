@@ -1,0 +1,76 @@
+// Command-line parsing: flags to options, errors to exit codes. No classification logic here.
+import { Command, CommanderError, Option } from 'commander';
+import { createRequire } from 'node:module';
+import { ModelError } from './backends/engine.js';
+import { EXIT, type FilterOptions, runFilter } from './filter.js';
+import { FORMATS } from './output/format.js';
+import { nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
+
+const log = (line: string) => process.stderr.write(`classify: ${line}\n`);
+
+/** Flags every command that loads a model shares. */
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('-g, --graph <model>', 'model: an .onnx file, or a folder holding model.onnx')
+    .option('-l, --labels <file>', 'labels file, one per line or "index:label" (default: labels.txt beside the model)')
+    .option('-b, --batch-size <n>', 'images per inference batch', positiveInt('--batch-size'), 8)
+    .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay'), 10)
+    .option('--mean <r,g,b>', 'per-channel mean in 0-255 units, subtracted first', triple('--mean', false))
+    .option('--std <r,g,b>', 'per-channel standard deviation in 0-255 units, divided by', triple('--std', true))
+    .option('--max-pixels <n>', 'refuse images with more pixels (decompression bombs)', positiveInt('--max-pixels'), 100_000_000)
+    .addOption(
+      new Option('--softmax <when>', 'turn raw scores into probabilities').choices(['auto', 'on', 'off']).default('auto'),
+    )
+    .addOption(new Option('--backend <name>', 'inference engine').choices(['auto', 'onnx']).default('auto'))
+    .option('--device <name>', 'auto, cpu, or an ONNX Runtime execution provider (cuda, ...)', 'auto')
+    .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads'), 0)
+    .option('--decode-jobs <n>', 'images decoded at once (0: twice the core count)', nonNegativeInt('--decode-jobs'), 0)
+    .option('--input-node <name>', 'model input to feed (default: the only image input)')
+    .option('--output-node <name>', 'model output to read (default: the first)')
+    .option('-q, --quiet', 'no progress line, no per-image diagnostics on stderr', false)
+    .option('-v, --verbose', 'describe the model, engine and settings on stderr', false);
+}
+
+function version(): string {
+  return createRequire(import.meta.url)('../package.json').version as string;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('classify')
+    .description('Classify images: paths on stdin (or as arguments), one line of predictions per path on stdout.')
+    .version(version())
+    .argument('[paths...]', 'image paths (default: read from stdin, one per line)')
+    .addOption(new Option('-f, --format <format>', 'output format').choices(FORMATS).default('json'))
+    .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), 5)
+    .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0)
+    .option('-0, --null', 'paths on stdin are NUL-separated (find -print0)', false)
+    .showHelpAfterError('(classify --help for usage)')
+    .exitOverride();
+  addModelOptions(program);
+  program.action(async (paths: string[], raw: Record<string, unknown>) => {
+    const opts = { ...raw, maxDelayMs: raw.maxDelay, nul: raw.null } as unknown as FilterOptions;
+    process.exitCode = await runFilter(opts, paths, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, log });
+  });
+  return program;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  // `| head` closes our stdout early: that is the reader saying it has enough, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.ok);
+    throw err;
+  });
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    } else if (err instanceof ModelError) {
+      log(`${err.file}: ${err.message}`);
+      process.exitCode = EXIT.usage;
+    } else {
+      log(`${err instanceof Error ? err.message : String(err)}`);
+      process.exitCode = EXIT.usage;
+    }
+  }
+}

@@ -1,0 +1,84 @@
+// The filter: paths in, one line of predictions out per path, in input order. This is the one
+// place where a line of stdin becomes a line of stdout.
+import { once } from 'node:events';
+import type { Readable } from 'node:stream';
+import { Classifier, type ClassifierOptions } from './classifier.js';
+import { InputError } from './image/decode.js';
+import { pathsFromArgs, pathsFromStream } from './input.js';
+import { type Format, formatLine, type Outcome } from './output/format.js';
+import { inOrder } from './pipeline.js';
+import { Progress } from './progress.js';
+import { describeClassifier, type Log } from './report.js';
+
+export interface FilterOptions extends ClassifierOptions {
+  format: Format;
+  topK: number;
+  threshold: number;
+  nul: boolean;
+  quiet: boolean;
+  verbose: boolean;
+}
+
+export interface FilterIO {
+  stdin: Readable;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WriteStream;
+  log: Log;
+}
+
+export const EXIT = { ok: 0, someFailed: 1, usage: 2, interrupted: 130 } as const;
+
+/** Loads the model (throwing ModelError before any input is read), then streams. */
+export async function runFilter(opts: FilterOptions, args: string[], io: FilterIO): Promise<number> {
+  const classifier = await Classifier.load(opts);
+  if (opts.verbose) describeClassifier(classifier.info, io.log);
+
+  const paths = args.length > 0 ? pathsFromArgs(args) : pathsFromStream(io.stdin, opts.nul);
+  const classifyOne = (path: string): Promise<Outcome> =>
+    classifier.classifyFile(path, opts.topK, opts.threshold).then(
+      (predictions) => ({ path, predictions }),
+      (err: unknown) => ({ path, error: err instanceof InputError ? err.message : `inference failed: ${(err as Error).message}` }),
+    );
+
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) process.exit(EXIT.interrupted);
+    interrupted = true;
+    // Stop reading; what is already in flight is still written.
+    io.stdin.destroy();
+  };
+  process.on('SIGINT', onSigint);
+
+  const progress = Progress.enabled(io.stderr, opts.quiet) ? new Progress(io.stderr) : undefined;
+  const window = Math.max(16, 2 * classifier.info.batchSize + classifier.info.decodeJobs);
+  let failed = 0;
+  try {
+    for await (const outcome of inOrderSafe(paths, classifyOne, window, () => interrupted)) {
+      const ok = !('error' in outcome);
+      if (!ok) {
+        failed++;
+        if (!opts.quiet) {
+          progress?.stop();
+          io.log(`${JSON.stringify(outcome.path)}: ${(outcome as { error: string }).error}`);
+        }
+      }
+      progress?.count(ok);
+      if (!io.stdout.write(formatLine(outcome, opts.format) + '\n')) await once(io.stdout, 'drain');
+    }
+  } finally {
+    progress?.stop();
+    process.off('SIGINT', onSigint);
+    await classifier.close();
+  }
+  if (interrupted) return EXIT.interrupted;
+  return failed > 0 ? EXIT.someFailed : EXIT.ok;
+}
+
+/** A stdin destroyed by Ctrl-C ends the input rather than failing the run. */
+async function* inOrderSafe<I, O>(inputs: AsyncIterable<I>, work: (i: I) => Promise<O>, window: number, interrupted: () => boolean) {
+  try {
+    yield* inOrder(inputs, work, window);
+  } catch (err) {
+    if (!interrupted()) throw err;
+  }
+}

@@ -1,0 +1,81 @@
+// Image bytes -> RGB pixels at the model's input size, with sharp (libvips, off the JS thread).
+import { readFile } from 'node:fs/promises';
+import sharp from 'sharp';
+
+/** Why one input could not be classified. `kind` lets callers map it (HTTP status, counters). */
+export type InputErrorKind = 'not-found' | 'not-a-file' | 'permission' | 'empty' | 'not-an-image' | 'corrupt' | 'too-large' | 'read';
+
+export class InputError extends Error {
+  constructor(
+    readonly kind: InputErrorKind,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'InputError';
+  }
+}
+
+export interface DecodeOptions {
+  width: number;
+  height: number;
+  /** images with more pixels than this are refused before decoding (decompression bombs) */
+  maxPixels: number;
+}
+
+// libvips keeps its own threads; sharp's cache only helps when the same file is read again.
+sharp.cache(false);
+
+const FS_ERRORS: Record<string, [InputErrorKind, string]> = {
+  ENOENT: ['not-found', 'no such file'],
+  ENOTDIR: ['not-found', 'no such file (a parent is not a directory)'],
+  EISDIR: ['not-a-file', 'is a directory'],
+  EACCES: ['permission', 'permission denied'],
+  EPERM: ['permission', 'permission denied'],
+  ENAMETOOLONG: ['not-found', 'file name too long'],
+};
+
+export async function readImageFile(path: string): Promise<Buffer> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    const known = FS_ERRORS[code];
+    if (known) throw new InputError(known[0], known[1]);
+    throw new InputError('read', `cannot read: ${(err as Error).message}`);
+  }
+  return bytes;
+}
+
+/** Decodes, applies EXIF orientation, flattens alpha onto white, resizes (no crop) to the
+ * model's size and returns packed RGB bytes (height * width * 3). */
+export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Buffer> {
+  if (bytes.length === 0) throw new InputError('empty', 'empty file');
+  try {
+    const { data, info } = await sharp(bytes, { limitInputPixels: opts.maxPixels, failOn: 'error' })
+      .rotate()
+      .flatten({ background: '#ffffff' })
+      .resize(opts.width, opts.height, { fit: 'fill' })
+      .toColourspace('srgb')
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new InputError('corrupt', `decoded to ${info.channels} channels, expected 3`);
+    return data;
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw await describeSharpError(bytes, opts, err as Error);
+  }
+}
+
+async function describeSharpError(bytes: Buffer, opts: DecodeOptions, err: Error): Promise<InputError> {
+  const msg = err.message;
+  if (/unsupported image format/i.test(msg)) return new InputError('not-an-image', 'not an image (unrecognised format)');
+  if (/pixel limit/i.test(msg)) {
+    const meta = await sharp(bytes, { limitInputPixels: false }).metadata().catch(() => undefined);
+    const size = meta?.width && meta?.height ? `${meta.width}x${meta.height} ` : '';
+    return new InputError('too-large', `image ${size}exceeds the pixel limit of ${opts.maxPixels} (--max-pixels)`);
+  }
+  // libvips' detail is sometimes only "Unknown error" for the same file: say what is certain.
+  const detail = msg.split('\n')[0].trim();
+  return new InputError('corrupt', /unknown error/i.test(detail) ? 'corrupt or truncated image' : `corrupt or truncated image (${detail})`);
+}

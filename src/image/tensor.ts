@@ -1,0 +1,64 @@
+// Packs decoded RGB bytes into a model's input batch: layout and normalisation.
+import type { Layout } from '../backends/engine.js';
+
+export interface Normalisation {
+  /** per-channel (R, G, B) mean and standard deviation in 0-255 pixel units: x' = (x - mean) / std */
+  mean: [number, number, number];
+  std: [number, number, number];
+}
+
+/** Precomputed so the per-pixel work is one multiply-add. */
+export class TensorPacker {
+  private readonly scale: Float32Array;
+  private readonly offset: Float32Array;
+  readonly imageSize: number;
+
+  constructor(
+    readonly height: number,
+    readonly width: number,
+    readonly layout: Layout,
+    norm: Normalisation,
+  ) {
+    this.scale = Float32Array.from(norm.std, (s) => 1 / s);
+    this.offset = Float32Array.from(norm.mean, (m, c) => -m / norm.std[c]);
+    this.imageSize = height * width * 3;
+  }
+
+  /** Writes one image (packed RGB, HWC) into slot `slot` of a float batch. */
+  writeFloat(rgb: Uint8Array, dst: Float32Array, slot: number): void {
+    const base = slot * this.imageSize;
+    const [s0, s1, s2] = this.scale;
+    const [o0, o1, o2] = this.offset;
+    const pixels = this.height * this.width;
+    if (this.layout === 'NHWC') {
+      for (let p = 0, i = 0; p < pixels; p++, i += 3) {
+        dst[base + i] = rgb[i] * s0 + o0;
+        dst[base + i + 1] = rgb[i + 1] * s1 + o1;
+        dst[base + i + 2] = rgb[i + 2] * s2 + o2;
+      }
+    } else {
+      const g = base + pixels;
+      const b = g + pixels;
+      for (let p = 0, i = 0; p < pixels; p++, i += 3) {
+        dst[base + p] = rgb[i] * s0 + o0;
+        dst[g + p] = rgb[i + 1] * s1 + o1;
+        dst[b + p] = rgb[i + 2] * s2 + o2;
+      }
+    }
+  }
+
+  /** uint8 models take raw pixels: only the layout changes. */
+  writeUint8(rgb: Uint8Array, dst: Uint8Array, slot: number): void {
+    const base = slot * this.imageSize;
+    if (this.layout === 'NHWC') {
+      dst.set(rgb.subarray(0, this.imageSize), base);
+      return;
+    }
+    const pixels = this.height * this.width;
+    for (let p = 0, i = 0; p < pixels; p++, i += 3) {
+      dst[base + p] = rgb[i];
+      dst[base + pixels + p] = rgb[i + 1];
+      dst[base + 2 * pixels + p] = rgb[i + 2];
+    }
+  }
+}

@@ -1,0 +1,47 @@
+// One way to reject a bad flag value, in the words sharp uses:
+// "Expected positive integer for --batch-size but received -1".
+import { InvalidArgumentError } from 'commander';
+import { channelTriple } from './model.js';
+
+function reject(expected: string, flag: string, raw: string): never {
+  throw new InvalidArgumentError(`Expected ${expected} for ${flag} but received ${JSON.stringify(raw)}`);
+}
+
+export const positiveInt = (flag: string) => (raw: string) => {
+  const n = Number(raw);
+  if (!/^\s*\d+\s*$/.test(raw) || !Number.isSafeInteger(n) || n < 1) reject('positive integer', flag, raw);
+  return n;
+};
+
+export const nonNegativeInt = (flag: string) => (raw: string) => {
+  const n = Number(raw);
+  if (!/^\s*\d+\s*$/.test(raw) || !Number.isSafeInteger(n)) reject('integer of 0 or more', flag, raw);
+  return n;
+};
+
+export const nonNegativeNumber = (flag: string) => (raw: string) => {
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n) || n < 0) reject('number of 0 or more', flag, raw);
+  return n;
+};
+
+export const unitInterval = (flag: string) => (raw: string) => {
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) reject('number between 0 and 1', flag, raw);
+  return n;
+};
+
+export const oneOf =
+  <T extends string>(flag: string, choices: readonly T[]) =>
+  (raw: string): T => {
+    if (!choices.includes(raw as T)) reject(`one of ${choices.join(', ')}`, flag, raw);
+    return raw as T;
+  };
+
+export const triple = (flag: string, positive: boolean) => (raw: string) => {
+  try {
+    return channelTriple(raw, flag, flag, positive);
+  } catch {
+    reject(`one or three comma-separated ${positive ? 'positive ' : ''}numbers`, flag, raw);
+  }
+};
