@@ -8,6 +8,10 @@ const MAX_LINE = 1 << 20;
 export function pathsFromStream(stream: Readable, nulSeparated: boolean): AsyncIterable<string> {
   const lines = stream.pipe(split2(nulSeparated ? '\0' : /\r?\n/, { maxLength: MAX_LINE }));
   stream.on('error', (err) => lines.destroy(err));
+  // A source destroyed on purpose (Ctrl-C) ends the input rather than leaving it hanging.
+  stream.on('close', () => {
+    if (!lines.writableEnded) lines.end();
+  });
   return filterBlank(lines, nulSeparated);
 }
 

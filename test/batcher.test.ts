@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { type BatchStats, MicroBatcher, QueueFullError } from '../src/batcher.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function recording(opts: { maxSize: number; maxDelayMs: number; maxQueue?: number; runMs?: number }) {
+  const batches: number[][] = [];
+  const stats: BatchStats[] = [];
+  const batcher = new MicroBatcher<number, number>(
+    async (items) => {
+      batches.push(items);
+      if (opts.runMs) await sleep(opts.runMs);
+      if (items.includes(-1)) throw new Error('bad batch');
+      return items.map((x) => x * 10);
+    },
+    { ...opts, observe: (s) => stats.push(s) },
+  );
+  return { batcher, batches, stats };
+}
+
+describe('MicroBatcher', () => {
+  it('sends a full batch at once, without waiting for the delay', async () => {
+    const { batcher, batches } = recording({ maxSize: 4, maxDelayMs: 10_000 });
+    const start = performance.now();
+    const results = await Promise.all([1, 2, 3, 4].map((x) => batcher.submit(x)));
+    expect(performance.now() - start).toBeLessThan(1000);
+    expect(batches).toEqual([[1, 2, 3, 4]]);
+    expect(results).toEqual([10, 20, 30, 40]);
+  });
+
+  it('sends a partial batch once the oldest item has waited max-delay', async () => {
+    const { batcher, batches } = recording({ maxSize: 100, maxDelayMs: 50 });
+    const start = performance.now();
+    const results = await Promise.all([batcher.submit(1), batcher.submit(2)]);
+    const waited = performance.now() - start;
+    expect(waited).toBeGreaterThanOrEqual(45);
+    expect(batches).toEqual([[1, 2]]);
+    expect(results).toEqual([10, 20]);
+  });
+
+  it('splits a burst into batches of max-size, in arrival order', async () => {
+    const { batcher, batches } = recording({ maxSize: 3, maxDelayMs: 5, runMs: 5 });
+    const items = Array.from({ length: 10 }, (_, i) => i + 1);
+    const results = await Promise.all(items.map((x) => batcher.submit(x)));
+    expect(results).toEqual(items.map((x) => x * 10));
+    expect(batches.flat()).toEqual(items);
+    expect(Math.max(...batches.map((b) => b.length))).toBe(3);
+  });
+
+  it('gathers items that arrive while a batch runs into the next batch', async () => {
+    const { batcher, batches } = recording({ maxSize: 8, maxDelayMs: 0, runMs: 40 });
+    const first = batcher.submit(1); // runs alone: nothing else is waiting
+    await sleep(5);
+    const rest = [2, 3, 4].map((x) => batcher.submit(x));
+    await Promise.all([first, ...rest]);
+    expect(batches).toEqual([[1], [2, 3, 4]]);
+  });
+
+  it('fails only the batch whose run failed', async () => {
+    const { batcher } = recording({ maxSize: 2, maxDelayMs: 1, runMs: 5 });
+    const bad = [batcher.submit(-1), batcher.submit(5)];
+    const good = [batcher.submit(6), batcher.submit(7)];
+    await expect(bad[0]).rejects.toThrow('bad batch');
+    await expect(bad[1]).rejects.toThrow('bad batch');
+    expect(await Promise.all(good)).toEqual([60, 70]);
+  });
+
+  it('refuses items beyond max-queue', async () => {
+    const { batcher } = recording({ maxSize: 1, maxDelayMs: 0, maxQueue: 2, runMs: 30 });
+    const accepted = [batcher.submit(1), batcher.submit(2), batcher.submit(3)]; // 1 runs, 2 and 3 wait
+    await expect(batcher.submit(4)).rejects.toBeInstanceOf(QueueFullError);
+    expect(await Promise.all(accepted)).toEqual([10, 20, 30]);
+  });
+
+  it('reports batch sizes and queue waits', async () => {
+    const { batcher, stats } = recording({ maxSize: 2, maxDelayMs: 20 });
+    await Promise.all([batcher.submit(1), batcher.submit(2), batcher.submit(3)]);
+    expect(stats.map((s) => s.size)).toEqual([2, 1]);
+    expect(stats[1].waits[0]).toBeGreaterThanOrEqual(15);
+  });
+});

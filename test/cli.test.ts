@@ -1,0 +1,263 @@
+// The CLI end to end, as a child process: stdin to stdout, exit codes, stderr.
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli } from './helpers.js';
+
+const img = (name: string) => join('fixtures', 'images', name);
+const broken = (name: string) => join('fixtures', 'broken', name);
+const GOOD: [string, string][] = [
+  [img('red.jpg'), 'red'],
+  [img('green.jpg'), 'green'],
+  [img('blue.jpg'), 'blue'],
+  [img('blue-alpha.png'), 'blue'],
+  [img('green.webp'), 'green'],
+];
+const BAD = [
+  broken('empty.jpg'),
+  broken('not-an-image.jpg'),
+  broken('truncated.jpg'),
+  broken('bomb.png'),
+  broken('a-directory.jpg'),
+  'fixtures/no-such-file.jpg',
+];
+
+describe('classify (filter)', () => {
+  it('classifies each image by its dominant colour, one JSON line per path, in order', async () => {
+    const r = await runCli(['--graph', COLOUR], GOOD.map(([p]) => p).join('\n') + '\n');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    const out = jsonLines(r.stdout);
+    expect(out.map((o) => o.path)).toEqual(GOOD.map(([p]) => p));
+    expect(out.map((o) => o.predictions[0].label)).toEqual(GOOD.map(([, label]) => label));
+    for (const o of out) {
+      expect(o.predictions).toHaveLength(3);
+      expect(o.predictions[0].score).toBeGreaterThan(0.95);
+      const scores = o.predictions.map((p: { score: number }) => p.score);
+      expect(scores).toEqual([...scores].sort((a, b) => b - a));
+    }
+  });
+
+  it('gives every bad input its own error line and exits 1; the good ones still succeed', async () => {
+    // Good and bad interleaved, repeated: more lines than a batch, so batches mix both.
+    const input: string[] = [];
+    for (let i = 0; i < 6; i++) input.push(...BAD, ...GOOD.map(([p]) => p));
+    const r = await runCli(['-g', COLOUR, '-b', '4'], input.join('\n') + '\n');
+    expect(r.code).toBe(1);
+    const out = jsonLines(r.stdout);
+    expect(out.map((o) => o.path)).toEqual(input);
+    const byPath = new Map(out.map((o) => [o.path, o]));
+    expect(byPath.get(broken('empty.jpg')).error).toBe('empty file');
+    expect(byPath.get(broken('not-an-image.jpg')).error).toMatch(/not an image/);
+    expect(byPath.get(broken('truncated.jpg')).error).toMatch(/corrupt or truncated/);
+    expect(byPath.get(broken('bomb.png')).error).toMatch(/12000x12000 exceeds the pixel limit/);
+    expect(byPath.get(broken('a-directory.jpg')).error).toBe('is a directory');
+    expect(byPath.get('fixtures/no-such-file.jpg').error).toBe('no such file');
+    for (const o of out) {
+      if (BAD.includes(o.path)) expect(o.predictions).toBeUndefined();
+      else expect(o.predictions[0].label).toBe(GOOD.find(([p]) => p === o.path)![1]);
+    }
+    // Diagnostics go to stderr, one per failure, naming the path.
+    expect(lines(r.stderr).filter((l) => l.includes('no-such-file.jpg'))).toHaveLength(6);
+  });
+
+  it('--quiet keeps stderr empty even when images fail', async () => {
+    const r = await runCli(['-g', COLOUR, '-q'], `${broken('empty.jpg')}\n${img('red.jpg')}\n`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('');
+    expect(lines(r.stdout)).toHaveLength(2);
+  });
+
+  it('takes paths as arguments instead of stdin', async () => {
+    const r = await runCli(['-g', COLOUR, img('red.jpg'), img('blue.jpg')]);
+    expect(r.code).toBe(0);
+    expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(['red', 'blue']);
+  });
+
+  it('tolerates CRLF line ends and skips blank lines', async () => {
+    const r = await runCli(['-g', COLOUR], `\r\n${img('red.jpg')}\r\n\r\n   \n${img('green.jpg')}\r\n`);
+    expect(r.code).toBe(0);
+    expect(jsonLines(r.stdout).map((o) => o.path)).toEqual([img('red.jpg'), img('green.jpg')]);
+  });
+
+  it('-0 reads NUL-separated paths with spaces, unicode and newlines, echoed exactly', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'classify odd '));
+    const names = ['with space.jpg', 'ünïcødé 🌼.jpg', 'new\nline.jpg', 'tab\there.jpg'].map((n) => join(dir, n));
+    for (const n of names) copyFileSync(join(FIX, 'images', 'red.jpg'), n);
+    const r = await runCli(['-g', COLOUR, '-0'], names.join('\0') + '\0');
+    expect(r.code).toBe(0);
+    const out = jsonLines(r.stdout);
+    expect(out.map((o) => o.path)).toEqual(names);
+    expect(out.every((o) => o.predictions[0].label === 'red')).toBe(true);
+  });
+
+  it('text and tsv formats: one line per input', async () => {
+    const input = `${img('red.jpg')}\n${broken('empty.jpg')}\n`;
+    const text = await runCli(['-g', COLOUR, '-f', 'text', '-k', '2', '-q'], input);
+    expect(lines(text.stdout)).toHaveLength(2);
+    expect(lines(text.stdout)[0]).toMatch(/^fixtures\/images\/red\.jpg: red \(0\.9\d{3}\), (green|blue) \(0\.\d{4}\)$/);
+    expect(lines(text.stdout)[1]).toBe('fixtures/broken/empty.jpg: error: empty file');
+    const tsv = await runCli(['-g', COLOUR, '-f', 'tsv', '-k', '1', '-q'], input);
+    const [good, bad] = lines(tsv.stdout).map((l) => l.split('\t'));
+    expect(good.slice(0, 3)).toEqual(['fixtures/images/red.jpg', 'ok', 'red']);
+    expect(Number(good[3])).toBeGreaterThan(0.95);
+    expect(bad).toEqual(['fixtures/broken/empty.jpg', 'error', 'empty file']);
+  });
+
+  it('--top-k and --threshold limit the predictions', async () => {
+    const top1 = jsonLines((await runCli(['-g', COLOUR, '-k', '1', img('red.jpg')])).stdout)[0];
+    expect(top1.predictions.map((p: { label: string }) => p.label)).toEqual(['red']);
+    const above = jsonLines((await runCli(['-g', COLOUR, '-t', '0.5', img('grey.jpg'), img('red.jpg')])).stdout);
+    expect(above[0].predictions).toEqual([]); // grey: every class near 1/3
+    expect(above[1].predictions).toHaveLength(1);
+  });
+
+  it('runs NHWC models and turns raw scores into probabilities', async () => {
+    const r = await runCli(['-g', join(FIX, 'models', 'colour-nhwc'), img('green.jpg')]);
+    expect(r.code).toBe(0);
+    const [o] = jsonLines(r.stdout);
+    expect(o.predictions[0].label).toBe('green');
+    const sum = o.predictions.reduce((s: number, p: { score: number }) => s + p.score, 0);
+    expect(sum).toBeCloseTo(1, 4);
+  });
+
+  it('runs models with a fixed batch of one, whatever --batch-size says', async () => {
+    const input = Array.from({ length: 12 }, (_, i) => GOOD[i % GOOD.length][0]);
+    const r = await runCli(['-g', join(FIX, 'models', 'colour-batch1'), '-b', '8', '-v'], input.join('\n'));
+    expect(r.code).toBe(0);
+    expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(input.map((p) => GOOD.find(([q]) => q === p)![1]));
+    expect(r.stderr).toMatch(/fixed batch of 1/);
+    expect(r.stderr).toMatch(/batch size 1,/);
+  });
+
+  it('--verbose describes the model, engine, input and batching on stderr', async () => {
+    const r = await runCli(['-g', COLOUR, '-v', img('red.jpg')]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/classify: model .*colour\/model\.onnx/);
+    expect(r.stderr).toMatch(/classify: engine onnxruntime-node [\d.]+ \(cpu\)/);
+    expect(r.stderr).toMatch(/classify: input image float32 NCHW 16x16/);
+    expect(r.stderr).toMatch(/normalisation mean 0,0,0 std 255,255,255/);
+    expect(r.stderr).toMatch(/batch size 8, max delay 10 ms/);
+  });
+
+  it('answers a trickled path before stdin closes', async () => {
+    const child = spawn(process.execPath, [BIN, '-g', COLOUR, '--max-delay', '20'], { cwd: ROOT });
+    const first = await new Promise<string>((resolve, reject) => {
+      child.stdout.setEncoding('utf8').once('data', resolve);
+      child.once('exit', () => reject(new Error('exited before answering')));
+      child.stdin.write(`${img('blue.jpg')}\n`); // and keep stdin open
+    });
+    expect(JSON.parse(first).predictions[0].label).toBe('blue');
+    expect(child.exitCode).toBeNull();
+    child.stdin.end();
+    const code = await new Promise((r) => child.once('exit', r));
+    expect(code).toBe(0);
+  });
+
+  it('ends quietly with status 0 when the reader stops early (| head)', () => {
+    const cmd = `yes ${img('red.jpg')} | head -n 3000 | "${process.execPath}" "${BIN}" -g "${COLOUR}" | head -n 3; echo "status \${PIPESTATUS[2]}" >&2`;
+    const r = spawnSync('bash', ['-c', cmd], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+    expect(lines(r.stdout)).toHaveLength(3);
+    expect(r.stderr.trim()).toBe('status 0');
+  });
+
+  it('Ctrl-C stops reading, writes what was in flight, exits 130', async () => {
+    const child = spawn(process.execPath, [BIN, '-g', COLOUR], { cwd: ROOT });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+    child.stdin.write(`${img('red.jpg')}\n${img('green.jpg')}\n`);
+    await new Promise<void>((resolve) => {
+      const poll = setInterval(() => lines(out).length === 2 && (clearInterval(poll), resolve()), 10);
+    });
+    child.kill('SIGINT');
+    const code = await new Promise((r) => child.once('exit', r));
+    expect(code).toBe(130);
+    expect(jsonLines(out).map((o) => o.predictions[0].label)).toEqual(['red', 'green']);
+    expect(err).not.toMatch(/Error|at /);
+  });
+
+  it('reports permission denied for an unreadable file', async () => {
+    if (process.getuid?.() === 0) {
+      // root reads anything: run the CLI as an unprivileged user instead.
+      const check = spawnSync('id', ['nobody']);
+      if (check.status !== 0) return void console.warn('skipping permission test: no user "nobody" to run as');
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'classify-perm-'));
+    chmodSync(dir, 0o755);
+    const locked = join(dir, 'locked.jpg');
+    copyFileSync(join(FIX, 'images', 'red.jpg'), locked);
+    chmodSync(locked, 0o000);
+    const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+    const r = await runCli(['-g', COLOUR, '-q'], `${locked}\n${join(ROOT, img('red.jpg'))}\n`, asNobody);
+    expect(r.code).toBe(1);
+    const [denied, fine] = jsonLines(r.stdout);
+    expect(denied).toEqual({ path: locked, error: 'permission denied' });
+    expect(fine.predictions[0].label).toBe('red');
+  });
+});
+
+describe('classify: usage and model errors exit 2 before reading stdin', () => {
+  // stdin stays open: a process that waited for input would hang here and time out.
+  function runWithOpenStdin(args: string[]) {
+    return new Promise<{ code: number | null; stderr: string; stdout: string }>((resolve) => {
+      const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' } });
+      let stderr = '';
+      let stdout = '';
+      child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+      child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+      child.on('exit', (code) => resolve({ code, stderr, stdout }));
+    });
+  }
+
+  it('a bad flag value names the flag, what was expected and what was received', async () => {
+    const r = await runWithOpenStdin(['-g', COLOUR, '--batch-size', '-1']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/Expected positive integer for --batch-size but received "-1"/);
+    const mean = await runWithOpenStdin(['-g', COLOUR, '--mean', '1,2']);
+    expect(mean.code).toBe(2);
+    expect(mean.stderr).toMatch(/Expected one or three comma-separated numbers for --mean but received "1,2"/);
+  });
+
+  it('an unknown flag or format is a usage error', async () => {
+    expect((await runWithOpenStdin(['-g', COLOUR, '--frobnicate'])).code).toBe(2);
+    const r = await runWithOpenStdin(['-g', COLOUR, '-f', 'xml']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/json, text, tsv/);
+  });
+
+  it('--graph is required', async () => {
+    const r = await runWithOpenStdin([]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--graph/);
+  });
+
+  it('a missing model names the path', async () => {
+    const r = await runWithOpenStdin(['-g', 'fixtures/models/nope.onnx']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('classify: fixtures/models/nope.onnx: no such file or directory\n');
+  });
+
+  it('a corrupt model names the file and the reason', async () => {
+    const r = await runWithOpenStdin(['-g', 'fixtures/models/broken']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^classify: fixtures\/models\/broken\/model\.onnx: /);
+    expect(lines(r.stderr)).toHaveLength(1);
+  });
+
+  it('labels that do not match the model output are refused at load', async () => {
+    const r = await runWithOpenStdin(['-g', COLOUR, '--labels', 'fixtures/labels-4.txt']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('classify: fixtures/labels-4.txt: has 4 labels but the model outputs 3 scores\n');
+    expect(r.stdout).toBe('');
+  });
+
+  it('--help exits 0', async () => {
+    const r = await runCli(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/--batch-size/);
+  });
+});

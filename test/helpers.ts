@@ -1,0 +1,42 @@
+import { spawn, type SpawnOptions } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const BIN = join(ROOT, 'bin', 'classify.js');
+export const FIX = join(ROOT, 'fixtures');
+export const SHARED = join(ROOT, '..', 'shared', 'assets');
+export const COLOUR = join(FIX, 'models', 'colour');
+
+export interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI as a child process, feeding `input` on stdin (then closing it). */
+export function runCli(args: string[], input = '', opts: SpawnOptions = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' }, ...opts });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(input);
+  });
+}
+
+export const lines = (s: string) => s.split('\n').filter((l) => l.length > 0);
+export const jsonLines = (s: string) => lines(s).map((l) => JSON.parse(l));
+
+/** Tests that need ../shared say why they skip. */
+export function sharedAvailable(what: string): boolean {
+  if (existsSync(SHARED)) return true;
+  console.warn(`skipping ${what}: ${SHARED} is absent (the shared test assets live beside the checkout)`);
+  return false;
+}

@@ -1,0 +1,68 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ModelError } from '../src/backends/engine.js';
+import { channelTriple, readLabels, resolveModel } from '../src/model.js';
+import { COLOUR, FIX } from './helpers.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'classify-labels-'));
+const file = (name: string, text: string) => {
+  const p = join(tmp, name);
+  writeFileSync(p, text);
+  return p;
+};
+
+describe('readLabels', () => {
+  it('reads one label per line, CRLF or LF, ignoring trailing blank lines', () => {
+    expect(readLabels(file('a.txt', 'daisy\r\nrose\r\ntulip\r\n\r\n'))).toEqual(['daisy', 'rose', 'tulip']);
+  });
+
+  it('understands files whose every line is index:label', () => {
+    expect(readLabels(join(FIX, 'labels-indexed.txt'))).toEqual(['red', 'green', 'blue']);
+    expect(readLabels(file('b.txt', '1:rose\n0:background\n'))).toEqual(['background', 'rose']);
+  });
+
+  it('keeps a plain label that merely contains a colon', () => {
+    expect(readLabels(file('c.txt', 'a:b\nplain\n'))).toEqual(['a:b', 'plain']);
+  });
+
+  it('rejects an empty file and a gap in the indices', () => {
+    expect(() => readLabels(file('d.txt', '\n'))).toThrow(/empty/);
+    expect(() => readLabels(file('e.txt', '0:a\n2:c\n'))).toThrow(/no entry for index 1/);
+  });
+});
+
+describe('resolveModel', () => {
+  it('finds model.onnx and labels.txt in a folder, and the metadata normalisation', () => {
+    const m = resolveModel(COLOUR);
+    expect(m.file).toBe(join(COLOUR, 'model.onnx'));
+    expect(m.labelsFile).toBe(join(COLOUR, 'labels.txt'));
+    expect(m.normalisation).toEqual({ mean: [0, 0, 0], std: [255, 255, 255] });
+  });
+
+  it('prefers classify.json beside the model', () => {
+    const m = resolveModel(join(FIX, 'models', 'colour-nhwc', 'model.onnx'));
+    expect(m.normalisationSource).toMatch(/classify\.json$/);
+    expect(m.normalisation.std).toEqual([255, 255, 255]);
+  });
+
+  it('names the file and the reason when there is nothing to load', () => {
+    expect(() => resolveModel(join(tmp, 'missing.onnx'))).toThrow(ModelError);
+    expect(() => resolveModel(tmp)).toThrow(/looked for model\.onnx/);
+    expect(() => resolveModel(file('model.txt', 'x'))).toThrow(/unrecognised model format/);
+  });
+});
+
+describe('channelTriple', () => {
+  it('accepts one value for all channels or three', () => {
+    expect(channelTriple('127.5', 'mean', 'x')).toEqual([127.5, 127.5, 127.5]);
+    expect(channelTriple('1, 2,3', 'mean', 'x')).toEqual([1, 2, 3]);
+    expect(channelTriple([4, 5, 6], 'mean', 'x')).toEqual([4, 5, 6]);
+  });
+
+  it('rejects anything else in one consistent message', () => {
+    expect(() => channelTriple('1,2', 'mean', 'x')).toThrow('Expected one or three numbers for mean but received "1,2"');
+    expect(() => channelTriple('0', 'std', 'x', true)).toThrow(/positive numbers for std/);
+  });
+});
