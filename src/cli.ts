@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { ModelError } from './backends/engine.js';
 import { EXIT, type FilterOptions, runFilter } from './filter.js';
 import { FORMATS } from './output/format.js';
+import type { ServeCommandOptions } from './serve/index.js';
 import { nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
 
 const log = (line: string) => process.stderr.write(`classify: ${line}\n`);
@@ -11,7 +12,7 @@ const log = (line: string) => process.stderr.write(`classify: ${line}\n`);
 /** Flags every command that loads a model shares. */
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('-g, --graph <model>', 'model: an .onnx file, or a folder holding model.onnx')
+    .option('-g, --graph <model>', 'model (required): an .onnx file, or a folder holding model.onnx')
     .option('-l, --labels <file>', 'labels file, one per line or "index:label" (default: labels.txt beside the model)')
     .option('-b, --batch-size <n>', 'images per inference batch', positiveInt('--batch-size'), 8)
     .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay'), 10)
@@ -31,6 +32,12 @@ export function addModelOptions(cmd: Command): Command {
     .option('-v, --verbose', 'describe the model, engine and settings on stderr', false);
 }
 
+// Checked here, not with requiredOption(): commander would demand the top-level --graph even
+// when a subcommand (serve) has its own.
+function requireGraph(cmd: Command, raw: Record<string, unknown>): void {
+  if (typeof raw.graph !== 'string') cmd.error("error: required option '-g, --graph <model>' not specified", { exitCode: EXIT.usage });
+}
+
 function version(): string {
   return createRequire(import.meta.url)('../package.json').version as string;
 }
@@ -44,10 +51,31 @@ export function buildProgram(): Command {
     .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), 5)
     .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0)
     .option('-0, --null', 'paths on stdin are NUL-separated (find -print0)', false)
+    .enablePositionalOptions()
     .showHelpAfterError('(classify --help for usage)')
     .exitOverride();
   addModelOptions(program);
+
+  const serve = program
+    .command('serve')
+    .description('Serve the model over HTTP: POST / with an image, GET /healthz, /readyz, /metrics.')
+    .option('--host <address>', 'address to listen on (binding beyond loopback is explicit)', '127.0.0.1')
+    .option('-p, --port <port>', 'port (0: any free port)', nonNegativeInt('--port'), 9876)
+    .option('--max-body <bytes>', 'largest request body accepted', positiveInt('--max-body'), 20 * 1024 * 1024)
+    .option('--max-queue <n>', 'images in flight before requests get 503', positiveInt('--max-queue'), 256)
+    .option('--max-files <n>', 'images in one multipart request', positiveInt('--max-files'), 64)
+    .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), 5)
+    .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0)
+    .exitOverride();
+  addModelOptions(serve);
+  serve.action(async (raw: Record<string, unknown>) => {
+    requireGraph(serve, raw);
+    const { runServe } = await import('./serve/index.js');
+    process.exitCode = await runServe({ ...raw, maxDelayMs: raw.maxDelay } as unknown as ServeCommandOptions, log);
+  });
+
   program.action(async (paths: string[], raw: Record<string, unknown>) => {
+    requireGraph(program, raw);
     const opts = { ...raw, maxDelayMs: raw.maxDelay, nul: raw.null } as unknown as FilterOptions;
     process.exitCode = await runFilter(opts, paths, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, log });
   });

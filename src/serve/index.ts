@@ -1,0 +1,40 @@
+// Starting and stopping the server: load once, listen, drain on SIGTERM/SIGINT.
+import { Classifier, type ClassifierOptions } from '../classifier.js';
+import { describeClassifier, type Log } from '../report.js';
+import { ServerMetrics } from './metrics.js';
+import { ClassifyServer, type ServeOptions } from './server.js';
+
+export type ServeCommandOptions = ClassifierOptions & ServeOptions & { verbose: boolean };
+
+export async function runServe(opts: ServeCommandOptions, log: Log): Promise<number> {
+  const metrics = new ServerMetrics();
+  const classifier = await Classifier.load({ ...opts, observe: metrics.observeBatch });
+  if (opts.verbose) describeClassifier(classifier.info, log);
+  metrics.modelInfo.set({ model: classifier.info.model, engine: classifier.info.engine, version: '' }, 1);
+
+  const server = new ClassifyServer(classifier, metrics, opts, log);
+  let address;
+  try {
+    address = await server.listen();
+  } catch (err) {
+    await classifier.close();
+    throw new Error(`cannot listen on ${opts.host}:${opts.port}: ${(err as Error).message}`);
+  }
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  log(`listening on http://${host}:${address.port}`);
+
+  return new Promise((resolve) => {
+    const stop = (signal: string) => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      // A second signal while draining stops at once.
+      process.once(signal, () => process.exit(1));
+      if (!opts.quiet) log(`${signal}: finishing in-flight requests`);
+      void server.shutdown().then(() => resolve(0));
+    };
+    const onTerm = () => stop('SIGTERM');
+    const onInt = () => stop('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
+  });
+}

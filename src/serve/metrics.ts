@@ -1,0 +1,36 @@
+// Prometheus metrics for the server, on a registry of its own (tests start several servers).
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { BatchStats } from '../batcher.js';
+
+export class ServerMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({ name: 'classify_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [this.registry] });
+  readonly images = new Counter({ name: 'classify_images_total', help: 'Images classified, by outcome', labelNames: ['outcome'], registers: [this.registry] });
+  readonly batchSize = new Histogram({
+    name: 'classify_batch_size',
+    help: 'Images per inference batch',
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers: [this.registry],
+  });
+  readonly queueWait = new Histogram({
+    name: 'classify_queue_wait_seconds',
+    help: 'Time an image waited for its batch',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly inference = new Histogram({
+    name: 'classify_inference_seconds',
+    help: 'Time one batch spent in the engine',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly inFlight = new Gauge({ name: 'classify_images_in_flight', help: 'Images accepted and not yet answered', registers: [this.registry] });
+  readonly modelInfo = new Gauge({ name: 'classify_model_info', help: 'The model being served (value is always 1)', labelNames: ['model', 'engine', 'version'], registers: [this.registry] });
+
+  /** Feeds the batcher's per-batch report into the histograms. */
+  observeBatch = (s: BatchStats): void => {
+    this.batchSize.observe(s.size);
+    this.inference.observe(s.runMs / 1000);
+    for (const w of s.waits) this.queueWait.observe(w / 1000);
+  };
+}
