@@ -20,9 +20,24 @@ export class BodyError extends Error {
 
 const tooLarge = (max: number) => new BodyError(413, `request body over the limit of ${max} bytes (--max-body)`);
 
+/** Answering before the client has finished sending makes most clients see a broken pipe
+ * instead of the answer: read the rest and throw it away first, unless it is absurdly large. */
+function discardThen(req: IncomingMessage, err: BodyError, reject: (e: BodyError) => void, maxBody: number): void {
+  let discarded = 0;
+  req.on('data', (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > 16 * maxBody) req.destroy();
+  });
+  req.once('end', () => reject(err));
+  req.once('close', () => reject(err));
+  req.resume();
+}
+
 export function readUploads(req: IncomingMessage, maxBody: number, maxFiles: number): Promise<Upload[]> {
   const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > maxBody) return Promise.reject(tooLarge(maxBody));
+  if (Number.isFinite(declared) && declared > maxBody) {
+    return new Promise((_, reject) => discardThen(req, tooLarge(maxBody), reject, maxBody));
+  }
   const type = (req.headers['content-type'] ?? '').toLowerCase();
   if (type.startsWith('multipart/form-data')) return readMultipart(req, maxBody, maxFiles);
   if (type.startsWith('image/') || type.startsWith('application/octet-stream')) {
@@ -41,8 +56,8 @@ function readRaw(req: IncomingMessage, maxBody: number): Promise<Buffer> {
       size += chunk.length;
       if (size > maxBody) {
         req.removeAllListeners('data');
-        req.resume();
-        reject(tooLarge(maxBody));
+        chunks.length = 0;
+        discardThen(req, tooLarge(maxBody), reject, maxBody);
       } else chunks.push(chunk);
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
@@ -65,8 +80,8 @@ function readMultipart(req: IncomingMessage, maxBody: number, maxFiles: number):
       if (failed) return;
       failed = err;
       req.unpipe(parser);
-      req.resume(); // discard the rest; the response says why
-      reject(err);
+      uploads.length = 0;
+      discardThen(req, err, reject, maxBody);
     };
     req.on('data', (chunk: Buffer) => {
       total += chunk.length;

@@ -1,0 +1,188 @@
+// classify serve, started for real on a free loopback port.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, COLOUR, FIX, ROOT } from './helpers.js';
+
+interface Server {
+  url: string;
+  child: ChildProcess;
+  stderr: () => string;
+}
+
+function startServer(args: string[]): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, 'serve', '-g', COLOUR, '--port', '0', ...args], { cwd: ROOT });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      const m = /listening on (http:\/\/\S+)/.exec(stderr);
+      if (m) resolve({ url: m[1], child, stderr: () => stderr });
+    });
+    child.once('exit', (code) => reject(new Error(`server exited ${code}: ${stderr}`)));
+  });
+}
+
+const image = (name: string, dir = 'images') => readFileSync(join(FIX, dir, name));
+
+function form(...files: [string, Buffer][]): FormData {
+  const f = new FormData();
+  for (const [name, bytes] of files) f.append('data', new Blob([bytes]), name);
+  return f;
+}
+
+async function post(url: string, body: FormData | Buffer, headers: Record<string, string> = {}) {
+  const res = await fetch(url, { method: 'POST', body, headers });
+  return { status: res.status, headers: res.headers, body: await res.json() };
+}
+
+describe('classify serve', () => {
+  let server: Server;
+  beforeAll(async () => {
+    server = await startServer(['--max-body', '300000', '--max-delay', '20']);
+  });
+  afterAll(() => {
+    server.child.kill('SIGKILL');
+  });
+
+  it('classifies a multipart "data" upload exactly as curl -F sends it', async () => {
+    const r = await post(server.url, form(['red.jpg', image('red.jpg')]));
+    expect(r.status).toBe(200);
+    expect(r.body.path).toBe('red.jpg');
+    expect(r.body.predictions[0].label).toBe('red');
+    expect(r.body.predictions).toHaveLength(3);
+  });
+
+  it('classifies a raw image/* body', async () => {
+    const r = await post(server.url, image('green.jpg'), { 'Content-Type': 'image/jpeg' });
+    expect(r.status).toBe(200);
+    expect(r.body.predictions[0].label).toBe('green');
+  });
+
+  it('answers several files in one request as an array, in order; a bad one fails alone', async () => {
+    const r = await post(
+      server.url,
+      form(['b.jpg', image('blue.jpg')], ['e.jpg', image('empty.jpg', 'broken')], ['r.jpg', image('red.jpg')]),
+    );
+    expect(r.status).toBe(200);
+    expect(r.body.map((x: { path: string }) => x.path)).toEqual(['b.jpg', 'e.jpg', 'r.jpg']);
+    expect(r.body[0].predictions[0].label).toBe('blue');
+    expect(r.body[1].error).toBe('empty file');
+    expect(r.body[2].predictions[0].label).toBe('red');
+  });
+
+  it('uses the uploaded bytes, never a path the request names', async () => {
+    const named = await post(server.url, form(['../../../../etc/passwd', image('red.jpg')]));
+    expect(named.body.predictions[0].label).toBe('red');
+    const pathAsBody = await post(server.url, Buffer.from(join(FIX, 'images', 'red.jpg')), { 'Content-Type': 'image/jpeg' });
+    expect(pathAsBody.status).toBe(415);
+  });
+
+  it('gives JSON errors with the right status codes', async () => {
+    const noField = new FormData();
+    noField.append('other', new Blob([image('red.jpg')]), 'red.jpg');
+    expect((await post(server.url, noField)).status).toBe(400);
+    const empty = await post(server.url, Buffer.alloc(0), { 'Content-Type': 'image/jpeg' });
+    expect(empty.status).toBe(400);
+    expect(empty.body.error).toBe('empty file');
+    expect((await post(server.url, form(['t.jpg', image('not-an-image.jpg', 'broken')]))).status).toBe(415);
+    expect((await post(server.url, Buffer.from('{}'), { 'Content-Type': 'application/json' })).status).toBe(415);
+    expect((await post(server.url, form(['t.jpg', image('truncated.jpg', 'broken')]))).status).toBe(422);
+    const bomb = await post(server.url, form(['bomb.png', image('bomb.png', 'broken')]));
+    expect(bomb.status).toBe(422);
+    expect(bomb.body.error).toMatch(/pixel limit/);
+    const big = Buffer.alloc(400_000, 1);
+    const tooBig = await post(server.url, big, { 'Content-Type': 'image/jpeg' });
+    expect(tooBig.status).toBe(413);
+    expect(tooBig.body.error).toMatch(/--max-body/);
+    expect((await post(server.url, form(['big.jpg', big]))).status).toBe(413);
+    const notFound = await fetch(`${server.url}/nope`);
+    expect(notFound.status).toBe(404);
+    expect((await notFound.json()).error).toMatch(/no route/);
+    expect((await fetch(`${server.url}/`, { method: 'GET' })).status).toBe(405);
+  });
+
+  it('a bad image among 50 concurrent good ones fails alone, and requests share batches', async () => {
+    const colours = ['red', 'green', 'blue'];
+    const requests = Array.from({ length: 50 }, (_, i) => post(server.url, form([`${i}.jpg`, image(`${colours[i % 3]}.jpg`)])));
+    requests.splice(25, 0, post(server.url, form(['bad.jpg', image('not-an-image.jpg', 'broken')])));
+    const results = await Promise.all(requests);
+    expect(results[25].status).toBe(415);
+    const good = results.filter((_, i) => i !== 25);
+    expect(good.every((r) => r.status === 200)).toBe(true);
+    expect(good.map((r) => r.body.predictions[0].label)).toEqual(Array.from({ length: 50 }, (_, i) => colours[i % 3]));
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    const sum = Number(/^classify_batch_size_sum (\S+)/m.exec(metrics)![1]);
+    const count = Number(/^classify_batch_size_count (\S+)/m.exec(metrics)![1]);
+    expect(sum / count).toBeGreaterThan(1.5); // images from different requests went through together
+  });
+
+  it('GET /healthz, /readyz and /metrics', async () => {
+    const health = await fetch(`${server.url}/healthz`);
+    expect(health.status).toBe(200);
+    const ready = await fetch(`${server.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect((await ready.json()).engine).toMatch(/onnxruntime/);
+    const metrics = await fetch(`${server.url}/metrics`);
+    expect(metrics.headers.get('content-type')).toMatch(/text\/plain/);
+    const text = await metrics.text();
+    for (const name of [
+      'classify_requests_total{route="classify",status="200"}',
+      'classify_images_total{outcome="ok"}',
+      'classify_batch_size_bucket',
+      'classify_queue_wait_seconds_bucket',
+      'classify_inference_seconds_bucket',
+      'classify_model_info{model=',
+    ]) {
+      expect(text).toContain(name);
+    }
+  });
+
+  it('writes one access-log line per request on stderr', () => {
+    expect(server.stderr()).toMatch(/127\.0\.0\.1 POST \/ 200 1 image [\d.]+ms/);
+  });
+});
+
+describe('classify serve: limits and shutdown', () => {
+  it('answers 503 with Retry-After beyond --max-queue', async () => {
+    const server = await startServer(['--max-queue', '2', '--quiet']);
+    try {
+      const r = await post(server.url, form(['1.jpg', image('red.jpg')], ['2.jpg', image('red.jpg')], ['3.jpg', image('red.jpg')]));
+      expect(r.status).toBe(503);
+      expect(r.headers.get('retry-after')).toBe('1');
+      expect((await post(server.url, form(['1.jpg', image('red.jpg')]))).status).toBe(200);
+      expect(server.stderr()).not.toMatch(/POST/); // --quiet: no access log
+    } finally {
+      server.child.kill('SIGKILL');
+    }
+  });
+
+  it('on SIGTERM finishes the request in flight, then exits 0', async () => {
+    const server = await startServer(['--max-delay', '600', '--batch-size', '64']);
+    const pending = post(server.url, form(['r.jpg', image('red.jpg')])); // waits ~600 ms for its batch
+    await new Promise((r) => setTimeout(r, 150));
+    const exited = new Promise<number | null>((r) => server.child.once('exit', r));
+    server.child.kill('SIGTERM');
+    const r = await pending;
+    expect(r.status).toBe(200);
+    expect(r.body.predictions[0].label).toBe('red');
+    expect(await exited).toBe(0);
+  });
+
+  it('binds to loopback by default and refuses a busy port with exit 2', async () => {
+    const server = await startServer([]);
+    try {
+      expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:/);
+      const port = new URL(server.url).port;
+      const second = spawn(process.execPath, [BIN, 'serve', '-g', COLOUR, '--port', port], { cwd: ROOT });
+      let err = '';
+      second.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+      const code = await new Promise((r) => second.once('exit', r));
+      expect(code).toBe(2);
+      expect(err).toMatch(/cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
+    } finally {
+      server.child.kill('SIGKILL');
+    }
+  });
+});
