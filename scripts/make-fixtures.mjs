@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { encodeModel } from '../dist/proto/onnx.js';
+import { encodeGraphDef } from '../dist/proto/graphdef.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 const write = (rel, bytes) => {
@@ -63,6 +64,71 @@ write('models/broken/model.onnx', Buffer.from('this is not an ONNX protobuf\n'.r
 write('models/broken/labels.txt', LABELS);
 write('labels-4.txt', 'red\ngreen\nblue\nyellow\n');
 write('labels-indexed.txt', '0:red\n1:green\n2:blue\n');
+
+// ---- The same classifier as a TensorFlow frozen graph (retrain.py's shape) ------------------
+// input [?,16,16,3] -> Mean over H,W -> MatMul(GAIN * I) -> final_result (Softmax).
+const b64 = (typed) => Buffer.from(typed.buffer, typed.byteOffset, typed.byteLength).toString('base64');
+const dims = (shape) => ({ dim: shape.map((size) => ({ size: String(size) })) });
+const constNode = (name, dtype, shape, typed) => ({
+  name,
+  op: 'Const',
+  attr: { dtype: { type: dtype }, value: { tensor: { dtype, tensorShape: dims(shape), tensorContent: b64(typed) } } },
+});
+const float = { T: { type: 'DT_FLOAT' } };
+function colourGraph(extra = []) {
+  return encodeGraphDef({
+    node: [
+      { name: 'input', op: 'Placeholder', attr: { dtype: { type: 'DT_FLOAT' }, shape: { shape: dims([-1, SIZE, SIZE, 3]) } } },
+      constNode('mean/axes', 'DT_INT32', [2], new Int32Array([1, 2])),
+      { name: 'mean', op: 'Mean', input: ['input', 'mean/axes'], attr: { ...float, Tidx: { type: 'DT_INT32' }, keep_dims: { b: false } } },
+      constNode('weights', 'DT_FLOAT', [3, 3], weights),
+      { name: 'logits', op: 'MatMul', input: ['mean', 'weights'], attr: { ...float, transpose_a: { b: false }, transpose_b: { b: false } } },
+      ...extra,
+      { name: 'final_result', op: 'Softmax', input: [extra.length ? extra[extra.length - 1].name : 'logits'], attr: float },
+    ],
+    versions: { producer: 27 },
+  });
+}
+write('models/colour-frozen/output_graph.pb', colourGraph());
+write('models/colour-frozen/output_labels.txt', LABELS);
+write('models/colour-frozen/classify.json', JSON.stringify({ mean: 0, std: 255 }, null, 2) + '\n');
+// The same graph as a TF.js graph model: model.json (topology, weight manifest) + one shard.
+{
+  const shard = Buffer.concat([Buffer.from(new Int32Array([1, 2]).buffer), Buffer.from(weights.buffer)]);
+  const topology = {
+    node: [
+      { name: 'input', op: 'Placeholder', attr: { dtype: { type: 'DT_FLOAT' }, shape: { shape: dims([-1, SIZE, SIZE, 3]) } } },
+      { name: 'mean/axes', op: 'Const', attr: { dtype: { type: 'DT_INT32' } } },
+      { name: 'mean', op: 'Mean', input: ['input', 'mean/axes'], attr: { ...float, Tidx: { type: 'DT_INT32' }, keep_dims: { b: false } } },
+      { name: 'weights', op: 'Const', attr: { dtype: { type: 'DT_FLOAT' } } },
+      { name: 'logits', op: 'MatMul', input: ['mean', 'weights'], attr: { ...float, transpose_a: { b: false }, transpose_b: { b: false } } },
+      { name: 'scores', op: 'Softmax', input: ['logits'], attr: float },
+    ],
+    versions: { producer: 27 },
+  };
+  const manifest = [
+    {
+      paths: ['group1-shard1of1.bin'],
+      weights: [
+        { name: 'mean/axes', shape: [2], dtype: 'int32' },
+        { name: 'weights', shape: [3, 3], dtype: 'float32' },
+      ],
+    },
+  ];
+  write('models/colour-tfjs/model.json', JSON.stringify({ format: 'graph-model', generatedBy: 'classify fixtures', modelTopology: topology, weightsManifest: manifest }) + '\n');
+  write('models/colour-tfjs/group1-shard1of1.bin', shard);
+  write('models/colour-tfjs/labels.txt', LABELS);
+  write('models/colour-tfjs/classify.json', JSON.stringify({ mean: 0, std: 255 }, null, 2) + '\n');
+}
+// A folder that looks like a SavedModel: what a user without native TensorFlow is told.
+write('models/saved-model-stub/saved_model.pb', Buffer.from('not a real SavedModel\n'));
+write('models/saved-model-stub/labels.txt', LABELS);
+// An op TF.js has no kernel for, on the path to the output: must be refused at load.
+write(
+  'models/unsupported-op/output_graph.pb',
+  colourGraph([{ name: 'odd/op', op: 'BatchNormWithGlobalNormalization', input: ['logits'], attr: float }]),
+);
+write('models/unsupported-op/output_labels.txt', LABELS);
 
 // ---- Images -----------------------------------------------------------------------------------
 // A "photo" of one dominant colour: a gradient with deterministic noise, so JPEG has work to do.

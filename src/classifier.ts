@@ -6,12 +6,13 @@ import { startEngine, type WorkerEngine } from './backends/remote.js';
 import { type BatchStats, MicroBatcher } from './batcher.js';
 import { decodeToRgb, readImageFile } from './image/decode.js';
 import { type Normalisation, TensorPacker } from './image/tensor.js';
-import { IMAGENET, readLabels, resolveModel } from './model.js';
+import { type BackendChoice, IMAGENET, readLabels, resolveModel } from './model.js';
 import { Semaphore } from './semaphore.js';
 
 export interface ClassifierOptions {
   graph: string;
   labels?: string;
+  backend: BackendChoice;
   mean?: [number, number, number];
   std?: [number, number, number];
   batchSize: number;
@@ -62,10 +63,12 @@ export class Classifier {
   ) {}
 
   static async load(opts: ClassifierOptions): Promise<Classifier> {
-    const model = resolveModel(opts.graph, opts.labels);
+    const model = resolveModel(opts.graph, opts.labels, opts.backend);
     const labels = readLabels(model.labelsFile);
     const engine = await startEngine({
       backend: model.backend,
+      format: model.format,
+      runtime: model.runtime,
       file: model.file,
       options: { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode },
     });
@@ -74,11 +77,13 @@ export class Classifier {
       await engine.dispose();
       throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
     }
+    // Flags, then classify.json or ONNX metadata, then what the model format implies, then ImageNet's.
+    const implied = engine.normalisation ?? { ...IMAGENET, source: 'ImageNet default' };
     const norm: Normalisation = {
-      mean: opts.mean ?? model.normalisation.mean ?? IMAGENET.mean,
-      std: opts.std ?? model.normalisation.std ?? IMAGENET.std,
+      mean: opts.mean ?? model.normalisation.mean ?? implied.mean,
+      std: opts.std ?? model.normalisation.std ?? implied.std,
     };
-    const source = opts.mean || opts.std ? 'flags' : model.normalisationSource;
+    const source = opts.mean || opts.std ? 'flags' : model.normalisationSource === 'defaults' ? implied.source : model.normalisationSource;
     const packer = new TensorPacker(sig.height, sig.width, sig.layout, norm);
     const batchSize = Math.min(opts.batchSize, sig.maxBatch);
     const decodeJobs = opts.decodeJobs > 0 ? opts.decodeJobs : Math.max(2, availableParallelism() * 2);

@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import { ModelError } from './backends/engine.js';
 import { EXIT, type FilterOptions, runFilter } from './filter.js';
+import { BACKENDS } from './model.js';
 import { FORMATS } from './output/format.js';
 import type { ServeCommandOptions } from './serve/index.js';
 import { nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
@@ -12,7 +13,7 @@ const log = (line: string) => process.stderr.write(`classify: ${line}\n`);
 /** Flags every command that loads a model shares. */
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('-g, --graph <model>', 'model (required): an .onnx file, or a folder holding model.onnx')
+    .option('-g, --graph <model>', 'model (required): .onnx, frozen graph .pb, TF.js model.json, SavedModel, or a folder holding one')
     .option('-l, --labels <file>', 'labels file, one per line or "index:label" (default: labels.txt beside the model)')
     .option('-b, --batch-size <n>', 'images per inference batch', positiveInt('--batch-size'), 8)
     .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay'), 10)
@@ -22,7 +23,7 @@ export function addModelOptions(cmd: Command): Command {
     .addOption(
       new Option('--softmax <when>', 'turn raw scores into probabilities').choices(['auto', 'on', 'off']).default('auto'),
     )
-    .addOption(new Option('--backend <name>', 'inference engine').choices(['auto', 'onnx']).default('auto'))
+    .addOption(new Option('--backend <name>', 'inference engine (TensorFlow models: tfjs picks the best TF.js runtime)').choices(BACKENDS).default('auto'))
     .option('--device <name>', 'auto, cpu, or an ONNX Runtime execution provider (cuda, ...)', 'auto')
     .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads'), 0)
     .option('--decode-jobs <n>', 'images decoded at once (0: twice the core count)', nonNegativeInt('--decode-jobs'), 0)

@@ -1,14 +1,21 @@
 // Finds what --graph names: the model file, which backend runs it, its labels and its
 // preprocessing. Everything here fails with a ModelError naming the file and the reason.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ModelError } from './backends/engine.js';
-import type { EngineSpec } from './backends/index.js';
+import type { EngineSpec, ModelFormat } from './backends/index.js';
+import type { TfjsRuntime } from './backends/tfjs.js';
 import type { Normalisation } from './image/tensor.js';
 import { decodeMetadata } from './proto/onnx.js';
 
+/** --backend: an engine, or a TF.js runtime by name. */
+export const BACKENDS = ['auto', 'onnx', 'tfjs', 'tfjs-node-gpu', 'tfjs-node', 'tfjs-wasm', 'tfjs-cpu'] as const;
+export type BackendChoice = (typeof BACKENDS)[number];
+
 export interface ResolvedModel {
   backend: EngineSpec['backend'];
+  runtime: TfjsRuntime;
+  format: ModelFormat;
   file: string;
   labelsFile: string;
   /** normalisation hints found with the model (classify.json, ONNX metadata); flags override */
@@ -29,25 +36,53 @@ function isFile(p: string): boolean {
   }
 }
 
-export function resolveModel(graph: string, labels?: string): ResolvedModel {
+/** Files a model folder may hold, in the order they are looked for. */
+const MODEL_FILES: [string, ModelFormat][] = [
+  ['model.onnx', 'onnx'],
+  ['model.json', 'tfjs-graph'],
+  ['saved_model.pb', 'saved-model'],
+  ['output_graph.pb', 'frozen'],
+  ['frozen_graph.pb', 'frozen'],
+];
+
+function formatOf(file: string): ModelFormat | undefined {
+  const name = basename(file);
+  if (name.endsWith('.onnx')) return 'onnx';
+  if (name === 'saved_model.pb') return 'saved-model';
+  if (name.endsWith('.pb')) return 'frozen';
+  if (name === 'model.json') return 'tfjs-graph';
+  return undefined;
+}
+
+function findModelFile(graph: string): string {
   if (!existsSync(graph)) throw new ModelError(graph, 'no such file or directory');
-  let file = graph;
-  if (!isFile(graph)) {
-    const inside = join(graph, 'model.onnx');
-    if (!isFile(inside)) throw new ModelError(graph, 'folder holds no model (looked for model.onnx)');
-    file = inside;
+  if (isFile(graph)) return graph;
+  for (const [name] of MODEL_FILES) if (isFile(join(graph, name))) return join(graph, name);
+  const graphs = readdirSync(graph).filter((f) => f.endsWith('.pb'));
+  if (graphs.length === 1) return join(graph, graphs[0]);
+  throw new ModelError(graph, `folder holds no model (looked for ${MODEL_FILES.map(([n]) => n).join(', ')}, or a single .pb)`);
+}
+
+export function resolveModel(graph: string, labels?: string, backend: BackendChoice = 'auto'): ResolvedModel {
+  const file = findModelFile(graph);
+  const format = formatOf(file);
+  if (!format) {
+    throw new ModelError(file, `unrecognised model format "${basename(file)}" (expected .onnx, a frozen graph .pb, model.json or saved_model.pb)`);
   }
-  if (!file.endsWith('.onnx')) {
-    throw new ModelError(file, `unrecognised model format "${basename(file)}" (expected .onnx)`);
+  const engine: EngineSpec['backend'] = backend === 'auto' ? (format === 'onnx' ? 'onnx' : 'tfjs') : backend === 'onnx' ? 'onnx' : 'tfjs';
+  if (engine === 'onnx' && format !== 'onnx') {
+    throw new ModelError(file, `--backend onnx runs .onnx models; this is a ${format} model (use --backend auto or tfjs)`);
   }
+  if (engine === 'tfjs' && format === 'onnx') throw new ModelError(file, `--backend ${backend} runs TensorFlow models; this is an ONNX model`);
+  const runtime: TfjsRuntime = backend.startsWith('tfjs-') ? (backend.slice(5) as TfjsRuntime) : 'auto';
   const dir = dirname(file);
   const labelsFile = labels ?? LABEL_FILES.map((n) => join(dir, n)).find(isFile);
   if (!labelsFile) throw new ModelError(file, `no labels file beside it (looked for ${LABEL_FILES.join(', ')}); pass --labels FILE`);
-  const { normalisation, source } = normalisationHints(file, dir);
-  return { backend: 'onnx', file, labelsFile, normalisation, normalisationSource: source };
+  const { normalisation, source } = normalisationHints(file, dir, format);
+  return { backend: engine, runtime, format, file, labelsFile, normalisation, normalisationSource: source };
 }
 
-function normalisationHints(file: string, dir: string): { normalisation: Partial<Normalisation>; source: string } {
+function normalisationHints(file: string, dir: string, format: ModelFormat): { normalisation: Partial<Normalisation>; source: string } {
   const configFile = join(dir, 'classify.json');
   if (isFile(configFile)) {
     let config: { mean?: unknown; std?: unknown };
@@ -64,6 +99,7 @@ function normalisationHints(file: string, dir: string): { normalisation: Partial
       source: configFile,
     };
   }
+  if (format !== 'onnx') return { normalisation: {}, source: 'defaults' };
   let meta: Record<string, string>;
   try {
     meta = decodeMetadata(readFileSync(file));

@@ -31,6 +31,8 @@ export interface BackendLoad {
   signature: ModelSignature;
   /** informational lines for --verbose (fallbacks taken, providers tried) */
   notes: string[];
+  /** preprocessing the model's format implies (TF graphs); flags and classify.json override */
+  normalisation?: { mean: [number, number, number]; std: [number, number, number]; source: string };
 }
 
 /** A loaded model. run() takes `batch` images packed in the signature's layout. */

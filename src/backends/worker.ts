@@ -13,7 +13,8 @@ export type Reply =
 const port = parentPort!;
 try {
   const engine = await loadEngine(workerData as EngineSpec);
-  port.postMessage({ ready: true, name: engine.name, signature: engine.signature, notes: engine.notes });
+  const { name, signature, notes, normalisation } = engine;
+  port.postMessage({ ready: true, name, signature, notes, normalisation });
   port.on('message', async (req: Request) => {
     if ('dispose' in req) {
       await engine.dispose();

@@ -1,0 +1,289 @@
+// TensorFlow.js backend for TensorFlow models: frozen GraphDefs (retrain.py's output_graph.pb),
+// TF.js graph models (model.json + shards) and, with the native binding, SavedModels.
+// Runtimes, best first: @tensorflow/tfjs-node-gpu, @tensorflow/tfjs-node (both optional, loaded
+// only if installed), TF.js WebAssembly, TF.js plain-JS CPU.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { type ConstValue, constValue, decodeGraphDef, type GraphJson, type NodeJson } from '../proto/graphdef.js';
+import { type Engine, type EngineOptions, ModelError, type ModelSignature } from './engine.js';
+import { foldDequantize, foldGlobalBatchNorm, type GraphPlan, planGraph, unsupportedOps } from './tf-graph.js';
+
+export type TfjsRuntime = 'auto' | 'node-gpu' | 'node' | 'wasm' | 'cpu';
+export type TfModelFormat = 'frozen' | 'tfjs-graph' | 'saved-model';
+
+const require = createRequire(import.meta.url);
+
+// The subset of the TF.js API this backend uses; the same whichever package provides it.
+interface Tf {
+  tensor(values: Float32Array, shape: number[], dtype: 'float32'): TfTensor;
+  setBackend(name: string): Promise<boolean>;
+  ready(): Promise<void>;
+  getBackend(): string;
+  version: Record<string, string>;
+  loadGraphModel(handler: unknown): Promise<GraphModel>;
+  io: { fromMemory(artifacts: object): unknown };
+  node?: { loadSavedModel(dir: string, tags?: string[], signature?: string): Promise<SavedModel> };
+}
+interface TfTensor {
+  shape: number[];
+  data(): Promise<Float32Array>;
+  dispose(): void;
+}
+interface GraphModel {
+  execute(inputs: Record<string, TfTensor>, outputs: string): TfTensor;
+  dispose(): void;
+}
+interface SavedModel {
+  inputs: { name: string; shape?: number[] }[];
+  outputs: { name: string; shape?: number[] }[];
+  predict(input: TfTensor): TfTensor;
+  dispose(): void;
+}
+
+const NATIVE_HINT = 'install the native TensorFlow binding: npm install @tensorflow/tfjs-node (CPU) or @tensorflow/tfjs-node-gpu (CUDA)';
+
+function installed(pkg: string): boolean {
+  try {
+    require.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Imports the best available TF.js runtime (or the one asked for) and says which it is. */
+async function openRuntime(wanted: TfjsRuntime, file: string, notes: string[]): Promise<{ tf: Tf; name: string; native: boolean }> {
+  const order: TfjsRuntime[] = wanted === 'auto' ? ['node-gpu', 'node', 'wasm', 'cpu'] : [wanted];
+  for (const runtime of order) {
+    if (runtime === 'node-gpu' || runtime === 'node') {
+      const pkg = runtime === 'node-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node';
+      if (!installed(pkg)) {
+        if (wanted !== 'auto') throw new ModelError(file, `--backend tfjs-${runtime} needs ${pkg}, which is not installed`);
+        continue;
+      }
+      try {
+        const tf = (await import(pkg)) as unknown as Tf;
+        return { tf, name: `${pkg} ${tf.version?.['tfjs-core'] ?? ''} (native TensorFlow)`.trim(), native: true };
+      } catch (err) {
+        if (wanted !== 'auto') throw new ModelError(file, `${pkg} failed to load: ${(err as Error).message}`);
+        notes.push(`${pkg} is installed but failed to load (${(err as Error).message.split('\n')[0]})`);
+      }
+      continue;
+    }
+    const core = (await import('@tensorflow/tfjs-core')) as unknown as Tf;
+    const converter = (await import('@tensorflow/tfjs-converter')) as unknown as Pick<Tf, 'loadGraphModel'>;
+    await import('@tensorflow/tfjs-backend-cpu');
+    if (runtime === 'wasm') await import('@tensorflow/tfjs-backend-wasm');
+    try {
+      if (!(await core.setBackend(runtime))) throw new Error(`backend ${runtime} did not initialise`);
+      await core.ready();
+    } catch (err) {
+      if (wanted !== 'auto') throw new ModelError(file, `TF.js ${runtime} backend failed: ${(err as Error).message}`);
+      notes.push(`TF.js ${runtime} backend failed (${(err as Error).message}); trying the next`);
+      continue;
+    }
+    const tf: Tf = { ...core, loadGraphModel: converter.loadGraphModel, io: core.io };
+    return { tf, name: `TensorFlow.js ${(core as unknown as { version_core: string }).version_core} (${runtime})`, native: false };
+  }
+  throw new ModelError(file, 'no TensorFlow.js runtime could start');
+}
+
+/** The op types TF.js's graph executor maps, read from the converter's own op lists. */
+function tfjsOps(): Set<string> {
+  const dir = join(dirname(require.resolve('@tensorflow/tfjs-converter/package.json')), 'dist', 'operations', 'op_list');
+  const ops = new Set<string>();
+  const { readdirSync } = require('node:fs') as typeof import('node:fs');
+  for (const f of readdirSync(dir).filter((f) => f.endsWith('.js'))) {
+    for (const m of readFileSync(join(dir, f), 'utf8').matchAll(/'tfOpName':\s*'([^']+)'/g)) ops.add(m[1]);
+  }
+  return ops;
+}
+
+interface Artifacts {
+  nodes: NodeJson[];
+  weightSpecs: { name: string; shape: number[]; dtype: string }[];
+  weightData: ArrayBuffer;
+  versions?: GraphJson['versions'];
+}
+
+/** Frozen graph -> what tf.io.fromMemory takes: the topology, with Const values moved to weights. */
+function frozenArtifacts(plan: GraphPlan, consts: Map<string, ConstValue>, versions: GraphJson['versions']): Artifacts {
+  const weightSpecs: Artifacts['weightSpecs'] = [];
+  const parts: Uint8Array[] = [];
+  const nodes = plan.nodes.map((n) => {
+    if (n.op !== 'Const') return n;
+    const v = consts.get(n.name)!;
+    weightSpecs.push({ name: n.name, shape: v.shape, dtype: v.dtype });
+    parts.push(new Uint8Array(v.values.buffer, v.values.byteOffset, v.values.byteLength));
+    // The executor reads weights by node name; the Const's own copy would only double memory.
+    const { value: _dropped, ...attr } = n.attr ?? {};
+    return { ...n, attr };
+  });
+  const total = parts.reduce((s, p) => s + p.byteLength, 0);
+  const weightData = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    weightData.set(p, at);
+    at += p.byteLength;
+  }
+  return { nodes, weightSpecs, weightData: weightData.buffer, versions };
+}
+
+function readTfjsGraphModel(dir: string, file: string) {
+  let manifest: { modelTopology: GraphJson; weightsManifest: { paths: string[]; weights: Artifacts['weightSpecs'] }[] };
+  try {
+    manifest = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
+  } catch (err) {
+    throw new ModelError(file, `cannot read model.json: ${(err as Error).message}`);
+  }
+  if (!manifest.modelTopology?.node) throw new ModelError(file, 'model.json is not a TF.js graph model (no modelTopology.node)');
+  const groups = manifest.weightsManifest ?? [];
+  const shards = groups.flatMap((g) => g.paths.map((p) => readFileSync(join(dir, p))));
+  const weightData = Buffer.concat(shards);
+  return {
+    topology: manifest.modelTopology,
+    weightSpecs: groups.flatMap((g) => g.weights),
+    weightData: weightData.buffer.slice(weightData.byteOffset, weightData.byteOffset + weightData.byteLength),
+  };
+}
+
+export async function loadTfjs(file: string, format: TfModelFormat, runtime: TfjsRuntime, opts: EngineOptions): Promise<Engine> {
+  const notes: string[] = [];
+  if (format === 'saved-model') {
+    if (runtime === 'wasm' || runtime === 'cpu' || !(installed('@tensorflow/tfjs-node') || installed('@tensorflow/tfjs-node-gpu'))) {
+      throw new ModelError(file, `a SavedModel needs native TensorFlow; ${NATIVE_HINT}, or convert it to a frozen graph or ONNX`);
+    }
+    const { tf, name } = await openRuntime(runtime === 'auto' ? 'auto' : runtime, file, notes);
+    return loadSavedModel(tf, name, file, opts, notes);
+  }
+
+  let plan: GraphPlan;
+  let artifacts: Artifacts;
+  if (format === 'frozen') {
+    let graph: GraphJson;
+    try {
+      graph = decodeGraphDef(readFileSync(file));
+    } catch (err) {
+      throw new ModelError(file, `not a TensorFlow GraphDef: ${(err as Error).message}`);
+    }
+    if (!graph.node?.length) throw new ModelError(file, 'not a TensorFlow GraphDef (no nodes)');
+    const consts = new Map<string, ConstValue>();
+    const constNodes = new Map(graph.node.filter((n) => n.op === 'Const').map((n) => [n.name, n]));
+    const constOf = (name: string) => {
+      const tensor = constNodes.get(name)?.attr?.value?.tensor;
+      if (!consts.has(name) && tensor) consts.set(name, constValue(tensor));
+      return consts.get(name);
+    };
+    const define = (name: string, v: ConstValue) => consts.set(name, v);
+    const nodes = foldGlobalBatchNorm(foldDequantize(graph.node, constOf, define), constOf, define);
+    plan = planGraph(file, nodes, { inputNode: opts.inputNode, outputNode: opts.outputNode, constOf });
+    for (const n of plan.nodes) if (n.op === 'Const') constOf(n.name);
+    artifacts = frozenArtifacts(plan, consts, graph.versions);
+  } else {
+    const dir = dirname(file);
+    const model = readTfjsGraphModel(dir, file);
+    plan = planGraph(file, model.topology.node, { inputNode: opts.inputNode, outputNode: opts.outputNode, constOf: () => undefined });
+    artifacts = { nodes: plan.nodes, weightSpecs: model.weightSpecs, weightData: model.weightData, versions: model.topology.versions };
+  }
+  notes.push(...plan.notes);
+
+  const missing = unsupportedOps(plan.nodes, tfjsOps());
+  if (missing.length > 0) throw new ModelError(file, `TensorFlow.js cannot run these ops: ${missing.join(', ')}`);
+
+  const { tf, name } = await openRuntime(runtime, file, notes);
+  let model: GraphModel;
+  try {
+    model = await tf.loadGraphModel(
+      tf.io.fromMemory({
+        modelTopology: { node: artifacts.nodes, versions: artifacts.versions ?? {} },
+        weightSpecs: artifacts.weightSpecs,
+        weightData: artifacts.weightData,
+        format: 'graph-model',
+      }),
+    );
+  } catch (err) {
+    throw new ModelError(file, `TensorFlow.js cannot load it: ${(err as Error).message}`);
+  }
+
+  const run = async (input: Float32Array | Uint8Array, batch: number): Promise<Float32Array> => {
+    const size = plan.height * plan.width * 3;
+    const x = tf.tensor((input as Float32Array).subarray(0, batch * size), [batch, plan.height, plan.width, 3], 'float32');
+    let y: TfTensor | undefined;
+    try {
+      y = model.execute({ [plan.inputName]: x }, plan.outputName);
+      if (y.shape[0] !== batch) throw new Error(`output has batch ${y.shape[0]}, expected ${batch}`);
+      return await y.data();
+    } finally {
+      x.dispose();
+      y?.dispose();
+    }
+  };
+  const size = plan.height * plan.width * 3;
+  let outputSize: number;
+  try {
+    outputSize = (await run(new Float32Array(size), 1)).length;
+  } catch (err) {
+    throw new ModelError(file, `test inference failed: ${(err as Error).message}`);
+  }
+  // Graphs that reshape to a fixed batch of one say so only when run with two.
+  let maxBatch = Infinity;
+  try {
+    if ((await run(new Float32Array(2 * size), 2)).length !== 2 * outputSize) maxBatch = 1;
+  } catch {
+    maxBatch = 1;
+    notes.push('graph only runs one image at a time');
+  }
+  const signature: ModelSignature = {
+    inputName: plan.inputName,
+    outputName: plan.outputName,
+    height: plan.height,
+    width: plan.width,
+    layout: 'NHWC',
+    inputType: 'float32',
+    maxBatch,
+    outputSize,
+  };
+  return {
+    name,
+    signature,
+    notes,
+    normalisation: plan.normalisation,
+    run,
+    dispose: async () => model.dispose(),
+  };
+}
+
+async function loadSavedModel(tf: Tf, name: string, file: string, opts: EngineOptions, notes: string[]): Promise<Engine> {
+  const dir = dirname(file);
+  let model: SavedModel;
+  try {
+    model = await tf.node!.loadSavedModel(dir, ['serve'], 'serving_default');
+  } catch (err) {
+    throw new ModelError(file, `TensorFlow cannot load the SavedModel: ${(err as Error).message}`);
+  }
+  const input = model.inputs[0];
+  const shape = input?.shape ?? [];
+  if (model.inputs.length !== 1 || shape.length !== 4 || shape[3] !== 3 || !(shape[1] > 0) || !(shape[2] > 0)) {
+    throw new ModelError(file, `SavedModel input must be one [batch, height, width, 3] image tensor of fixed size`);
+  }
+  const [height, width] = [shape[1], shape[2]];
+  const run = async (inputData: Float32Array | Uint8Array, batch: number) => {
+    const x = tf.tensor((inputData as Float32Array).subarray(0, batch * height * width * 3), [batch, height, width, 3], 'float32');
+    const y = model.predict(x);
+    try {
+      return await y.data();
+    } finally {
+      x.dispose();
+      y.dispose();
+    }
+  };
+  const outputSize = (await run(new Float32Array(height * width * 3), 1)).length;
+  return {
+    name,
+    signature: { inputName: input.name, outputName: opts.outputNode ?? model.outputs[0].name, height, width, layout: 'NHWC', inputType: 'float32', maxBatch: Infinity, outputSize },
+    notes,
+    run,
+    dispose: async () => model.dispose(),
+  };
+}
