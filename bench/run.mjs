@@ -1,0 +1,301 @@
+#!/usr/bin/env node
+// npm run bench: throughput of classify against its ceilings and the baselines it replaces, on
+// the real models and photos in ../shared/assets. Every ratio compares figures from this run.
+//   npm run bench                 all models, all measurements
+//   npm run bench -- --quick      fewer images, no serve load test
+//   npm run bench -- --rss 100000 also the long-input memory check, with that many lines
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { loadEngine } from '../dist/backends/index.js';
+import { decodeToRgb } from '../dist/image/decode.js';
+import { TensorPacker } from '../dist/image/tensor.js';
+import { resolveModel } from '../dist/model.js';
+import { serveLoad } from './serve-load.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = join(ROOT, 'bin', 'classify.js');
+const SHARED = join(ROOT, '..', 'shared', 'assets');
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const rssLines = args.includes('--rss') ? Number(args[args.indexOf('--rss') + 1] ?? 100000) : 0;
+const only = args.includes('--model') ? args[args.indexOf('--model') + 1] : undefined;
+
+if (!existsSync(SHARED)) {
+  console.error(`bench: ${SHARED} is absent; the benchmark runs on the shared models and photos`);
+  process.exit(2);
+}
+
+// ---- inputs: the real photos repeated, plus large synthetic JPEGs ---------------------------
+const work = mkdtempSync(join(tmpdir(), 'classify-bench-'));
+const photos = ['flower1.jpg', 'flower2.jpg', 'flower3.jpg', 'flower4.jpg', 'flower5.jpg'].map((f) => join(SHARED, 'images', 'flowers', f));
+const large = [];
+for (let i = 0; i < 4; i++) {
+  const file = join(work, `large${i}.jpg`);
+  // A photo scaled up to 1600x1200 with noise: JPEG-sized like a camera's, decoded by shrink-on-load.
+  const noise = Buffer.alloc(400 * 300 * 3);
+  for (let j = 0; j < noise.length; j++) noise[j] = (j * 2654435761 + i * 97) % 251;
+  const base = await sharp(photos[i]).resize(1600, 1200, { fit: 'fill' }).toBuffer();
+  const grain = await sharp(noise, { raw: { width: 400, height: 300, channels: 3 } }).resize(1600, 1200).png().toBuffer();
+  await sharp(base).composite([{ input: grain, blend: 'soft-light' }]).jpeg({ quality: 90 }).toFile(file);
+  large.push(file);
+}
+const imageSet = (n) => Array.from({ length: n }, (_, i) => (i % 10 === 9 ? large[i % large.length] : photos[i % photos.length]));
+
+const MODELS = [
+  { name: 'mobilenetv2_224_random_onnx', graph: join(SHARED, 'models', 'mobilenetv2_224_random_onnx'), n: quick ? 150 : 400 },
+  { name: 'mobilenet_v1_0.25_128 (frozen)', graph: join(SHARED, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb'), n: quick ? 150 : 400 },
+  { name: 'retrained_3class (frozen)', graph: join(SHARED, 'models', 'retrained_3class'), n: quick ? 150 : 400 },
+  { name: 'mobilenetv2_224_random_frozen', graph: join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), n: quick ? 40 : 120 },
+].filter((m) => !only || m.name.includes(only));
+
+// ---- helpers ----------------------------------------------------------------------------------
+const now = () => performance.now();
+
+/** Runs the CLI over `paths` and returns wall seconds and peak RSS (from /usr/bin/time if present). */
+function runCli(graph, paths, extra = []) {
+  return new Promise((resolve, reject) => {
+    const start = now();
+    const child = spawn(process.execPath, [BIN, '-g', graph, '-q', '-k', '1', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let lines = 0;
+    let err = '';
+    child.stdout.on('data', (d) => {
+      for (const b of d) if (b === 10) lines++;
+    });
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0 && code !== 1) return reject(new Error(`classify exited ${code}: ${err}`));
+      resolve({ seconds: (now() - start) / 1000, lines });
+    });
+    child.stdin.end(paths.map((p) => p + '\n').join(''));
+  });
+}
+
+async function decodeCeiling(graph, paths, engineSig, jobs) {
+  const packer = new TensorPacker(engineSig.height, engineSig.width, engineSig.layout, { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] });
+  const out = new Float32Array(packer.imageSize);
+  const opts = { width: engineSig.width, height: engineSig.height, maxPixels: 1e8 };
+  let next = 0;
+  const start = now();
+  await Promise.all(
+    Array.from({ length: jobs }, async () => {
+      while (next < paths.length) {
+        const p = paths[next++];
+        packer.writeFloat(await decodeToRgb(readFileSync(p), opts), out, 0);
+      }
+    }),
+  );
+  return paths.length / ((now() - start) / 1000);
+}
+
+async function inferenceCeiling(engine, n) {
+  const sig = engine.signature;
+  const per = sig.height * sig.width * 3;
+  const results = {};
+  for (const batch of [1, 8, 32]) {
+    if (batch > sig.maxBatch) continue;
+    const input = new Float32Array(batch * per).fill(0.1);
+    await engine.run(input, batch); // warm
+    const rounds = Math.max(2, Math.ceil(n / batch));
+    const start = now();
+    for (let r = 0; r < rounds; r++) await engine.run(input, batch);
+    results[batch] = (rounds * batch) / ((now() - start) / 1000);
+  }
+  const best = Object.entries(results).sort((a, b) => b[1] - a[1])[0];
+  return { perBatch: results, best: best[1], bestBatch: Number(best[0]) };
+}
+
+/** The model loaded once, then each image read, decoded, run alone: no batching, no overlap. */
+async function oneAtATime(engine, paths, sig) {
+  const packer = new TensorPacker(sig.height, sig.width, sig.layout, { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] });
+  const input = new Float32Array(packer.imageSize);
+  const start = now();
+  for (const p of paths) {
+    packer.writeFloat(await decodeToRgb(readFileSync(p), { width: sig.width, height: sig.height, maxPixels: 1e8 }), input, 0);
+    await engine.run(input, 1);
+  }
+  return paths.length / ((now() - start) / 1000);
+}
+
+function processPerImage(graph, paths) {
+  const start = now();
+  for (const p of paths) spawnSync(process.execPath, [BIN, '-g', graph, '-q', p], { stdio: 'ignore' });
+  return paths.length / ((now() - start) / 1000);
+}
+
+function openCvLoop(model, paths, sig) {
+  const check = spawnSync('python3', ['-c', 'import cv2'], { stdio: 'ignore' });
+  if (check.status !== 0) return { skipped: "Debian's python3-opencv is not installed" };
+  if (!model.graph.endsWith('.pb') && !existsSync(join(model.graph, 'output_graph.pb'))) return { skipped: 'not a TensorFlow graph' };
+  const pb = model.graph.endsWith('.pb') ? model.graph : join(model.graph, 'output_graph.pb');
+  const script = `
+import cv2, sys, time
+net = cv2.dnn.readNetFromTensorflow(sys.argv[1])
+paths = sys.argv[4:]
+size = (int(sys.argv[3]), int(sys.argv[2]))
+start = time.time()
+for p in paths:
+    img = cv2.imread(p)
+    blob = cv2.dnn.blobFromImage(img, 1/127.5, size, (127.5, 127.5, 127.5), swapRB=True)
+    net.setInput(blob)
+    net.forward()
+print(len(paths) / (time.time() - start))
+`;
+  const r = spawnSync('python3', ['-c', script, pb, String(sig.height), String(sig.width), ...paths], { encoding: 'utf8' });
+  if (r.status !== 0) return { skipped: `OpenCV failed: ${r.stderr.trim().split('\n').pop()}` };
+  return { ips: Number(r.stdout.trim()) };
+}
+
+/** Time from writing one path (model already loaded) to its line arriving. */
+function trickleLatency(graph, photo, maxDelay) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, '-g', graph, '-v', '-k', '1', '--max-delay', String(maxDelay)]);
+    let err = '';
+    let sent = 0;
+    const times = [];
+    const send = () => {
+      sent = now();
+      child.stdin.write(photo + '\n');
+    };
+    child.stderr.on('data', (d) => {
+      err += d;
+      if (!sent && /batch size/.test(err)) setTimeout(send, 200);
+    });
+    child.stdout.on('data', () => {
+      times.push(now() - sent);
+      if (times.length < 5) setTimeout(send, 100);
+      else child.stdin.end();
+    });
+    child.on('close', () => (times.length ? resolve(times.sort((a, b) => a - b)[2]) : reject(new Error(err))));
+  });
+}
+
+// ---- run --------------------------------------------------------------------------------------
+const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+console.log(`classify bench on: ${machine}\n`);
+const results = { machine, date: new Date().toISOString(), models: [] };
+const fmt = (x) => (x === undefined ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(1));
+
+for (const model of MODELS) {
+  const paths = imageSet(model.n);
+  const resolved = resolveModel(model.graph);
+  const engine = await loadEngine({ backend: resolved.backend, format: resolved.format, runtime: resolved.runtime, file: resolved.file, options: { threads: 0, device: 'cpu' } });
+  const sig = engine.signature;
+  const r = { model: model.name, engine: engine.name, images: paths.length };
+  r.decode = await decodeCeiling(model.graph, paths, sig, availableParallelism() * 2);
+  const inf = await inferenceCeiling(engine, Math.min(paths.length, 200));
+  r.inference = inf.best;
+  r.inferenceBatch = inf.bestBatch;
+  r.inferencePerBatch = inf.perBatch;
+  r.combined = 1 / (1 / r.decode + 1 / r.inference);
+  r.oneAtATime = await oneAtATime(engine, paths.slice(0, Math.min(60, paths.length)), sig);
+  await engine.dispose();
+
+  const empty = await runCli(model.graph, []);
+  const full = await runCli(model.graph, paths);
+  r.startup = empty.seconds;
+  r.endToEnd = paths.length / (full.seconds - empty.seconds);
+  r.endToEndWithStartup = paths.length / full.seconds;
+  r.processPerImage = processPerImage(model.graph, photos.slice(0, quick ? 3 : 5));
+  const cv = openCvLoop(model, paths.slice(0, 100), sig);
+  r.opencv = cv.ips;
+  r.opencvNote = cv.skipped;
+  r.trickleMs = await trickleLatency(model.graph, photos[1], 10);
+  results.models.push(r);
+  console.log(
+    `${r.model} on ${r.engine}: decode ${fmt(r.decode)}, inference ${fmt(r.inference)} (batch ${r.inferenceBatch}), combined ${fmt(r.combined)}, ` +
+      `classify ${fmt(r.endToEnd)} img/s (${(r.endToEnd / r.combined).toFixed(2)}x combined), startup ${r.startup.toFixed(2)} s`,
+  );
+}
+
+if (!quick) {
+  const onnx = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_onnx'));
+  if (onnx) {
+    console.log('\nserve load test (mobilenetv2_224_random_onnx, loopback)...');
+    results.serve = await serveLoad(BIN, join(SHARED, 'models', 'mobilenetv2_224_random_onnx'), photos, [1, 8, 64], 8);
+    for (const s of results.serve) s.vsCli = s.imagesPerSecond / onnx.endToEnd;
+  }
+}
+
+if (rssLines > 0) {
+  console.log(`\nmemory over ${rssLines} input lines (colour fixture model, the same photos repeated)...`);
+  results.rss = await rssRun(join(ROOT, 'fixtures', 'models', 'colour'), rssLines);
+}
+
+// ---- report ------------------------------------------------------------------------------------
+const pad = (s, n) => String(s).padEnd(n);
+console.log('\n| model | engine | decode | inference (batch) | combined | classify | vs combined | one at a time | vs it | process per image | vs it | OpenCV loop | vs it | first result (ms) |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+for (const r of results.models) {
+  console.log(
+    `| ${r.model} | ${r.engine} | ${fmt(r.decode)} | ${fmt(r.inference)} (${r.inferenceBatch}) | ${fmt(r.combined)} | ${fmt(r.endToEnd)} | ${(r.endToEnd / r.combined).toFixed(2)}x | ` +
+      `${fmt(r.oneAtATime)} | ${(r.endToEnd / r.oneAtATime).toFixed(1)}x | ${fmt(r.processPerImage)} | ${(r.endToEnd / r.processPerImage).toFixed(0)}x | ` +
+      `${r.opencv ? fmt(r.opencv) : 'skipped'} | ${r.opencv ? (r.endToEnd / r.opencv).toFixed(2) + 'x' : '-'} | ${r.trickleMs.toFixed(0)} |`,
+  );
+}
+console.log('\nimages/s; classify = end to end through the CLI minus its start-up (model load), measured on an empty input in the same run.');
+const skipped = results.models.find((r) => r.opencvNote)?.opencvNote;
+if (skipped) console.log(`OpenCV loop skipped: ${skipped}.`);
+const onnxR = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_onnx'));
+const tfR = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_frozen'));
+if (onnxR && tfR) {
+  console.log(`\nsame MobileNetV2 on both engines: inference ${(onnxR.inference / tfR.inference).toFixed(1)}x, end to end ${(onnxR.endToEnd / tfR.endToEnd).toFixed(1)}x (${onnxR.engine} vs ${tfR.engine})`);
+}
+if (results.serve) {
+  console.log('\n| concurrency | requests/s | p50 ms | p99 ms | mean batch | errors | vs CLI bulk |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const s of results.serve) {
+    console.log(`| ${s.connections} | ${fmt(s.imagesPerSecond)} | ${s.p50} | ${s.p99} | ${s.meanBatch.toFixed(1)} | ${s.errors} | ${s.vsCli.toFixed(2)}x |`);
+  }
+}
+if (results.rss) {
+  const r = results.rss;
+  console.log(`\nRSS over ${r.lines} lines: ${r.atThousandMb.toFixed(0)} MB after the first 1000 results, peak ${r.peakMb.toFixed(0)} MB, at the end ${r.endMb.toFixed(0)} MB (${r.seconds.toFixed(0)} s)`);
+}
+const outDir = join(ROOT, 'bench', 'results');
+mkdirSync(outDir, { recursive: true });
+const outFile = join(outDir, `${results.date.replace(/[:.]/g, '-')}.json`);
+writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n');
+console.log(`\nresults written to ${outFile}`);
+
+/** Feeds `lines` paths through the CLI and samples its RSS from /proc every 250 ms. */
+function rssRun(graph, lines) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, '-g', graph, '-q', '-k', '1'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const start = now();
+    let done = 0;
+    let atThousand = 0;
+    let peak = 0;
+    const rss = () => {
+      try {
+        return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))[1]) / 1024;
+      } catch {
+        return 0;
+      }
+    };
+    const timer = setInterval(() => (peak = Math.max(peak, rss())), 250);
+    let last = 0;
+    child.stdout.on('data', (d) => {
+      for (const b of d) if (b === 10) done++;
+      if (!atThousand && done >= 1000) atThousand = rss();
+      last = rss() || last;
+    });
+    child.on('error', reject);
+    child.on('close', () => {
+      clearInterval(timer);
+      resolve({ lines: done, atThousandMb: atThousand, peakMb: peak, endMb: last, seconds: (now() - start) / 1000 });
+    });
+    let i = 0;
+    const feed = () => {
+      while (i < lines) {
+        if (!child.stdin.write(photos[i++ % photos.length] + '\n')) return void child.stdin.once('drain', feed);
+      }
+      child.stdin.end();
+    };
+    feed();
+  });
+}
