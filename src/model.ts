@@ -69,9 +69,9 @@ export function resolveModel(graph: string, labels?: string, backend: BackendCho
   if (!format) {
     throw new ModelError(file, `unrecognised model format "${basename(file)}" (expected .onnx, a frozen graph .pb, model.json or saved_model.pb)`);
   }
-  const engine: EngineSpec['backend'] = backend === 'auto' ? (format === 'onnx' ? 'onnx' : 'tfjs') : backend === 'onnx' ? 'onnx' : 'tfjs';
-  if (engine === 'onnx' && format !== 'onnx') {
-    throw new ModelError(file, `--backend onnx runs .onnx models; this is a ${format} model (use --backend auto or tfjs)`);
+  const engine: EngineSpec['backend'] = backend === 'auto' ? 'auto' : backend === 'onnx' ? 'onnx' : 'tfjs';
+  if (engine === 'onnx' && format !== 'onnx' && format !== 'frozen') {
+    throw new ModelError(file, `--backend onnx runs .onnx models and frozen graphs; this is a ${format} model (use --backend auto or tfjs)`);
   }
   if (engine === 'tfjs' && format === 'onnx') throw new ModelError(file, `--backend ${backend} runs TensorFlow models; this is an ONNX model`);
   const runtime: TfjsRuntime = backend.startsWith('tfjs-') ? (backend.slice(5) as TfjsRuntime) : 'auto';

@@ -17,7 +17,7 @@ const f32 = (file: string) => {
 describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
   it('classifies like the ONNX twin of the same model', async () => {
     const paths = ['red.jpg', 'green.jpg', 'blue.jpg', 'blue-alpha.png'].map(img);
-    const tf = await runCli(['-g', frozen, '-v'], paths.join('\n'));
+    const tf = await runCli(['-g', frozen, '-v', '--backend', 'tfjs'], paths.join('\n'));
     const onnx = await runCli(['-g', join(FIX, 'models', 'colour')], paths.join('\n'));
     expect(tf.code).toBe(0);
     expect(tf.stderr).toMatch(/engine TensorFlow\.js [\d.]+ \((wasm|cpu)\)/);
@@ -58,10 +58,18 @@ describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
     expect(o.predictions.reduce((s: number, p: { score: number }) => s + p.score, 0)).toBeCloseTo(1, 4);
   });
 
-  it('--backend onnx on a frozen graph and tfjs on an ONNX model are refused clearly', async () => {
-    const r = await runCli(['-g', frozen, '--backend', 'onnx'], '');
+  it('by default a frozen graph is translated to ONNX and runs on ONNX Runtime, with the same answers', async () => {
+    const r = await runCli(['-g', frozen, '-v', img('green.jpg')]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/engine onnxruntime-node/);
+    expect(r.stderr).toMatch(/translated to ONNX in \d+ ms/);
+    expect(jsonLines(r.stdout)[0].predictions[0].label).toBe('green');
+  });
+
+  it('--backend onnx on a TF.js model and tfjs on an ONNX model are refused clearly', async () => {
+    const r = await runCli(['-g', join(FIX, 'models', 'colour-tfjs'), '--backend', 'onnx'], '');
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/--backend onnx runs \.onnx models/);
+    expect(r.stderr).toMatch(/--backend onnx runs \.onnx models and frozen graphs/);
     const s = await runCli(['-g', join(FIX, 'models', 'colour'), '--backend', 'tfjs-wasm'], '');
     expect(s.code).toBe(2);
   });
@@ -79,11 +87,12 @@ describe.runIf(sharedAvailable('TensorFlow parity tests'))('shared frozen graphs
     ['retrained_3class', 'output_graph.pb'],
   ];
 
-  for (const [name, graph] of models) {
-    it(`${name}: reproduces the reference outputs within 1e-4, batched`, async () => {
+  for (const [name, graph] of models) for (const backend of ['onnx', 'tfjs'] as const) {
+    it(`${name} on ${backend === 'onnx' ? 'ONNX Runtime (translated)' : 'TensorFlow.js'}: reproduces the reference outputs within 1e-4, batched`, async () => {
       const ref = join(SHARED, 'reference', name);
       const cases = JSON.parse(readFileSync(join(ref, 'cases.json'), 'utf8')).cases as { input: string; output: string; top1: number }[];
-      const engine = await loadEngine({ backend: 'tfjs', format: 'frozen', runtime: 'auto', file: join(SHARED, 'models', name, graph), options });
+      const engine = await loadEngine({ backend, format: 'frozen', runtime: 'auto', file: join(SHARED, 'models', name, graph), options });
+      expect(engine.name).toMatch(backend === 'onnx' ? /onnxruntime/ : /TensorFlow\.js/);
       try {
         const size = 128 * 128 * 3;
         const batch = new Float32Array(cases.length * size);
@@ -123,14 +132,17 @@ describe.runIf(sharedAvailable('TensorFlow parity tests'))('shared frozen graphs
 
   it('a graph that decodes JPEG itself is fed after its decode, and agrees with its ONNX twin', async () => {
     const photo = join(SHARED, 'images', 'flowers', 'flower3.jpg');
-    const tf = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), '-v', '-k', '3', photo]);
+    const tf = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), '-v', '-k', '3', '--backend', 'tfjs', photo]);
     expect(tf.code).toBe(0);
     expect(tf.stderr).toMatch(/fed after its decode and resize, at "Mul"/);
     const norm = /normalisation mean ([\d.]+),[\d.]+,[\d.]+ std ([\d.]+),/.exec(tf.stderr)!;
     const onnx = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_onnx'), '--mean', norm[1], '--std', norm[2], '-k', '3', photo]);
-    const [a] = jsonLines(tf.stdout);
+    const translated = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), '-v', '-k', '3', photo]);
+    expect(translated.stderr).toMatch(/engine onnxruntime-node/);
     const [b] = jsonLines(onnx.stdout);
-    expect(a.predictions.map((p: { label: string }) => p.label)).toEqual(b.predictions.map((p: { label: string }) => p.label));
-    a.predictions.forEach((p: { score: number }, i: number) => expect(Math.abs(p.score - b.predictions[i].score)).toBeLessThan(1e-4));
+    for (const [a] of [jsonLines(tf.stdout), jsonLines(translated.stdout)]) {
+      expect(a.predictions.map((p: { label: string }) => p.label)).toEqual(b.predictions.map((p: { label: string }) => p.label));
+      a.predictions.forEach((p: { score: number }, i: number) => expect(Math.abs(p.score - b.predictions[i].score)).toBeLessThan(1e-4));
+    }
   }, 60_000);
 });

@@ -1,4 +1,5 @@
 // Chooses and loads a backend for a model. Runs inside the engine worker.
+import { readFileSync } from 'node:fs';
 import { type Engine, type EngineOptions, ModelError } from './engine.js';
 
 import type { TfjsRuntime, TfModelFormat } from './tfjs.js';
@@ -7,7 +8,8 @@ export type ModelFormat = 'onnx' | TfModelFormat;
 
 /** What to load: a backend name and the model file it reads. Plain data: it crosses threads. */
 export interface EngineSpec {
-  backend: 'onnx' | 'tfjs';
+  /** auto: frozen graphs are translated to ONNX, falling back to TF.js if they cannot be */
+  backend: 'auto' | 'onnx' | 'tfjs';
   format: ModelFormat;
   /** which TF.js runtime, for the tfjs backend */
   runtime: TfjsRuntime;
@@ -16,7 +18,9 @@ export interface EngineSpec {
 }
 
 export async function loadEngine(spec: EngineSpec): Promise<Engine> {
-  switch (spec.backend) {
+  if (spec.format === 'frozen' && spec.backend !== 'tfjs') return loadFrozenOnOnnx(spec);
+  const backend = spec.backend === 'auto' ? (spec.format === 'onnx' ? 'onnx' : 'tfjs') : spec.backend;
+  switch (backend) {
     case 'onnx': {
       if (spec.format !== 'onnx') throw new ModelError(spec.file, `the onnx backend runs .onnx models, not ${spec.format} models`);
       const { loadOnnx } = await import('./onnx.js');
@@ -30,4 +34,25 @@ export async function loadEngine(spec: EngineSpec): Promise<Engine> {
     default:
       throw new ModelError(spec.file, `unknown backend "${String(spec.backend)}"`);
   }
+}
+
+/** A frozen graph translated to ONNX and run on ONNX Runtime; with --backend auto, a graph that
+ * cannot be translated runs on TF.js instead and --verbose says why. */
+async function loadFrozenOnOnnx(spec: EngineSpec): Promise<Engine> {
+  const { translateFrozenGraph } = await import('../convert/tf2onnx.js');
+  const { loadOnnx } = await import('./onnx.js');
+  let translated;
+  try {
+    translated = translateFrozenGraph(spec.file, readFileSync(spec.file), spec.options);
+  } catch (err) {
+    if (spec.backend === 'onnx') throw err instanceof ModelError ? err : new ModelError(spec.file, `cannot translate to ONNX: ${(err as Error).message}`);
+    const { loadTfjs } = await import('./tfjs.js');
+    const engine = await loadTfjs(spec.file, 'frozen', spec.runtime, spec.options);
+    engine.notes.unshift(`not translated to ONNX (${(err as Error).message}); running on TensorFlow.js`);
+    return engine;
+  }
+  const engine = await loadOnnx(translated.onnx, spec.file, spec.options);
+  engine.notes.push(...translated.plan.notes, `translated to ONNX in ${translated.ms.toFixed(0)} ms (${translated.folded} nodes folded into constants or convolutions)`);
+  engine.normalisation = translated.plan.normalisation;
+  return engine;
 }

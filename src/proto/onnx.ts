@@ -95,8 +95,8 @@ export interface OnnxNode {
 export interface OnnxValueInfo {
   name: string;
   elemType?: number;
-  /** a number for a fixed size, a string for a named dynamic one (batch) */
-  shape: (number | string)[];
+  /** a number for a fixed size, a string for a named dynamic one (batch); absent: unknown */
+  shape?: (number | string)[];
 }
 
 export interface OnnxGraph {
@@ -133,7 +133,7 @@ function valueInfo(v: OnnxValueInfo) {
     type: {
       tensor_type: {
         elem_type: v.elemType ?? TensorType.FLOAT,
-        shape: { dim: v.shape.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) },
+        ...(v.shape ? { shape: { dim: v.shape.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) } } : {}),
       },
     },
   };
