@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import { ModelError } from './backends/engine.js';
 import { EXIT, type FilterOptions, runFilter } from './filter.js';
-import { BACKENDS } from './model.js';
+import { type BackendChoice, BACKENDS } from './model.js';
 import { FORMATS } from './output/format.js';
 import type { ServeCommandOptions } from './serve/index.js';
 import { nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
@@ -74,6 +74,37 @@ export function buildProgram(): Command {
     const { runServe } = await import('./serve/index.js');
     process.exitCode = await runServe({ ...raw, maxDelayMs: raw.maxDelay } as unknown as ServeCommandOptions, log);
   });
+
+  program
+    .command('convert')
+    .description('Translate a frozen TensorFlow graph (.pb) to an ONNX model file.')
+    .argument('<graph>', 'frozen graph .pb, or a folder holding one')
+    .argument('<out>', 'ONNX file to write')
+    .option('--input-node <name>', 'graph node to feed (default: found from the graph)')
+    .option('--output-node <name>', 'graph node to read (default: final_result, else the softmax)')
+    .option('-v, --verbose', 'say what was written', false)
+    .exitOverride()
+    .action(async (graph: string, out: string, raw: { inputNode?: string; outputNode?: string; verbose: boolean }) => {
+      const { convert } = await import('./commands.js');
+      convert(graph, out, raw, log);
+    });
+
+  program
+    .command('info')
+    .description("Print a model's inputs, outputs, labels, preprocessing and chosen engine.")
+    .argument('<model>', 'any model --graph accepts')
+    .option('-l, --labels <file>', 'labels file (default: beside the model)')
+    .addOption(new Option('--backend <name>', 'inference engine').choices(BACKENDS).default('auto'))
+    .option('--device <name>', 'auto, cpu, or an ONNX Runtime execution provider', 'auto')
+    .option('--input-node <name>', 'model input to feed')
+    .option('--output-node <name>', 'model output to read')
+    .option('--json', 'print JSON', false)
+    .exitOverride()
+    .action(async (model: string, raw: { labels?: string; backend: BackendChoice; device: string; inputNode?: string; outputNode?: string; json: boolean }) => {
+      const { info, formatInfo } = await import('./commands.js');
+      const i = await info(model, { ...raw, threads: 0 });
+      process.stdout.write(raw.json ? JSON.stringify(i, null, 2) + '\n' : formatInfo(i));
+    });
 
   program.action(async (paths: string[], raw: Record<string, unknown>) => {
     requireGraph(program, raw);

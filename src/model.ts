@@ -17,6 +17,7 @@ export interface ResolvedModel {
   runtime: TfjsRuntime;
   format: ModelFormat;
   file: string;
+  /** undefined only when resolved with requireLabels false (classify info) */
   labelsFile: string;
   /** normalisation hints found with the model (classify.json, ONNX metadata); flags override */
   normalisation: Partial<Normalisation>;
@@ -63,7 +64,7 @@ function findModelFile(graph: string): string {
   throw new ModelError(graph, `folder holds no model (looked for ${MODEL_FILES.map(([n]) => n).join(', ')}, or a single .pb)`);
 }
 
-export function resolveModel(graph: string, labels?: string, backend: BackendChoice = 'auto'): ResolvedModel {
+export function resolveModel(graph: string, labels?: string, backend: BackendChoice = 'auto', requireLabels = true): ResolvedModel {
   const file = findModelFile(graph);
   const format = formatOf(file);
   if (!format) {
@@ -77,9 +78,9 @@ export function resolveModel(graph: string, labels?: string, backend: BackendCho
   const runtime: TfjsRuntime = backend.startsWith('tfjs-') ? (backend.slice(5) as TfjsRuntime) : 'auto';
   const dir = dirname(file);
   const labelsFile = labels ?? LABEL_FILES.map((n) => join(dir, n)).find(isFile);
-  if (!labelsFile) throw new ModelError(file, `no labels file beside it (looked for ${LABEL_FILES.join(', ')}); pass --labels FILE`);
+  if (!labelsFile && requireLabels) throw new ModelError(file, `no labels file beside it (looked for ${LABEL_FILES.join(', ')}); pass --labels FILE`);
   const { normalisation, source } = normalisationHints(file, dir, format);
-  return { backend: engine, runtime, format, file, labelsFile, normalisation, normalisationSource: source };
+  return { backend: engine, runtime, format, file, labelsFile: labelsFile ?? '', normalisation, normalisationSource: source };
 }
 
 function normalisationHints(file: string, dir: string, format: ModelFormat): { normalisation: Partial<Normalisation>; source: string } {

@@ -25,7 +25,11 @@ export interface Translation {
 }
 
 /** Throws ModelError naming the ops outside the set, so the caller can fall back to TF.js. */
-export function translateFrozenGraph(file: string, bytes: Uint8Array, opts: { inputNode?: string; outputNode?: string }): Translation {
+export function translateFrozenGraph(
+  file: string,
+  bytes: Uint8Array,
+  opts: { inputNode?: string; outputNode?: string; metadata?: Record<string, string> },
+): Translation {
   const start = performance.now();
   let graph;
   try {
@@ -48,7 +52,7 @@ export function translateFrozenGraph(file: string, bytes: Uint8Array, opts: { in
   if (missing.length > 0) throw new UntranslatableError(file, missing);
 
   const t = new Translator(plan, constOf, define);
-  const onnx = t.build();
+  const onnx = t.build(opts.metadata);
   return { onnx, plan, folded: t.folded, ms: performance.now() - start };
 }
 
@@ -78,7 +82,7 @@ class Translator {
     private readonly define: (name: string, v: ConstValue) => void,
   ) {}
 
-  build(): Uint8Array {
+  build(metadata?: Record<string, string>): Uint8Array {
     const order = topological(this.plan.nodes);
     const consumers = new Map<string, number>();
     for (const n of order) for (const i of n.input ?? []) consumers.set(inputNode(i), (consumers.get(inputNode(i)) ?? 0) + 1);
@@ -109,6 +113,7 @@ class Translator {
       initializers: this.initializers,
       inputs: [{ name: this.plan.inputName, shape: ['N', this.plan.height, this.plan.width, 3] }],
       outputs: [{ name: output }],
+      metadata,
     });
   }
 

@@ -1,0 +1,94 @@
+// `classify convert` and `classify info`: looking at a model without classifying anything.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { ModelError } from './backends/engine.js';
+import { startEngine } from './backends/remote.js';
+import { translateFrozenGraph } from './convert/tf2onnx.js';
+import { type BackendChoice, IMAGENET, readLabels, resolveModel } from './model.js';
+import type { Log } from './report.js';
+
+/** Writes the ONNX translation of a frozen graph, with its preprocessing in the metadata so that
+ * `classify --graph OUT.onnx` preprocesses exactly as the graph did. */
+export function convert(graph: string, out: string, opts: { inputNode?: string; outputNode?: string; verbose: boolean }, log: Log): void {
+  const model = resolveModel(graph, undefined, 'auto', false);
+  if (model.format !== 'frozen') throw new ModelError(model.file, `convert takes a frozen TensorFlow graph (.pb); this is a ${model.format} model`);
+  // First the plan alone, for its normalisation; then the translation that carries it.
+  const first = translateFrozenGraph(model.file, readFileSync(model.file), opts);
+  const norm = { mean: model.normalisation.mean ?? first.plan.normalisation.mean, std: model.normalisation.std ?? first.plan.normalisation.std };
+  const metadata = { mean: norm.mean.join(','), std: norm.std.join(','), source: model.file };
+  const t = translateFrozenGraph(model.file, readFileSync(model.file), { ...opts, metadata });
+  try {
+    writeFileSync(out, t.onnx);
+  } catch (err) {
+    throw new ModelError(out, `cannot write: ${(err as Error).message}`);
+  }
+  if (opts.verbose) {
+    log(`wrote ${out}: input "${t.plan.inputName}" NHWC ${t.plan.height}x${t.plan.width}, output "${t.plan.outputName}", ${t.folded} nodes folded, ${t.ms.toFixed(0)} ms`);
+    if (model.labelsFile) log(`labels: ${model.labelsFile} (copy it beside ${out} as labels.txt, or pass --labels)`);
+  }
+}
+
+export interface ModelInfo {
+  file: string;
+  format: string;
+  engine: string;
+  engineNotes: string[];
+  input: { name: string; type: string; layout: string; height: number; width: number; maxBatch: number | 'any' };
+  output: { name: string; size: number };
+  labels: { file: string; count: number; first: string[] } | { file: string | null; problem: string };
+  preprocessing: { mean: number[]; std: number[]; source: string; resize: string };
+}
+
+export async function info(graph: string, opts: { labels?: string; backend: BackendChoice; inputNode?: string; outputNode?: string; threads: number; device: string }): Promise<ModelInfo> {
+  const model = resolveModel(graph, opts.labels, opts.backend, false);
+  const engine = await startEngine({
+    backend: model.backend,
+    format: model.format,
+    runtime: model.runtime,
+    file: model.file,
+    options: { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode },
+  });
+  try {
+    const sig = engine.signature;
+    let labels: ModelInfo['labels'];
+    if (!model.labelsFile) labels = { file: null, problem: 'no labels file found beside the model' };
+    else {
+      const list = readLabels(model.labelsFile);
+      labels = { file: model.labelsFile, count: list.length, first: list.slice(0, 5) };
+      if (list.length !== sig.outputSize) labels = { file: model.labelsFile, problem: `${list.length} labels for ${sig.outputSize} outputs` };
+    }
+    const implied = engine.normalisation ?? { ...IMAGENET, source: 'ImageNet default' };
+    return {
+      file: model.file,
+      format: model.format,
+      engine: engine.name,
+      engineNotes: engine.notes,
+      input: { name: sig.inputName, type: sig.inputType, layout: sig.layout, height: sig.height, width: sig.width, maxBatch: sig.maxBatch === Infinity ? 'any' : sig.maxBatch },
+      output: { name: sig.outputName, size: sig.outputSize },
+      labels,
+      preprocessing: {
+        mean: model.normalisation.mean ?? implied.mean,
+        std: model.normalisation.std ?? implied.std,
+        source: model.normalisationSource === 'defaults' ? implied.source : model.normalisationSource,
+        resize: `RGB, EXIF orientation applied, alpha flattened on white, resized to ${sig.width}x${sig.height} without cropping`,
+      },
+    };
+  } finally {
+    await engine.dispose();
+  }
+}
+
+export function formatInfo(i: ModelInfo): string {
+  const lines = [
+    `model         ${i.file} (${i.format})`,
+    `engine        ${i.engine}`,
+    ...i.engineNotes.map((n) => `              ${n}`),
+    `input         "${i.input.name}" ${i.input.type} ${i.input.layout} ${i.input.height}x${i.input.width}, batch ${i.input.maxBatch}`,
+    `output        "${i.output.name}" ${i.output.size} scores`,
+    'problem' in i.labels
+      ? `labels        ${i.labels.file ?? '-'}: ${i.labels.problem}`
+      : `labels        ${i.labels.file} (${i.labels.count}: ${i.labels.first.join(', ')}${i.labels.count > i.labels.first.length ? ', ...' : ''})`,
+    `preprocessing (x - [${i.preprocessing.mean.join(', ')}]) / [${i.preprocessing.std.join(', ')}] from ${i.preprocessing.source}`,
+    `              ${i.preprocessing.resize}`,
+  ];
+  return lines.join('\n') + '\n';
+}
