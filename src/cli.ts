@@ -15,7 +15,7 @@ export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('-g, --graph <model>', 'model (required): .onnx, frozen graph .pb, TF.js model.json, SavedModel, or a folder holding one')
     .option('-l, --labels <file>', 'labels file, one per line or "index:label" (default: labels.txt beside the model)')
-    .option('-b, --batch-size <n>', 'images per inference batch', positiveInt('--batch-size'), 8)
+    .option('-b, --batch-size <n>', 'images per inference batch (0: 2 on CPU, 16 on a GPU)', nonNegativeInt('--batch-size'), 0)
     .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay'), 10)
     .option('--mean <r,g,b>', 'per-channel mean in 0-255 units, subtracted first', triple('--mean', false))
     .option('--std <r,g,b>', 'per-channel standard deviation in 0-255 units, divided by', triple('--std', true))

@@ -139,7 +139,7 @@ describe('classify (filter)', () => {
     expect(r.stderr).toMatch(/classify: engine onnxruntime-node [\d.]+ \(cpu\)/);
     expect(r.stderr).toMatch(/classify: input image float32 NCHW 16x16/);
     expect(r.stderr).toMatch(/normalisation mean 0,0,0 std 255,255,255/);
-    expect(r.stderr).toMatch(/batch size 8, max delay 10 ms/);
+    expect(r.stderr).toMatch(/batch size 2, max delay 10 ms/); // the CPU default
   });
 
   it('answers a trickled path before stdin closes', async () => {
@@ -216,7 +216,7 @@ describe('classify: usage and model errors exit 2 before reading stdin', () => {
   it('a bad flag value names the flag, what was expected and what was received', async () => {
     const r = await runWithOpenStdin(['-g', COLOUR, '--batch-size', '-1']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/Expected positive integer for --batch-size but received "-1"/);
+    expect(r.stderr).toMatch(/Expected integer of 0 or more for --batch-size but received "-1"/);
     const mean = await runWithOpenStdin(['-g', COLOUR, '--mean', '1,2']);
     expect(mean.code).toBe(2);
     expect(mean.stderr).toMatch(/Expected one or three comma-separated numbers for --mean but received "1,2"/);

@@ -40,7 +40,7 @@ async function post(url: string, body: FormData | Buffer, headers: Record<string
 describe('classify serve', () => {
   let server: Server;
   beforeAll(async () => {
-    server = await startServer(['--max-body', '300000', '--max-delay', '20']);
+    server = await startServer(['--max-body', '300000', '--max-delay', '20', '--batch-size', '8']);
   });
   afterAll(() => {
     server.child.kill('SIGKILL');

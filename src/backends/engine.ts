@@ -29,6 +29,8 @@ export interface BackendLoad {
   /** the human name of what runs, e.g. "onnxruntime-node 1.30.0 (cpu)" */
   name: string;
   signature: ModelSignature;
+  /** runs on a GPU or other accelerator (bigger batches pay off) */
+  accelerated: boolean;
   /** informational lines for --verbose (fallbacks taken, providers tried) */
   notes: string[];
   /** preprocessing the model's format implies (TF graphs); flags and classify.json override */

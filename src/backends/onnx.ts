@@ -129,6 +129,7 @@ export async function loadOnnx(model: string | Uint8Array, file: string, opts: E
   return {
     name: `onnxruntime-node ${ortVersion()} (${device})`,
     signature: { ...sig, outputSize },
+    accelerated: device !== 'cpu',
     notes,
     run,
     dispose: () => session.release(),

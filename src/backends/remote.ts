@@ -5,7 +5,7 @@ import type { EngineSpec } from './index.js';
 import type { Reply } from './worker.js';
 
 type Ready =
-  | { ready: true; name: string; signature: Engine['signature']; notes: string[]; normalisation?: Engine['normalisation'] }
+  | { ready: true; name: string; signature: Engine['signature']; notes: string[]; normalisation?: Engine['normalisation']; accelerated: boolean }
   | { ready: false; file: string; message: string };
 
 export interface WorkerEngine extends Engine {
@@ -65,6 +65,7 @@ export async function startEngine(spec: EngineSpec): Promise<WorkerEngine> {
     signature: ready.signature,
     notes: ready.notes,
     normalisation: ready.normalisation,
+    accelerated: ready.accelerated,
     async run(input, batch) {
       const reply = await call({ input, batch }, [input.buffer as ArrayBuffer]);
       if ('input' in reply && reply.input) engine.onBufferReturned?.(reply.input);

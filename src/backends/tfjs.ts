@@ -247,6 +247,7 @@ export async function loadTfjs(file: string, format: TfModelFormat, runtime: Tfj
   return {
     name,
     signature,
+    accelerated: name.includes('tfjs-node-gpu'),
     notes,
     normalisation: plan.normalisation,
     run,
@@ -281,6 +282,7 @@ async function loadSavedModel(tf: Tf, name: string, file: string, opts: EngineOp
   const outputSize = (await run(new Float32Array(height * width * 3), 1)).length;
   return {
     name,
+    accelerated: name.includes('tfjs-node-gpu'),
     signature: { inputName: input.name, outputName: opts.outputNode ?? model.outputs[0].name, height, width, layout: 'NHWC', inputType: 'float32', maxBatch: Infinity, outputSize },
     notes,
     run,

@@ -13,8 +13,8 @@ export type Reply =
 const port = parentPort!;
 try {
   const engine = await loadEngine(workerData as EngineSpec);
-  const { name, signature, notes, normalisation } = engine;
-  port.postMessage({ ready: true, name, signature, notes, normalisation });
+  const { name, signature, notes, normalisation, accelerated } = engine;
+  port.postMessage({ ready: true, name, signature, notes, normalisation, accelerated });
   port.on('message', async (req: Request) => {
     if ('dispose' in req) {
       await engine.dispose();
