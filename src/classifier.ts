@@ -44,6 +44,8 @@ export interface Prediction {
 
 export interface ClassifierInfo {
   model: string;
+  /** the version folder, when the model came from a folder of versions */
+  version?: string;
   labelsFile: string;
   engine: string;
   engineNotes: string[];
@@ -123,6 +125,7 @@ export class Classifier {
     });
     const info: ClassifierInfo = {
       model: model.file,
+      version: model.version,
       labelsFile: model.labelsFile,
       engine: engine.name,
       engineNotes: engine.notes,
@@ -141,6 +144,11 @@ export class Classifier {
   async classifyFile(path: string, topK: number, threshold = 0): Promise<Prediction[]> {
     const rgb = await this.decodeSlots.run(async () => this.decode(await readImageFile(path)));
     return this.rank(await this.batcher.submit(rgb), topK, threshold);
+  }
+
+  /** Classifies a file on disk, saying which model version answered. */
+  async classifyPath(path: string, topK: number, threshold = 0): Promise<{ predictions: Prediction[]; version?: string }> {
+    return { predictions: await this.classifyFile(path, topK, threshold), version: this.info.version };
   }
 
   /** Classifies image bytes (an upload). */

@@ -52,6 +52,10 @@ export function buildProgram(): Command {
     .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), 5)
     .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0)
     .option('-0, --null', 'paths on stdin are NUL-separated (find -print0)', false)
+    .option('--with-version', 'add the model version to each JSON line', false)
+    .option('-r, --remote <urls>', 'classify on classify serve backends (comma-separated URLs) instead of loading --graph', (v: string) => v.split(',').filter(Boolean))
+    .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), 8)
+    .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), 30000)
     .enablePositionalOptions()
     .showHelpAfterError('(classify --help for usage)')
     .exitOverride();
@@ -65,6 +69,7 @@ export function buildProgram(): Command {
     .option('--max-body <bytes>', 'largest request body accepted', positiveInt('--max-body'), 20 * 1024 * 1024)
     .option('--max-queue <n>', 'images in flight before requests get 503', positiveInt('--max-queue'), 256)
     .option('--max-files <n>', 'images in one multipart request', positiveInt('--max-files'), 64)
+    .option('--watch-interval <ms>', 'how often a folder of model versions is checked for a new one', positiveInt('--watch-interval'), 2000)
     .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), 5)
     .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0)
     .exitOverride();
@@ -107,8 +112,9 @@ export function buildProgram(): Command {
     });
 
   program.action(async (paths: string[], raw: Record<string, unknown>) => {
-    requireGraph(program, raw);
-    const opts = { ...raw, maxDelayMs: raw.maxDelay, nul: raw.null } as unknown as FilterOptions;
+    if (raw.remote && raw.graph) program.error('error: --remote and --graph exclude each other (the servers hold the model)', { exitCode: EXIT.usage });
+    if (!raw.remote) requireGraph(program, raw);
+    const opts = { ...raw, maxDelayMs: raw.maxDelay, nul: raw.null, remoteTimeout: raw.remoteTimeout, remoteInFlight: raw.remoteInFlight } as unknown as FilterOptions;
     process.exitCode = await runFilter(opts, paths, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, log });
   });
   return program;

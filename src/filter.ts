@@ -2,7 +2,8 @@
 // place where a line of stdin becomes a line of stdout.
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
-import { Classifier, type ClassifierOptions } from './classifier.js';
+import { Classifier, type ClassifierOptions, type Prediction } from './classifier.js';
+import { RemoteClassifier, RemoteImageError } from './remote/client.js';
 import { InputError } from './image/decode.js';
 import { pathsFromArgs, pathsFromStream } from './input.js';
 import { type Format, formatLine, type Outcome } from './output/format.js';
@@ -11,6 +12,11 @@ import { Progress } from './progress.js';
 import { describeClassifier, type Log } from './report.js';
 
 export interface FilterOptions extends ClassifierOptions {
+  /** classify on these servers instead of loading the model here */
+  remote?: string[];
+  remoteInFlight: number;
+  remoteTimeout: number;
+  withVersion: boolean;
   format: Format;
   topK: number;
   threshold: number;
@@ -28,16 +34,36 @@ export interface FilterIO {
 
 export const EXIT = { ok: 0, someFailed: 1, usage: 2, interrupted: 130 } as const;
 
-/** Loads the model (throwing ModelError before any input is read), then streams. */
+/** What the filter needs: a local model or remote servers. */
+interface PathClassifier {
+  classifyPath(path: string, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }>;
+  close(): Promise<void>;
+}
+
+/** Loads the model or reaches the servers (failing before any input is read), then streams. */
 export async function runFilter(opts: FilterOptions, args: string[], io: FilterIO): Promise<number> {
-  const classifier = await Classifier.load(opts);
-  if (opts.verbose) describeClassifier(classifier.info, io.log);
+  let classifier: PathClassifier;
+  let window: number;
+  if (opts.remote) {
+    const remote = await RemoteClassifier.connect({ urls: opts.remote, maxInFlight: opts.remoteInFlight, timeoutMs: opts.remoteTimeout });
+    if (opts.verbose) io.log(`remote: ${remote.backends} backend${remote.backends === 1 ? '' : 's'}, up to ${opts.remoteInFlight} requests in flight each`);
+    classifier = { classifyPath: (p, k, t) => remote.classifyFile(p, k, t), close: () => remote.close() };
+    window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
+  } else {
+    const local = await Classifier.load(opts);
+    if (opts.verbose) describeClassifier(local.info, io.log);
+    classifier = local;
+    window = Math.max(16, 2 * local.info.batchSize + local.info.decodeJobs);
+  }
 
   const paths = args.length > 0 ? pathsFromArgs(args) : pathsFromStream(io.stdin, opts.nul);
   const classifyOne = (path: string): Promise<Outcome> =>
-    classifier.classifyFile(path, opts.topK, opts.threshold).then(
-      (predictions) => ({ path, predictions }),
-      (err: unknown) => ({ path, error: err instanceof InputError ? err.message : `inference failed: ${(err as Error).message}` }),
+    classifier.classifyPath(path, opts.topK, opts.threshold).then(
+      ({ predictions, version }) => ({ path, predictions, ...(opts.withVersion ? { version: version ?? '' } : {}) }),
+      (err: unknown) => ({
+        path,
+        error: err instanceof InputError || err instanceof RemoteImageError ? err.message : `inference failed: ${(err as Error).message}`,
+      }),
     );
 
   let interrupted = false;
@@ -50,7 +76,6 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   process.on('SIGINT', onSigint);
 
   const progress = Progress.enabled(io.stderr, opts.quiet) ? new Progress(io.stderr) : undefined;
-  const window = Math.max(16, 2 * classifier.info.batchSize + classifier.info.decodeJobs);
   let failed = 0;
   try {
     for await (const outcome of inOrderSafe(paths, classifyOne, window, () => interrupted)) {

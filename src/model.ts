@@ -12,7 +12,28 @@ import { decodeMetadata } from './proto/onnx.js';
 export const BACKENDS = ['auto', 'onnx', 'tfjs', 'tfjs-node-gpu', 'tfjs-node', 'tfjs-wasm', 'tfjs-cpu'] as const;
 export type BackendChoice = (typeof BACKENDS)[number];
 
+/** Version folders, TF-Serving style: MODEL/1/, MODEL/2/, ... Highest number first. */
+export function listVersions(dir: string): number[] {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return entries
+    .filter((e) => /^\d+$/.test(e) && !isFile(join(dir, e)))
+    .map(Number)
+    .sort((a, b) => b - a);
+}
+
+/** A folder of numbered versions: the highest one. */
+export function latestVersion(dir: string): number | undefined {
+  return listVersions(dir)[0];
+}
+
 export interface ResolvedModel {
+  /** the version folder's number, when --graph named a folder of versions */
+  version?: string;
   backend: EngineSpec['backend'];
   runtime: TfjsRuntime;
   format: ModelFormat;
@@ -65,6 +86,14 @@ function findModelFile(graph: string): string {
 }
 
 export function resolveModel(graph: string, labels?: string, backend: BackendChoice = 'auto', requireLabels = true): ResolvedModel {
+  let version: string | undefined;
+  if (existsSync(graph) && !isFile(graph) && !MODEL_FILES.some(([n]) => isFile(join(graph, n)))) {
+    const latest = latestVersion(graph);
+    if (latest !== undefined) {
+      version = String(latest);
+      graph = join(graph, version);
+    }
+  }
   const file = findModelFile(graph);
   const format = formatOf(file);
   if (!format) {
@@ -80,7 +109,7 @@ export function resolveModel(graph: string, labels?: string, backend: BackendCho
   const labelsFile = labels ?? LABEL_FILES.map((n) => join(dir, n)).find(isFile);
   if (!labelsFile && requireLabels) throw new ModelError(file, `no labels file beside it (looked for ${LABEL_FILES.join(', ')}); pass --labels FILE`);
   const { normalisation, source } = normalisationHints(file, dir, format);
-  return { backend: engine, runtime, format, file, labelsFile: labelsFile ?? '', normalisation, normalisationSource: source };
+  return { version, backend: engine, runtime, format, file, labelsFile: labelsFile ?? '', normalisation, normalisationSource: source };
 }
 
 function normalisationHints(file: string, dir: string, format: ModelFormat): { normalisation: Partial<Normalisation>; source: string } {

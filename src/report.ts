@@ -5,7 +5,7 @@ export type Log = (line: string) => void;
 
 export function describeClassifier(info: ClassifierInfo, log: Log): void {
   const n = info.normalisation;
-  log(`model ${info.model}`);
+  log(`model ${info.model}${info.version ? ` (version ${info.version})` : ''}`);
   log(`labels ${info.labelsFile} (${info.classes} classes)`);
   log(`engine ${info.engine}`);
   for (const note of info.engineNotes) log(`engine note: ${note}`);

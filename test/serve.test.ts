@@ -54,6 +54,14 @@ describe('classify serve', () => {
     expect(r.body.predictions).toHaveLength(3);
   });
 
+  it('takes top_k and threshold from the query string, and rejects bad ones', async () => {
+    const r = await post(`${server.url}/?top_k=1`, form(['red.jpg', image('red.jpg')]));
+    expect(r.body.predictions).toHaveLength(1);
+    const t = await post(`${server.url}/?threshold=0.5`, form(['grey.jpg', image('grey.jpg')]));
+    expect(t.body.predictions).toEqual([]);
+    expect((await post(`${server.url}/?top_k=0`, form(['red.jpg', image('red.jpg')]))).status).toBe(400);
+  });
+
   it('classifies a raw image/* body', async () => {
     const r = await post(server.url, image('green.jpg'), { 'Content-Type': 'image/jpeg' });
     expect(r.status).toBe(200);

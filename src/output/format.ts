@@ -15,7 +15,7 @@ const escapeControl = (s: string) => s.replace(/[\t\n\r\\]/g, (c) => ({ '\t': '\
 
 /** The JSON shape of one result, shared by the CLI's lines and the server's answers. */
 export function jsonRecord(o: Outcome): object {
-  const head = { ...(o.path !== undefined ? { path: o.path } : {}), ...(o.version ? { version: o.version } : {}) };
+  const head = { ...(o.path !== undefined ? { path: o.path } : {}), ...(o.version !== undefined ? { version: o.version } : {}) };
   return 'error' in o
     ? { ...head, error: o.error }
     : { ...head, predictions: o.predictions.map((p) => ({ label: p.label, score: round(p.score) })) };

@@ -1,18 +1,38 @@
 // Starting and stopping the server: load once, listen, drain on SIGTERM/SIGINT.
 import { Classifier, type ClassifierOptions } from '../classifier.js';
 import { describeClassifier, type Log } from '../report.js';
+import { join } from 'node:path';
 import { ServerMetrics } from './metrics.js';
+import { watchVersions } from './versions.js';
 import { ClassifyServer, type ServeOptions } from './server.js';
 
-export type ServeCommandOptions = ClassifierOptions & ServeOptions & { verbose: boolean };
+export type ServeCommandOptions = ClassifierOptions & ServeOptions & { verbose: boolean; watchInterval: number };
+
+/** A version loaded from its own folder does not know its number: tell it. */
+function withVersion(c: Classifier, version: string): Classifier {
+  c.info.version = version;
+  return c;
+}
 
 export async function runServe(opts: ServeCommandOptions, log: Log): Promise<number> {
   const metrics = new ServerMetrics();
   const classifier = await Classifier.load({ ...opts, observe: metrics.observeBatch });
   if (opts.verbose) describeClassifier(classifier.info, log);
-  metrics.modelInfo.set({ model: classifier.info.model, engine: classifier.info.engine, version: '' }, 1);
+  metrics.setModel(classifier.info);
 
   const server = new ClassifyServer(classifier, metrics, opts, log);
+  // A folder of numbered versions is watched for newer ones.
+  const watch =
+    classifier.info.version !== undefined
+      ? watchVersions(
+          opts.graph,
+          () => server.model.info.version,
+          (version) => Classifier.load({ ...opts, graph: join(opts.graph, version), observe: metrics.observeBatch }).then((c) => withVersion(c, version)),
+          (next) => server.swap(next),
+          log,
+          opts.watchInterval,
+        )
+      : undefined;
   let address;
   try {
     address = await server.listen();
@@ -30,6 +50,7 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
       // A second signal while draining stops at once.
       process.once(signal, () => process.exit(1));
       if (!opts.quiet) log(`${signal}: finishing in-flight requests`);
+      watch?.stop();
       void server.shutdown().then(() => resolve(0));
     };
     const onTerm = () => stop('SIGTERM');

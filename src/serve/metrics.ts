@@ -27,6 +27,11 @@ export class ServerMetrics {
   readonly inFlight = new Gauge({ name: 'classify_images_in_flight', help: 'Images accepted and not yet answered', registers: [this.registry] });
   readonly modelInfo = new Gauge({ name: 'classify_model_info', help: 'The model being served (value is always 1)', labelNames: ['model', 'engine', 'version'], registers: [this.registry] });
 
+  setModel(info: { model: string; engine: string; version?: string }): void {
+    this.modelInfo.reset();
+    this.modelInfo.set({ model: info.model, engine: info.engine, version: info.version ?? '' }, 1);
+  }
+
   /** Feeds the batcher's per-batch report into the histograms. */
   observeBatch = (s: BatchStats): void => {
     this.batchSize.observe(s.size);

@@ -41,9 +41,11 @@ export class ClassifyServer {
   private requestsInFlight = 0;
   private draining = false;
   private drained: (() => void) | undefined;
+  /** requests using each loaded model, so a replaced one is closed only once they finish */
+  private readonly users = new Map<Classifier, number>();
 
   constructor(
-    private readonly classifier: Classifier,
+    private classifier: Classifier,
     private readonly metrics: ServerMetrics,
     private readonly opts: ServeOptions,
     private readonly log: Log,
@@ -57,6 +59,33 @@ export class ClassifyServer {
       this.server.once('error', reject);
       this.server.listen(this.opts.port, this.opts.host, () => resolve(this.server.address() as AddressInfo));
     });
+  }
+
+  get model(): Classifier {
+    return this.classifier;
+  }
+
+  /** Serves `next` from now on; requests already running finish on the model they started with. */
+  swap(next: Classifier): void {
+    const old = this.classifier;
+    this.classifier = next;
+    this.metrics.setModel(next.info);
+    if (!this.users.get(old)) void old.close();
+  }
+
+  private use(): Classifier {
+    const c = this.classifier;
+    this.users.set(c, (this.users.get(c) ?? 0) + 1);
+    return c;
+  }
+
+  private done(c: Classifier): void {
+    const left = (this.users.get(c) ?? 1) - 1;
+    if (left > 0) this.users.set(c, left);
+    else {
+      this.users.delete(c);
+      if (c !== this.classifier) void c.close();
+    }
   }
 
   /** Stops accepting, lets in-flight requests finish, then releases the model. */
@@ -87,7 +116,7 @@ export class ClassifyServer {
       } else if (path === '/readyz' && (req.method === 'GET' || req.method === 'HEAD')) {
         route = 'readyz';
         const info = this.classifier.info;
-        send(res, this.draining ? 503 : 200, { ready: !this.draining, model: info.model, engine: info.engine });
+        send(res, this.draining ? 503 : 200, { ready: !this.draining, model: info.model, version: info.version ?? null, engine: info.engine });
       } else if (path === '/metrics' && req.method === 'GET') {
         route = 'metrics';
         res.writeHead(200, { 'Content-Type': this.metrics.registry.contentType });
@@ -133,12 +162,21 @@ export class ClassifyServer {
       this.metrics.images.inc({ outcome: 'rejected' }, uploads.length);
       return uploads.length;
     }
+    const query = new URL(req.url ?? '/', 'http://x').searchParams;
+    const topK = query.has('top_k') ? Number(query.get('top_k')) : this.opts.topK;
+    const threshold = query.has('threshold') ? Number(query.get('threshold')) : this.opts.threshold;
+    if (!Number.isInteger(topK) || topK < 1 || !(threshold >= 0 && threshold <= 1)) {
+      send(res, 400, { error: 'Expected top_k a positive integer and threshold between 0 and 1' });
+      return uploads.length;
+    }
     this.imagesInFlight += uploads.length;
     this.metrics.inFlight.set(this.imagesInFlight);
+    const model = this.use();
     let results: ImageResult[];
     try {
-      results = await Promise.all(uploads.map((u) => this.classifyOne(u)));
+      results = await Promise.all(uploads.map((u) => this.classifyOne(model, u, topK, threshold)));
     } finally {
+      this.done(model);
       this.imagesInFlight -= uploads.length;
       this.metrics.inFlight.set(this.imagesInFlight);
     }
@@ -154,12 +192,12 @@ export class ClassifyServer {
     return uploads.length;
   }
 
-  private async classifyOne(u: Upload): Promise<ImageResult> {
+  private async classifyOne(model: Classifier, u: Upload, topK: number, threshold: number): Promise<ImageResult> {
     const path = u.name;
     try {
-      const predictions = await this.classifier.classifyBytes(u.bytes, this.opts.topK, this.opts.threshold);
+      const predictions = await model.classifyBytes(u.bytes, topK, threshold);
       this.metrics.images.inc({ outcome: 'ok' });
-      return { outcome: { path, predictions }, status: 200 };
+      return { outcome: { path, predictions, version: model.info.version }, status: 200 };
     } catch (err) {
       this.metrics.images.inc({ outcome: 'failed' });
       if (err instanceof InputError) return { outcome: { path, error: err.message }, status: STATUS_OF[err.kind] };

@@ -1,0 +1,67 @@
+// Serving a folder of numbered versions (TF-Serving style): when a higher version appears and
+// has stopped changing, load and warm it, then switch to it. A version that fails to load is
+// logged and the one serving keeps serving.
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Classifier } from '../classifier.js';
+import { listVersions } from '../model.js';
+import type { Log } from '../report.js';
+
+/** Names, sizes and times of a version's files: unchanged across two polls means fully written. */
+function fingerprint(dir: string): string {
+  try {
+    return readdirSync(dir)
+      .map((f) => {
+        const s = statSync(join(dir, f));
+        return `${f}:${s.size}:${s.mtimeMs}`;
+      })
+      .sort()
+      .join('|');
+  } catch {
+    return '';
+  }
+}
+
+export interface VersionWatch {
+  stop(): void;
+}
+
+export function watchVersions(
+  root: string,
+  current: () => string | undefined,
+  load: (version: string) => Promise<Classifier>,
+  swap: (c: Classifier) => void,
+  log: Log,
+  intervalMs: number,
+): VersionWatch {
+  const failed = new Map<string, string>(); // version -> fingerprint that failed
+  let candidate: { version: string; print: string } | undefined;
+  let busy = false;
+  const poll = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const serving = Number(current() ?? -1);
+      const newest = listVersions(root)[0];
+      if (newest === undefined || newest <= serving) return void (candidate = undefined);
+      const version = String(newest);
+      const print = fingerprint(join(root, version));
+      if (failed.get(version) === print) return;
+      if (candidate?.version !== version || candidate.print !== print) return void (candidate = { version, print });
+      log(`version ${version} found; loading`);
+      try {
+        const next = await load(version);
+        swap(next);
+        log(`now serving version ${version}`);
+      } catch (err) {
+        failed.set(version, print);
+        log(`version ${version} failed to load, still serving ${current() ?? 'the previous one'}: ${(err as Error).message}`);
+      }
+    } finally {
+      busy = false;
+    }
+  };
+  const timer = setInterval(() => void poll(), intervalMs);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}

@@ -1,0 +1,217 @@
+// Scaling out: the --remote client over several servers, nginx in front, model versions.
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BackendPool } from '../src/remote/pool.js';
+import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli } from './helpers.js';
+
+const started: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of started.splice(0)) c.kill('SIGKILL');
+});
+
+function serve(graph: string, extra: string[] = []): Promise<{ url: string; child: ChildProcess; port: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, 'serve', '-g', graph, '--port', '0', '--quiet', ...extra], { cwd: ROOT });
+    started.push(child);
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      err += d;
+      const m = /listening on (http:\/\/\S+)/.exec(err);
+      if (m) resolve({ url: m[1], child, port: Number(new URL(m[1]).port) });
+    });
+    child.once('exit', (code) => reject(new Error(`server exited ${code}: ${err}`)));
+  });
+}
+
+const COLOURS: [string, string][] = [
+  [join(FIX, 'images', 'red.jpg'), 'red'],
+  [join(FIX, 'images', 'green.jpg'), 'green'],
+  [join(FIX, 'images', 'blue.jpg'), 'blue'],
+];
+const manyPaths = (n: number) => Array.from({ length: n }, (_, i) => COLOURS[i % 3]);
+
+/** Runs the client, calling `onLine(count)` as lines arrive. */
+function client(args: string[], input: string, onLine?: (count: number) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+      onLine?.(lines(stdout).length);
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(input);
+  });
+}
+
+describe('classify --remote', () => {
+  it('spreads paths over three servers; one killed midway costs no path its line', async () => {
+    const servers = await Promise.all([serve(COLOUR), serve(COLOUR), serve(COLOUR)]);
+    const input = manyPaths(300);
+    let killed = false;
+    const r = await client(['--remote', servers.map((s) => s.url).join(','), '--remote-in-flight', '4', '-k', '1'], input.map(([p]) => p).join('\n'), (n) => {
+      if (!killed && n >= 60) {
+        killed = true;
+        servers[1].child.kill('SIGKILL');
+      }
+    });
+    expect(killed).toBe(true);
+    expect(r.code).toBe(0);
+    const out = jsonLines(r.stdout);
+    expect(out).toHaveLength(300);
+    expect(out.map((o) => o.path)).toEqual(input.map(([p]) => p));
+    expect(out.map((o) => o.predictions[0].label)).toEqual(input.map(([, label]) => label));
+  });
+
+  it('when every backend fails, each line says so and the exit status is 1', async () => {
+    const port = await freePort();
+    const r = await runCli(['--remote', `http://127.0.0.1:${port}`, '-q'], `${COLOURS[0][0]}\n${join(FIX, 'nope.jpg')}\n`);
+    expect(r.code).toBe(1);
+    const [a, b] = jsonLines(r.stdout);
+    expect(a.error).toMatch(/^all backends failed \(127\.0\.0\.1:\d+: .*ECONNREFUSED/);
+    expect(b.error).toBe('no such file'); // read locally: never sent
+  });
+
+  it("passes on the server's answer for a bad image without retrying it elsewhere", async () => {
+    const s = await serve(COLOUR);
+    const r = await runCli(['--remote', s.url, '-q'], `${join(FIX, 'broken', 'not-an-image.jpg')}\n${COLOURS[2][0]}\n`);
+    expect(r.code).toBe(1);
+    const [bad, good] = jsonLines(r.stdout);
+    expect(bad.error).toMatch(/not an image/);
+    expect(good.predictions[0].label).toBe('blue');
+  });
+
+  it('--remote and --graph together are a usage error', async () => {
+    const r = await runCli(['--remote', 'http://127.0.0.1:1', '--graph', COLOUR], '');
+    expect(r.code).toBe(2);
+  });
+});
+
+describe('BackendPool', () => {
+  it('picks the least loaded backend, skips tried and ejected ones', async () => {
+    const pool = new BackendPool([new URL('http://127.0.0.1:1'), new URL('http://127.0.0.2:2')], { maxInFlight: 2, ejectMs: 60_000, refreshMs: 60_000 });
+    await pool.start();
+    const a = (await pool.acquire(new Set()))!;
+    const b = (await pool.acquire(new Set()))!;
+    expect(a.url).not.toBe(b.url); // the second goes to the idle one
+    pool.release(a, false); // a failed: left out
+    const c = (await pool.acquire(new Set()))!;
+    expect(c.url).toBe(b.url);
+    expect(await pool.acquire(new Set([b.url]))).toBeUndefined(); // a is out, b already tried
+    pool.stop();
+  });
+});
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const hasNginx = spawnSync('sh', ['-c', 'command -v nginx || test -x /usr/sbin/nginx']).status === 0;
+if (!hasNginx) console.warn('skipping the nginx test: nginx is not installed (.ci/run installs it with apt-get)');
+
+describe.runIf(hasNginx)('behind nginx, with the README configuration', () => {
+  it('classifies through nginx in front of two servers', async () => {
+    const [a, b] = await Promise.all([serve(COLOUR), serve(COLOUR)]);
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'classify-nginx-'));
+    const site = readFileSync(join(ROOT, 'deploy', 'nginx', 'classify.conf'), 'utf8')
+      .replace('127.0.0.1:9876', `127.0.0.1:${a.port}`)
+      .replace('127.0.0.1:9877', `127.0.0.1:${b.port}`)
+      .replace('listen 127.0.0.1:8080', `listen 127.0.0.1:${port}`);
+    for (const d of ['client', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d));
+    writeFileSync(
+      join(dir, 'nginx.conf'),
+      `daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log; worker_processes 1;
+events { worker_connections 256; }
+http { access_log off; client_body_temp_path ${dir}/client; proxy_temp_path ${dir}/proxy;
+fastcgi_temp_path ${dir}/fastcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+${site} }`,
+    );
+    const nginx = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
+    started.push(nginx);
+    const url = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 50; i++) {
+      if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const input = manyPaths(60);
+    const r = await client(['--remote', url, '-k', '1'], input.map(([p]) => p).join('\n'));
+    expect(r.code).toBe(0);
+    expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(input.map(([, l]) => l));
+    // And as curl -F sends it.
+    const form = new FormData();
+    form.append('data', new Blob([readFileSync(COLOURS[1][0])]), 'green.jpg');
+    const res = await fetch(url, { method: 'POST', body: form });
+    expect((await res.json()).predictions[0].label).toBe('green');
+  });
+});
+
+describe('model versions', () => {
+  it('the CLI serves the highest version and prints it with --verbose and --with-version', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'classify-versions-'));
+    cpSync(COLOUR, join(root, '1'), { recursive: true });
+    cpSync(join(FIX, 'models', 'colour-nhwc'), join(root, '3'), { recursive: true });
+    const r = await runCli(['-g', root, '--with-version', '-v', '-k', '1', COLOURS[0][0]]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/model .*\/3\/model\.onnx \(version 3\)/);
+    expect(jsonLines(r.stdout)[0]).toMatchObject({ version: '3', predictions: [{ label: 'red' }] });
+  });
+
+  it('serve switches to a new version under load without failing a request', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'classify-versions-'));
+    cpSync(COLOUR, join(root, '1'), { recursive: true });
+    const s = await serve(root, ['--watch-interval', '200']);
+    const input = manyPaths(400);
+    let added = false;
+    const r = await client(['--remote', s.url, '--with-version', '-k', '1', '--remote-in-flight', '4'], input.map(([p]) => p).join('\n'), (n) => {
+      if (!added && n >= 50) {
+        added = true;
+        // Written elsewhere, then renamed in: how a deploy should publish a version.
+        cpSync(join(FIX, 'models', 'colour-nhwc'), join(root, 'incoming'), { recursive: true });
+        renameSync(join(root, 'incoming'), join(root, '2'));
+      }
+    });
+    expect(r.code).toBe(0);
+    const out = jsonLines(r.stdout);
+    expect(out).toHaveLength(400);
+    expect(out.map((o) => o.predictions[0].label)).toEqual(input.map(([, l]) => l));
+    const versions = out.map((o) => o.version).join('');
+    expect(versions).toMatch(/^1+2+$/); // every answer from 1, then every answer from 2
+    const ready = await (await fetch(`${s.url}/readyz`)).json();
+    expect(ready.version).toBe('2');
+    expect(await (await fetch(`${s.url}/metrics`)).text()).toMatch(/classify_model_info\{[^}]*version="2"\} 1/);
+  });
+
+  it('a version that fails to load is logged and the old one keeps serving', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'classify-versions-'));
+    cpSync(COLOUR, join(root, '1'), { recursive: true });
+    const child = spawn(process.execPath, [BIN, 'serve', '-g', root, '--port', '0', '--watch-interval', '100'], { cwd: ROOT });
+    started.push(child);
+    let err = '';
+    const url = await new Promise<string>((resolve) =>
+      child.stderr.setEncoding('utf8').on('data', (d: string) => {
+        err += d;
+        const m = /listening on (http:\/\/\S+)/.exec(err);
+        if (m) resolve(m[1]);
+      }),
+    );
+    cpSync(join(FIX, 'models', 'broken'), join(root, '2'), { recursive: true });
+    for (let i = 0; i < 50 && !/version 2 failed to load/.test(err); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(err).toMatch(/version 2 failed to load, still serving 1: /);
+    const form = new FormData();
+    form.append('data', new Blob([readFileSync(COLOURS[0][0])]), 'red.jpg');
+    const res = await (await fetch(`${url}/?top_k=1`, { method: 'POST', body: form })).json();
+    expect(res).toMatchObject({ version: '1', predictions: [{ label: 'red' }] });
+  });
+});
