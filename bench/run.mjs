@@ -49,14 +49,16 @@ const MODELS = [
   { name: 'mobilenetv2_224_random_onnx', graph: join(SHARED, 'models', 'mobilenetv2_224_random_onnx'), n: quick ? 150 : 400 },
   { name: 'mobilenet_v1_0.25_128 (frozen)', graph: join(SHARED, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb'), n: quick ? 150 : 400 },
   { name: 'retrained_3class (frozen)', graph: join(SHARED, 'models', 'retrained_3class'), n: quick ? 150 : 400 },
-  { name: 'mobilenetv2_224_random_frozen', graph: join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), n: quick ? 40 : 120 },
+  { name: 'mobilenetv2_224_random_frozen', graph: join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), n: quick ? 150 : 400 },
+  // The same frozen graph on TensorFlow.js, for the engine ratio.
+  { name: 'mobilenetv2_224_random_frozen', graph: join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), n: quick ? 40 : 120, backend: 'tfjs' },
 ].filter((m) => !only || m.name.includes(only));
 
 // ---- helpers ----------------------------------------------------------------------------------
 const now = () => performance.now();
 
 /** Runs the CLI over `paths` and returns wall seconds and peak RSS (from /usr/bin/time if present). */
-function runCli(graph, paths, extra = []) {
+function runCli(graph, paths, extra) {
   return new Promise((resolve, reject) => {
     const start = now();
     const child = spawn(process.execPath, [BIN, '-g', graph, '-q', '-k', '1', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -121,15 +123,16 @@ async function oneAtATime(engine, paths, sig) {
   return paths.length / ((now() - start) / 1000);
 }
 
-function processPerImage(graph, paths) {
+function processPerImage(graph, paths, extra) {
   const start = now();
-  for (const p of paths) spawnSync(process.execPath, [BIN, '-g', graph, '-q', p], { stdio: 'ignore' });
+  for (const p of paths) spawnSync(process.execPath, [BIN, '-g', graph, '-q', ...extra, p], { stdio: 'ignore' });
   return paths.length / ((now() - start) / 1000);
 }
 
 function openCvLoop(model, paths, sig) {
-  const check = spawnSync('python3', ['-c', 'import cv2'], { stdio: 'ignore' });
-  if (check.status !== 0) return { skipped: "Debian's python3-opencv is not installed" };
+  // Debian's python3-opencv belongs to Debian's python3, which another python3 on PATH may hide.
+  const python = ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import cv2'], { stdio: 'ignore' }).status === 0);
+  if (!python) return { skipped: "Debian's python3-opencv is not installed" };
   if (!model.graph.endsWith('.pb') && !existsSync(join(model.graph, 'output_graph.pb'))) return { skipped: 'not a TensorFlow graph' };
   const pb = model.graph.endsWith('.pb') ? model.graph : join(model.graph, 'output_graph.pb');
   const script = `
@@ -145,15 +148,15 @@ for p in paths:
     net.forward()
 print(len(paths) / (time.time() - start))
 `;
-  const r = spawnSync('python3', ['-c', script, pb, String(sig.height), String(sig.width), ...paths], { encoding: 'utf8' });
+  const r = spawnSync(python, ['-c', script, pb, String(sig.height), String(sig.width), ...paths], { encoding: 'utf8' });
   if (r.status !== 0) return { skipped: `OpenCV failed: ${r.stderr.trim().split('\n').pop()}` };
   return { ips: Number(r.stdout.trim()) };
 }
 
 /** Time from writing one path (model already loaded) to its line arriving. */
-function trickleLatency(graph, photo, maxDelay) {
+function trickleLatency(graph, photo, maxDelay, extra) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, '-g', graph, '-v', '-k', '1', '--max-delay', String(maxDelay)]);
+    const child = spawn(process.execPath, [BIN, '-g', graph, '-v', '-k', '1', '--max-delay', String(maxDelay), ...extra]);
     let err = '';
     let sent = 0;
     const times = [];
@@ -182,8 +185,9 @@ const fmt = (x) => (x === undefined ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(
 
 for (const model of MODELS) {
   const paths = imageSet(model.n);
-  const resolved = resolveModel(model.graph);
+  const resolved = resolveModel(model.graph, undefined, model.backend ?? 'auto');
   const engine = await loadEngine({ backend: resolved.backend, format: resolved.format, runtime: resolved.runtime, file: resolved.file, options: { threads: 0, device: 'cpu' } });
+  const cliArgs = model.backend ? ['--backend', model.backend] : [];
   const sig = engine.signature;
   const r = { model: model.name, engine: engine.name, images: paths.length };
   r.decode = await decodeCeiling(model.graph, paths, sig, availableParallelism() * 2);
@@ -195,16 +199,17 @@ for (const model of MODELS) {
   r.oneAtATime = await oneAtATime(engine, paths.slice(0, Math.min(60, paths.length)), sig);
   await engine.dispose();
 
-  const empty = await runCli(model.graph, []);
-  const full = await runCli(model.graph, paths);
+  const empty = await runCli(model.graph, [], cliArgs);
+  const full = await runCli(model.graph, paths, cliArgs);
   r.startup = empty.seconds;
   r.endToEnd = paths.length / (full.seconds - empty.seconds);
   r.endToEndWithStartup = paths.length / full.seconds;
-  r.processPerImage = processPerImage(model.graph, photos.slice(0, quick ? 3 : 5));
+  r.processPerImage = processPerImage(model.graph, photos.slice(0, quick ? 3 : 5), cliArgs);
   const cv = openCvLoop(model, paths.slice(0, 100), sig);
   r.opencv = cv.ips;
   r.opencvNote = cv.skipped;
-  r.trickleMs = await trickleLatency(model.graph, photos[1], 10);
+  r.trickleMs = await trickleLatency(model.graph, photos[1], 10, cliArgs);
+  r.inferenceMsBatch = 1000 / r.inferencePerBatch[1];
   results.models.push(r);
   console.log(
     `${r.model} on ${r.engine}: decode ${fmt(r.decode)}, inference ${fmt(r.inference)} (batch ${r.inferenceBatch}), combined ${fmt(r.combined)}, ` +
@@ -241,9 +246,17 @@ console.log('\nimages/s; classify = end to end through the CLI minus its start-u
 const skipped = results.models.find((r) => r.opencvNote)?.opencvNote;
 if (skipped) console.log(`OpenCV loop skipped: ${skipped}.`);
 const onnxR = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_onnx'));
-const tfR = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_frozen'));
-if (onnxR && tfR) {
-  console.log(`\nsame MobileNetV2 on both engines: inference ${(onnxR.inference / tfR.inference).toFixed(1)}x, end to end ${(onnxR.endToEnd / tfR.endToEnd).toFixed(1)}x (${onnxR.engine} vs ${tfR.engine})`);
+const frozenOnnx = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_frozen') && /onnxruntime/.test(m.engine));
+const frozenTf = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_frozen') && /TensorFlow/.test(m.engine));
+if (frozenOnnx && frozenTf) {
+  console.log(
+    `\nthe same frozen MobileNetV2 graph, translated to ONNX Runtime vs TensorFlow.js: inference ${(frozenOnnx.inference / frozenTf.inference).toFixed(1)}x, ` +
+      `end to end ${(frozenOnnx.endToEnd / frozenTf.endToEnd).toFixed(1)}x (${frozenOnnx.engine} vs ${frozenTf.engine})`,
+  );
+}
+if (onnxR && frozenOnnx) console.log(`translated frozen graph vs the native ONNX twin, inference: ${(frozenOnnx.inference / onnxR.inference).toFixed(2)}x`);
+for (const r of results.models) {
+  console.log(`first result of a trickled path, ${r.model} on ${r.engine}: ${r.trickleMs.toFixed(0)} ms (max-delay 10 ms + one batch of 1: ${(10 + r.inferenceMsBatch).toFixed(0)} ms)`);
 }
 if (results.serve) {
   console.log('\n| concurrency | requests/s | p50 ms | p99 ms | mean batch | errors | vs CLI bulk |');
