@@ -111,6 +111,17 @@ async function inferenceCeiling(engine, n) {
   return { perBatch: results, best: best[1], bestBatch: Number(best[0]) };
 }
 
+/** One photo decoded on its own, as a trickled path is: median of 20. */
+async function decodeOneMs(photo, sig) {
+  const times = [];
+  for (let i = 0; i < 20; i++) {
+    const start = now();
+    await decodeToRgb(readFileSync(photo), { width: sig.width, height: sig.height, maxPixels: 1e8 });
+    times.push(now() - start);
+  }
+  return times.sort((a, b) => a - b)[10];
+}
+
 /** The model loaded once, then each image read, decoded, run alone: no batching, no overlap. */
 async function oneAtATime(engine, paths, sig) {
   const packer = new TensorPacker(sig.height, sig.width, sig.layout, { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] });
@@ -210,6 +221,7 @@ for (const model of MODELS) {
   r.opencvNote = cv.skipped;
   r.trickleMs = await trickleLatency(model.graph, photos[1], 10, cliArgs);
   r.inferenceMsBatch = 1000 / r.inferencePerBatch[1];
+  r.decodeMsOne = await decodeOneMs(photos[1], sig);
   results.models.push(r);
   console.log(
     `${r.model} on ${r.engine}: decode ${fmt(r.decode)}, inference ${fmt(r.inference)} (batch ${r.inferenceBatch}), combined ${fmt(r.combined)}, ` +
@@ -256,7 +268,10 @@ if (frozenOnnx && frozenTf) {
 }
 if (onnxR && frozenOnnx) console.log(`translated frozen graph vs the native ONNX twin, inference: ${(frozenOnnx.inference / onnxR.inference).toFixed(2)}x`);
 for (const r of results.models) {
-  console.log(`first result of a trickled path, ${r.model} on ${r.engine}: ${r.trickleMs.toFixed(0)} ms (max-delay 10 ms + one batch of 1: ${(10 + r.inferenceMsBatch).toFixed(0)} ms)`);
+  console.log(
+    `first result of a trickled path, ${r.model} on ${r.engine}: ${r.trickleMs.toFixed(0)} ms ` +
+      `(max-delay 10 ms + one batch of 1 ${r.inferenceMsBatch.toFixed(0)} ms = ${(10 + r.inferenceMsBatch).toFixed(0)} ms; + decoding that photo ${r.decodeMsOne.toFixed(0)} ms = ${(10 + r.inferenceMsBatch + r.decodeMsOne).toFixed(0)} ms)`,
+  );
 }
 if (results.serve) {
   console.log('\n| concurrency | requests/s | p50 ms | p99 ms | mean batch | errors | vs CLI bulk |');
@@ -268,6 +283,7 @@ if (results.serve) {
 if (results.rss) {
   const r = results.rss;
   console.log(`\nRSS over ${r.lines} lines: ${r.atThousandMb.toFixed(0)} MB after the first 1000 results, peak ${r.peakMb.toFixed(0)} MB, at the end ${r.endMb.toFixed(0)} MB (${r.seconds.toFixed(0)} s)`);
+  console.log(`RSS (MB) by lines done: ${r.samples.map(([n, mb]) => `${n}: ${mb}`).join(', ')}`);
 }
 const outDir = join(ROOT, 'bench', 'results');
 mkdirSync(outDir, { recursive: true });
@@ -292,15 +308,21 @@ function rssRun(graph, lines) {
     };
     const timer = setInterval(() => (peak = Math.max(peak, rss())), 250);
     let last = 0;
+    const samples = [];
+    let nextSample = 1000;
     child.stdout.on('data', (d) => {
       for (const b of d) if (b === 10) done++;
       if (!atThousand && done >= 1000) atThousand = rss();
+      if (done >= nextSample) {
+        samples.push([done, Math.round(rss())]);
+        nextSample += Math.max(1000, Math.floor(lines / 10));
+      }
       last = rss() || last;
     });
     child.on('error', reject);
     child.on('close', () => {
       clearInterval(timer);
-      resolve({ lines: done, atThousandMb: atThousand, peakMb: peak, endMb: last, seconds: (now() - start) / 1000 });
+      resolve({ lines: done, atThousandMb: atThousand, peakMb: peak, endMb: last, samples, seconds: (now() - start) / 1000 });
     });
     let i = 0;
     const feed = () => {

@@ -19,6 +19,8 @@ export class Progress {
   count(ok: boolean): void {
     if (ok) this.done++;
     else this.failed++;
+    // The first result shows the line at once; the timer keeps it fresh after that.
+    if (this.done + this.failed === 1) this.draw();
   }
 
   private draw(): void {

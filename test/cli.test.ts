@@ -142,6 +142,24 @@ describe('classify (filter)', () => {
     expect(r.stderr).toMatch(/batch size 2, max delay 10 ms/); // the CPU default
   });
 
+  it('shows a coloured progress line on a terminal, and none with NO_COLOR, --quiet or a pipe', () => {
+    const hasScript = spawnSync('script', ['--version']).status === 0;
+    if (!hasScript) return void console.warn('skipping the TTY test: util-linux script(1) is not installed');
+    const run = (env: Record<string, string | undefined>, flags = '') => {
+      const cmd = `printf '%s\\n' ${img('red.jpg')} ${img('green.jpg')} | "${process.execPath}" "${BIN}" -g "${COLOUR}" ${flags} > /dev/null`;
+      // script(1) gives the command a pseudo-terminal: stderr is then a TTY.
+      const r = spawnSync('script', ['-qfec', cmd, '/dev/null'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TERM: 'xterm-256color', ...env } });
+      return r.stdout;
+    };
+    const tty = run({ NO_COLOR: undefined, FORCE_COLOR: undefined });
+    expect(tty).toMatch(/1 done/);
+    expect(tty).toMatch(/images\/s/);
+    expect(tty).toMatch(/\x1b\[3\dm/); // coloured
+    expect(run({ NO_COLOR: '1' })).not.toMatch(/done/);
+    expect(run({ NO_COLOR: undefined }, '--quiet')).not.toMatch(/done/);
+    // A pipe or file is never drawn on: the other tests' stderr is always empty on success.
+  });
+
   it('answers a trickled path before stdin closes', async () => {
     const child = spawn(process.execPath, [BIN, '-g', COLOUR, '--max-delay', '20'], { cwd: ROOT });
     const first = await new Promise<string>((resolve, reject) => {

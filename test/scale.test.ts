@@ -94,6 +94,15 @@ describe('classify --remote', () => {
 });
 
 describe('BackendPool', () => {
+  it('counts every address a hostname resolves to as a backend', async () => {
+    const { lookup } = await import('node:dns/promises');
+    const addresses = await lookup('localhost', { all: true });
+    const pool = new BackendPool([new URL('http://localhost:9876')], { maxInFlight: 1, ejectMs: 1000, refreshMs: 60_000 });
+    await pool.start();
+    expect(pool.size).toBe(new Set(addresses.map((a) => a.address)).size);
+    pool.stop();
+  });
+
   it('picks the least loaded backend, skips tried and ejected ones', async () => {
     const pool = new BackendPool([new URL('http://127.0.0.1:1'), new URL('http://127.0.0.2:2')], { maxInFlight: 2, ejectMs: 60_000, refreshMs: 60_000 });
     await pool.start();

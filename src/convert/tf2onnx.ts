@@ -11,7 +11,7 @@ import { foldDequantize, foldGlobalBatchNorm, type GraphPlan, planGraph, unsuppo
 
 /** TF ops this translator covers (Const and Placeholder are handled as values and inputs). */
 export const TRANSLATED_OPS = new Set([
-  'Const', 'Placeholder', 'Identity', 'Conv2D', 'DepthwiseConv2dNative', 'BiasAdd', 'Relu', 'Relu6', 'Add', 'AddV2',
+  'Const', 'Placeholder', 'Identity', 'CheckNumerics', 'StopGradient', 'Snapshot', 'Conv2D', 'DepthwiseConv2dNative', 'BiasAdd', 'Relu', 'Relu6', 'Add', 'AddV2',
   'Mul', 'Sub', 'RealDiv', 'Maximum', 'Minimum', 'Rsqrt', 'Sqrt', 'AvgPool', 'MaxPool', 'Mean', 'Pad', 'ConcatV2',
   'Reshape', 'Squeeze', 'Softmax', 'MatMul', 'FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3', 'Tanh', 'Sigmoid',
 ]);
@@ -280,6 +280,10 @@ class Translator {
     const x = () => this.input(ins[0]);
     switch (n.op) {
       case 'Identity':
+      case 'CheckNumerics':
+      case 'StopGradient':
+      case 'Snapshot':
+        // Pass-through at inference: the output is the input.
         this.alias.set(n.name, this.tensor(ins[0]));
         return;
       case 'Relu':
