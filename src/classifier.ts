@@ -6,7 +6,7 @@ import { startEngine, type WorkerEngine } from './backends/remote.js';
 import { type BatchStats, MicroBatcher } from './batcher.js';
 import { decodeToRgb, readImageFile } from './image/decode.js';
 import { type Normalisation, TensorPacker } from './image/tensor.js';
-import { type BackendChoice, IMAGENET, readLabels, resolveModel } from './model.js';
+import { type BackendChoice, chooseNormalisation, engineSpec, readLabels, resolveModel } from './model.js';
 import { Semaphore } from './semaphore.js';
 
 export interface ClassifierOptions {
@@ -73,25 +73,15 @@ export class Classifier {
   static async load(opts: ClassifierOptions): Promise<Classifier> {
     const model = resolveModel(opts.graph, opts.labels, opts.backend);
     const labels = readLabels(model.labelsFile);
-    const engine = await startEngine({
-      backend: model.backend,
-      format: model.format,
-      runtime: model.runtime,
-      file: model.file,
-      options: { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode },
-    });
+    const engine = await startEngine(
+      engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode }),
+    );
     const sig = engine.signature;
     if (labels.length !== sig.outputSize) {
       await engine.dispose();
       throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
     }
-    // Flags, then classify.json or ONNX metadata, then what the model format implies, then ImageNet's.
-    const implied = engine.normalisation ?? { ...IMAGENET, source: 'ImageNet default' };
-    const norm: Normalisation = {
-      mean: opts.mean ?? model.normalisation.mean ?? implied.mean,
-      std: opts.std ?? model.normalisation.std ?? implied.std,
-    };
-    const source = opts.mean || opts.std ? 'flags' : model.normalisationSource === 'defaults' ? implied.source : model.normalisationSource;
+    const { source, ...norm } = chooseNormalisation(model, engine.normalisation, { mean: opts.mean, std: opts.std });
     const packer = new TensorPacker(sig.height, sig.width, sig.layout, norm);
     const wanted = opts.batchSize > 0 ? opts.batchSize : engine.accelerated ? DEFAULT_BATCH.accelerator : DEFAULT_BATCH.cpu;
     const batchSize = Math.min(wanted, sig.maxBatch);

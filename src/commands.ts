@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { ModelError } from './backends/engine.js';
 import { startEngine } from './backends/remote.js';
 import { translateFrozenGraph } from './convert/tf2onnx.js';
-import { type BackendChoice, IMAGENET, readLabels, resolveModel } from './model.js';
+import { type BackendChoice, chooseNormalisation, engineSpec, readLabels, resolveModel } from './model.js';
 import type { Log } from './report.js';
 
 /** Writes the ONNX translation of a frozen graph, with its preprocessing in the metadata so that
@@ -13,7 +13,7 @@ export function convert(graph: string, out: string, opts: { inputNode?: string; 
   if (model.format !== 'frozen') throw new ModelError(model.file, `convert takes a frozen TensorFlow graph (.pb); this is a ${model.format} model`);
   // First the plan alone, for its normalisation; then the translation that carries it.
   const first = translateFrozenGraph(model.file, readFileSync(model.file), opts);
-  const norm = { mean: model.normalisation.mean ?? first.plan.normalisation.mean, std: model.normalisation.std ?? first.plan.normalisation.std };
+  const norm = chooseNormalisation(model, first.plan.normalisation);
   const metadata = { mean: norm.mean.join(','), std: norm.std.join(','), source: model.file };
   const t = translateFrozenGraph(model.file, readFileSync(model.file), { ...opts, metadata });
   try {
@@ -40,13 +40,9 @@ export interface ModelInfo {
 
 export async function info(graph: string, opts: { labels?: string; backend: BackendChoice; inputNode?: string; outputNode?: string; threads: number; device: string }): Promise<ModelInfo> {
   const model = resolveModel(graph, opts.labels, opts.backend, false);
-  const engine = await startEngine({
-    backend: model.backend,
-    format: model.format,
-    runtime: model.runtime,
-    file: model.file,
-    options: { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode },
-  });
+  const engine = await startEngine(
+    engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode }),
+  );
   try {
     const sig = engine.signature;
     let labels: ModelInfo['labels'];
@@ -56,7 +52,7 @@ export async function info(graph: string, opts: { labels?: string; backend: Back
       labels = { file: model.labelsFile, count: list.length, first: list.slice(0, 5) };
       if (list.length !== sig.outputSize) labels = { file: model.labelsFile, problem: `${list.length} labels for ${sig.outputSize} outputs` };
     }
-    const implied = engine.normalisation ?? { ...IMAGENET, source: 'ImageNet default' };
+    const norm = chooseNormalisation(model, engine.normalisation);
     return {
       file: model.file,
       format: model.format,
@@ -66,9 +62,7 @@ export async function info(graph: string, opts: { labels?: string; backend: Back
       output: { name: sig.outputName, size: sig.outputSize },
       labels,
       preprocessing: {
-        mean: model.normalisation.mean ?? implied.mean,
-        std: model.normalisation.std ?? implied.std,
-        source: model.normalisationSource === 'defaults' ? implied.source : model.normalisationSource,
+        ...norm,
         resize: `RGB, EXIF orientation applied, alpha flattened on white, resized to ${sig.width}x${sig.height} without cropping`,
       },
     };

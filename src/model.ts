@@ -2,7 +2,7 @@
 // preprocessing. Everything here fails with a ModelError naming the file and the reason.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { ModelError } from './backends/engine.js';
+import { type Engine, type EngineOptions, ModelError } from './backends/engine.js';
 import type { EngineSpec, ModelFormat } from './backends/index.js';
 import type { TfjsRuntime } from './backends/tfjs.js';
 import type { Normalisation } from './image/tensor.js';
@@ -160,6 +160,26 @@ export function channelTriple(value: unknown, what: string, where: string, posit
     );
   }
   return (nums.length === 1 ? [nums[0], nums[0], nums[0]] : nums) as [number, number, number];
+}
+
+/** What the engine thread loads for a resolved model. */
+export function engineSpec(model: ResolvedModel, opts: EngineOptions): EngineSpec {
+  return { backend: model.backend, format: model.format, runtime: model.runtime, file: model.file, options: opts };
+}
+
+/** The preprocessing that applies, first to last: flags, classify.json or ONNX metadata, what
+ * the model format implies (TF graphs), ImageNet's statistics. */
+export function chooseNormalisation(
+  model: ResolvedModel,
+  implied: Engine['normalisation'],
+  flags: Partial<Normalisation> = {},
+): Normalisation & { source: string } {
+  const fallback = implied ?? { ...IMAGENET, source: 'ImageNet default' };
+  return {
+    mean: flags.mean ?? model.normalisation.mean ?? fallback.mean,
+    std: flags.std ?? model.normalisation.std ?? fallback.std,
+    source: flags.mean || flags.std ? 'flags' : model.normalisationSource === 'defaults' ? fallback.source : model.normalisationSource,
+  };
 }
 
 /** One label per line, or every line `index:label` (as TF's ImageNet label files are). */

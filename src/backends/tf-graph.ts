@@ -1,6 +1,6 @@
 // Reading a TensorFlow graph as a classifier: which node to feed, which to read, what lies between,
 // and the preprocessing its authors used. Runtime-independent: any engine that runs TF graphs uses it.
-import { type AttrJson, type ConstValue, decodeString, inputNode, type NodeJson, shapeOf } from '../proto/graphdef.js';
+import { type AttrJson, type ConstValue, constValue, decodeGraphDef, decodeString, type GraphJson, inputNode, type NodeJson, shapeOf } from '../proto/graphdef.js';
 import { ModelError } from './engine.js';
 
 export interface GraphPlan {
@@ -221,6 +221,36 @@ export function foldGlobalBatchNorm(nodes: NodeJson[], constOf: PlanOptions['con
       { name: n.name, op: 'AddV2', input: [`${n.name}/folded_mul`, `${n.name}/folded_shift`], attr: { T } },
     ];
   });
+}
+
+export interface FrozenGraph {
+  plan: GraphPlan;
+  /** a Const's value by node name, folded constants included */
+  constOf: (name: string) => ConstValue | undefined;
+  define: (name: string, v: ConstValue) => void;
+  versions: GraphJson['versions'];
+}
+
+/** A frozen GraphDef's bytes -> its plan, with quantized weights and global batch norms folded. */
+export function readFrozenGraph(file: string, bytes: Uint8Array, opts: { inputNode?: string; outputNode?: string }): FrozenGraph {
+  let graph: GraphJson;
+  try {
+    graph = decodeGraphDef(bytes);
+  } catch (err) {
+    throw new ModelError(file, `not a TensorFlow GraphDef: ${(err as Error).message}`);
+  }
+  if (!graph.node?.length) throw new ModelError(file, 'not a TensorFlow GraphDef (no nodes)');
+  const consts = new Map<string, ConstValue>();
+  const constNodes = new Map(graph.node.filter((n) => n.op === 'Const').map((n) => [n.name, n]));
+  const constOf = (name: string) => {
+    const tensor = constNodes.get(name)?.attr?.value?.tensor;
+    if (!consts.has(name) && tensor) consts.set(name, constValue(tensor));
+    return consts.get(name);
+  };
+  const define = (name: string, v: ConstValue) => void consts.set(name, v);
+  const nodes = foldGlobalBatchNorm(foldDequantize(graph.node, constOf, define), constOf, define);
+  const plan = planGraph(file, nodes, { inputNode: opts.inputNode, outputNode: opts.outputNode, constOf });
+  return { plan, constOf, define, versions: graph.versions };
 }
 
 /** Op types in `nodes` that `supported` lacks, each with one node that uses it. */

@@ -5,9 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { type ConstValue, constValue, decodeGraphDef, type GraphJson, type NodeJson } from '../proto/graphdef.js';
+import type { ConstValue, GraphJson, NodeJson } from '../proto/graphdef.js';
 import { type Engine, type EngineOptions, ModelError, type ModelSignature } from './engine.js';
-import { foldDequantize, foldGlobalBatchNorm, type GraphPlan, planGraph, unsupportedOps } from './tf-graph.js';
+import { type GraphPlan, planGraph, readFrozenGraph, unsupportedOps } from './tf-graph.js';
 
 export type TfjsRuntime = 'auto' | 'node-gpu' | 'node' | 'wasm' | 'cpu';
 export type TfModelFormat = 'frozen' | 'tfjs-graph' | 'saved-model';
@@ -108,12 +108,13 @@ interface Artifacts {
 }
 
 /** Frozen graph -> what tf.io.fromMemory takes: the topology, with Const values moved to weights. */
-function frozenArtifacts(plan: GraphPlan, consts: Map<string, ConstValue>, versions: GraphJson['versions']): Artifacts {
+function frozenArtifacts(plan: GraphPlan, constOf: (name: string) => ConstValue | undefined, versions: GraphJson['versions']): Artifacts {
   const weightSpecs: Artifacts['weightSpecs'] = [];
   const parts: Uint8Array[] = [];
   const nodes = plan.nodes.map((n) => {
     if (n.op !== 'Const') return n;
-    const v = consts.get(n.name)!;
+    const v = constOf(n.name);
+    if (!v) throw new ModelError(plan.inputName, `constant "${n.name}" has no value`);
     weightSpecs.push({ name: n.name, shape: v.shape, dtype: v.dtype });
     parts.push(new Uint8Array(v.values.buffer, v.values.byteOffset, v.values.byteLength));
     // The executor reads weights by node name; the Const's own copy would only double memory.
@@ -161,25 +162,9 @@ export async function loadTfjs(file: string, format: TfModelFormat, runtime: Tfj
   let plan: GraphPlan;
   let artifacts: Artifacts;
   if (format === 'frozen') {
-    let graph: GraphJson;
-    try {
-      graph = decodeGraphDef(readFileSync(file));
-    } catch (err) {
-      throw new ModelError(file, `not a TensorFlow GraphDef: ${(err as Error).message}`);
-    }
-    if (!graph.node?.length) throw new ModelError(file, 'not a TensorFlow GraphDef (no nodes)');
-    const consts = new Map<string, ConstValue>();
-    const constNodes = new Map(graph.node.filter((n) => n.op === 'Const').map((n) => [n.name, n]));
-    const constOf = (name: string) => {
-      const tensor = constNodes.get(name)?.attr?.value?.tensor;
-      if (!consts.has(name) && tensor) consts.set(name, constValue(tensor));
-      return consts.get(name);
-    };
-    const define = (name: string, v: ConstValue) => consts.set(name, v);
-    const nodes = foldGlobalBatchNorm(foldDequantize(graph.node, constOf, define), constOf, define);
-    plan = planGraph(file, nodes, { inputNode: opts.inputNode, outputNode: opts.outputNode, constOf });
-    for (const n of plan.nodes) if (n.op === 'Const') constOf(n.name);
-    artifacts = frozenArtifacts(plan, consts, graph.versions);
+    const frozen = readFrozenGraph(file, readFileSync(file), opts);
+    plan = frozen.plan;
+    artifacts = frozenArtifacts(plan, frozen.constOf, frozen.versions);
   } else {
     const dir = dirname(file);
     const model = readTfjsGraphModel(dir, file);

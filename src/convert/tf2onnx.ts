@@ -4,10 +4,10 @@
 // optimizer cancels between neighbours. Constants are folded first and batch norms (folded or
 // not) are merged into the convolution before them, so the runtime sees fused Conv+bias.
 import type { ConstValue, NodeJson } from '../proto/graphdef.js';
-import { decodeGraphDef, decodeString, inputNode, constValue } from '../proto/graphdef.js';
+import { decodeString, inputNode } from '../proto/graphdef.js';
 import { type AttributeValue, type OnnxNode, type OnnxTensor, encodeModel } from '../proto/onnx.js';
 import { ModelError } from '../backends/engine.js';
-import { foldDequantize, foldGlobalBatchNorm, type GraphPlan, planGraph, unsupportedOps } from '../backends/tf-graph.js';
+import { type GraphPlan, readFrozenGraph, unsupportedOps } from '../backends/tf-graph.js';
 
 /** TF ops this translator covers (Const and Placeholder are handled as values and inputs). */
 export const TRANSLATED_OPS = new Set([
@@ -31,23 +31,7 @@ export function translateFrozenGraph(
   opts: { inputNode?: string; outputNode?: string; metadata?: Record<string, string> },
 ): Translation {
   const start = performance.now();
-  let graph;
-  try {
-    graph = decodeGraphDef(bytes);
-  } catch (err) {
-    throw new ModelError(file, `not a TensorFlow GraphDef: ${(err as Error).message}`);
-  }
-  if (!graph.node?.length) throw new ModelError(file, 'not a TensorFlow GraphDef (no nodes)');
-  const consts = new Map<string, ConstValue>();
-  const constNodes = new Map(graph.node.filter((n) => n.op === 'Const').map((n) => [n.name, n]));
-  const constOf = (name: string) => {
-    const tensor = constNodes.get(name)?.attr?.value?.tensor;
-    if (!consts.has(name) && tensor) consts.set(name, constValue(tensor));
-    return consts.get(name);
-  };
-  const define = (name: string, v: ConstValue) => consts.set(name, v);
-  const nodes = foldGlobalBatchNorm(foldDequantize(graph.node, constOf, define), constOf, define);
-  const plan = planGraph(file, nodes, { ...opts, constOf });
+  const { plan, constOf, define } = readFrozenGraph(file, bytes, opts);
   const missing = unsupportedOps(plan.nodes, TRANSLATED_OPS);
   if (missing.length > 0) throw new UntranslatableError(file, missing);
 
