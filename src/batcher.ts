@@ -1,12 +1,16 @@
 // Micro-batching: items wait in a queue that goes to the model when it holds maxSize items or
 // when the oldest has waited maxDelayMs, whichever comes first. One batch runs at a time; items
-// arriving meanwhile gather into the next one.
+// arriving meanwhile gather into the next one. When the caller says nothing else is on its way
+// (inbound() is 0), waiting could not grow the batch, so the queue goes at once: a trickle pays
+// no delay, a bulk stream still fills its batches.
 
 export interface BatcherOptions {
   maxSize: number;
   maxDelayMs: number;
   /** submit() rejects with QueueFullError beyond this many waiting items (0: unbounded) */
   maxQueue?: number;
+  /** how many items are on their way to submit() (being read or decoded); unset: unknown */
+  inbound?: () => number;
   /** called after every batch, for metrics */
   observe?: (stats: BatchStats) => void;
 }
@@ -57,10 +61,15 @@ export class MicroBatcher<T, R> {
     });
   }
 
+  /** Re-checks the queue; call when an item that was on its way will not arrive after all. */
+  poke(): void {
+    this.schedule();
+  }
+
   private schedule(): void {
     if (this.running || this.queue.length === 0) return;
     const wait = this.queue[0].enqueuedAt + this.opts.maxDelayMs - performance.now();
-    if (this.queue.length >= this.opts.maxSize || wait <= 0) {
+    if (this.queue.length >= this.opts.maxSize || wait <= 0 || this.opts.inbound?.() === 0) {
       void this.flush();
     } else if (!this.timer) {
       this.timer = setTimeout(() => {

@@ -65,6 +65,7 @@ export class Classifier {
     private readonly labels: string[],
     private readonly packer: TensorPacker,
     private readonly batcher: MicroBatcher<Buffer, Float32Array>,
+    private readonly inbound: { count: number },
     private readonly decodeSlots: Semaphore,
     private readonly maxPixels: number,
     private readonly softmax: ClassifierOptions['softmax'],
@@ -107,10 +108,12 @@ export class Classifier {
       const n = sig.outputSize;
       return images.map((_, i) => scores.subarray(i * n, (i + 1) * n));
     };
+    const inbound = { count: 0 };
     const batcher = new MicroBatcher(runBatch, {
       maxSize: batchSize,
       maxDelayMs: opts.maxDelayMs,
       maxQueue: opts.maxQueue,
+      inbound: () => inbound.count,
       observe: opts.observe,
     });
     const info: ClassifierInfo = {
@@ -127,12 +130,12 @@ export class Classifier {
       decodeJobs,
       classes: sig.outputSize,
     };
-    return new Classifier(info, engine, labels, packer, batcher, new Semaphore(decodeJobs), opts.maxPixels, opts.softmax);
+    return new Classifier(info, engine, labels, packer, batcher, inbound, new Semaphore(decodeJobs), opts.maxPixels, opts.softmax);
   }
 
   /** Classifies a file on disk. Throws InputError for an unreadable or undecodable image. */
   async classifyFile(path: string, topK: number, threshold = 0): Promise<Prediction[]> {
-    const rgb = await this.decodeSlots.run(async () => this.decode(await readImageFile(path)));
+    const rgb = await this.prepare(async () => this.decode(await readImageFile(path)));
     return this.rank(await this.batcher.submit(rgb), topK, threshold);
   }
 
@@ -143,8 +146,22 @@ export class Classifier {
 
   /** Classifies image bytes (an upload). */
   async classifyBytes(bytes: Buffer, topK: number, threshold = 0): Promise<Prediction[]> {
-    const rgb = await this.decodeSlots.run(() => this.decode(bytes));
+    const rgb = await this.prepare(() => this.decode(bytes));
     return this.rank(await this.batcher.submit(rgb), topK, threshold);
+  }
+
+  /** Decodes in a decode slot, counted as inbound for the batcher until it is submitted. */
+  private async prepare(decode: () => Promise<Buffer>): Promise<Buffer> {
+    this.inbound.count++;
+    try {
+      const rgb = await this.decodeSlots.run(decode);
+      this.inbound.count--;
+      return rgb; // submitted next, which re-checks the queue
+    } catch (err) {
+      this.inbound.count--;
+      this.batcher.poke(); // a batch may have been waiting for this image
+      throw err;
+    }
   }
 
   /** images waiting for a batch */

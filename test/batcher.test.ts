@@ -3,7 +3,7 @@ import { type BatchStats, MicroBatcher, QueueFullError } from '../src/batcher.js
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function recording(opts: { maxSize: number; maxDelayMs: number; maxQueue?: number; runMs?: number }) {
+function recording(opts: { maxSize: number; maxDelayMs: number; maxQueue?: number; runMs?: number; inbound?: () => number }) {
   const batches: number[][] = [];
   const stats: BatchStats[] = [];
   const batcher = new MicroBatcher<number, number>(
@@ -54,6 +54,30 @@ describe('MicroBatcher', () => {
     const rest = [2, 3, 4].map((x) => batcher.submit(x));
     await Promise.all([first, ...rest]);
     expect(batches).toEqual([[1], [2, 3, 4]]);
+  });
+
+  it('sends at once when nothing else is on its way, instead of waiting max-delay', async () => {
+    const { batcher, batches } = recording({ maxSize: 8, maxDelayMs: 10_000, inbound: () => 0 });
+    const start = performance.now();
+    expect(await batcher.submit(1)).toBe(10);
+    expect(performance.now() - start).toBeLessThan(1000);
+    expect(batches).toEqual([[1]]);
+  });
+
+  it('waits for items on their way, and goes when the last of them is given up', async () => {
+    let inbound = 2;
+    const { batcher, batches } = recording({ maxSize: 8, maxDelayMs: 10_000, inbound: () => inbound });
+    const first = batcher.submit(1);
+    await sleep(30);
+    expect(batches).toEqual([]); // 2 more are coming: keep waiting
+    inbound = 1;
+    const second = batcher.submit(2);
+    await sleep(30);
+    expect(batches).toEqual([]);
+    inbound = 0; // the third failed to decode
+    batcher.poke();
+    expect(await Promise.all([first, second])).toEqual([10, 20]);
+    expect(batches).toEqual([[1, 2]]);
   });
 
   it('fails only the batch whose run failed', async () => {

@@ -1,6 +1,6 @@
 // The CLI end to end, as a child process: stdin to stdout, exit codes, stderr.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -140,6 +140,25 @@ describe('classify (filter)', () => {
     expect(r.stderr).toMatch(/classify: input image float32 NCHW 16x16/);
     expect(r.stderr).toMatch(/normalisation mean 0,0,0 std 255,255,255/);
     expect(r.stderr).toMatch(/batch size 2, max delay 10 ms/); // the CPU default
+  });
+
+  it('--device auto tries WebGPU where a Vulkan driver is installed, and falls back to the CPU when it cannot start', async () => {
+    // A Vulkan loader that is not a library and a driver manifest: detection says "try WebGPU",
+    // ONNX Runtime cannot start it, and every image is still classified, on the CPU.
+    const dir = mkdtempSync(join(tmpdir(), 'classify-vk-'));
+    writeFileSync(join(dir, 'libvulkan.so.1'), 'not a library');
+    writeFileSync(join(dir, 'gpu_icd.json'), '{"file_format_version":"1.0.0","ICD":{"library_path":"none.so","api_version":"1.3.0"}}');
+    const env = { ...process.env, NO_COLOR: '1', LD_LIBRARY_PATH: dir, VK_DRIVER_FILES: join(dir, 'gpu_icd.json') };
+    const r = await runCli(['-g', COLOUR, '-v', img('red.jpg'), img('blue.jpg')], '', { env });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/engine note: webgpu execution provider unavailable/);
+    expect(r.stderr).toMatch(/engine note: using cpu/);
+    expect(r.stderr).toMatch(/classify: engine onnxruntime-node [\d.]+ \(cpu\)/);
+    expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(['red', 'blue']);
+    // --device cpu never tries it.
+    const cpu = await runCli(['-g', COLOUR, '-v', '--device', 'cpu', img('red.jpg')], '', { env });
+    expect(cpu.code).toBe(0);
+    expect(cpu.stderr).not.toMatch(/webgpu/);
   });
 
   it('shows a coloured progress line on a terminal, and none with NO_COLOR, --quiet or a pipe', () => {

@@ -1,8 +1,9 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../src/backends/engine.js';
+import { vulkanPresent } from '../src/backends/onnx.js';
 import { channelTriple, readLabels, resolveModel } from '../src/model.js';
 import { COLOUR, FIX } from './helpers.js';
 
@@ -64,5 +65,34 @@ describe('channelTriple', () => {
   it('rejects anything else in one consistent message', () => {
     expect(() => channelTriple('1,2', 'mean', 'x')).toThrow('Expected one or three numbers for mean but received "1,2"');
     expect(() => channelTriple('0', 'std', 'x', true)).toThrow(/positive numbers for std/);
+  });
+});
+
+describe('vulkanPresent (whether --device auto tries WebGPU)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'classify-vulkan-'));
+  const libs = join(dir, 'lib');
+  const icds = join(dir, 'icd.d');
+  const lavapipeOnly = join(dir, 'lvp.d');
+  for (const d of [libs, icds, lavapipeOnly]) mkdirSync(d);
+  writeFileSync(join(libs, 'libvulkan.so.1'), '');
+  writeFileSync(join(icds, 'nvidia_icd.json'), '{}');
+  writeFileSync(join(lavapipeOnly, 'lvp_icd.x86_64.json'), '{}');
+  const linux = process.platform === 'linux';
+
+  it('needs both a Vulkan loader and a driver manifest', () => {
+    expect(vulkanPresent({}, [libs], [icds])).toBe(linux);
+    expect(vulkanPresent({}, [dir], [icds])).toBe(false); // no loader
+    expect(vulkanPresent({}, [libs], [dir])).toBe(false); // no driver
+  });
+
+  it('finds them through LD_LIBRARY_PATH and VK_DRIVER_FILES / VK_ICD_FILENAMES', () => {
+    const env = { LD_LIBRARY_PATH: `/nonexistent:${libs}`, VK_DRIVER_FILES: join(icds, 'nvidia_icd.json') };
+    expect(vulkanPresent(env, [], [])).toBe(linux);
+    expect(vulkanPresent({ ...env, VK_DRIVER_FILES: undefined, VK_ICD_FILENAMES: join(icds, 'nvidia_icd.json') }, [], [])).toBe(linux);
+    expect(vulkanPresent({ ...env, VK_DRIVER_FILES: join(icds, 'missing.json') }, [], [])).toBe(false);
+  });
+
+  it('ignores Mesa lavapipe, a CPU renderer slower than the CPU engine', () => {
+    expect(vulkanPresent({}, [libs], [lavapipeOnly])).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 // ONNX Runtime backend. Runs inside the engine worker (see worker.ts): session.run() blocks
 // the thread it is called on for the whole inference.
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from 'onnxruntime-node';
@@ -28,14 +28,47 @@ function cudaInstalled(): boolean {
   }
 }
 
+const LIBRARY_DIRS = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib'];
+const VULKAN_DRIVER_DIRS = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d', '/usr/local/share/vulkan/icd.d'];
+
+/** The WebGPU provider is built into onnxruntime-node on Linux and drives the GPU through
+ * Vulkan. Without a Vulkan loader and a driver manifest it cannot find a GPU, and Dawn prints
+ * warnings of its own on the way, so `auto` only tries it where both are present. */
+export function vulkanPresent(
+  env: NodeJS.ProcessEnv = process.env,
+  libraryDirs = LIBRARY_DIRS,
+  driverDirs = VULKAN_DRIVER_DIRS,
+): boolean {
+  if (process.platform !== 'linux') return false;
+  const libDirs = [...(env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean), ...libraryDirs];
+  if (!libDirs.some((d) => existsSync(join(d, 'libvulkan.so.1')))) return false;
+  const named = [env.VK_DRIVER_FILES, env.VK_ICD_FILENAMES].filter(Boolean).join(':').split(':').filter(Boolean);
+  if (named.some((f) => existsSync(f))) return true;
+  return driverDirs.some((d) => {
+    try {
+      // lavapipe (lvp) is Mesa's CPU renderer: slower than ONNX Runtime's own CPU kernels.
+      return readdirSync(d).some((f) => f.endsWith('.json') && !f.startsWith('lvp_'));
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Accelerators `--device auto` tries, in order, before the CPU. */
+export function autoProviders(): string[] {
+  const found: string[] = [];
+  if (cudaInstalled()) found.push('cuda');
+  if (vulkanPresent()) found.push('webgpu');
+  return found;
+}
+
 async function createSession(ort: Ort, model: string | Uint8Array, opts: EngineOptions, notes: string[]) {
   // 3: errors only; ONNX Runtime's warnings are about graph details a user cannot act on.
   const base: OrtSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
   if (opts.threads > 0) base.intraOpNumThreads = opts.threads;
-  let providers = opts.device === 'auto' ? ['cuda'] : opts.device === 'cpu' ? [] : [opts.device];
-  if (opts.device === 'auto' && !cudaInstalled()) {
-    notes.push('CUDA provider not installed (see README, GPU); using cpu');
-    providers = [];
+  let providers = opts.device === 'auto' ? autoProviders() : opts.device === 'cpu' ? [] : [opts.device];
+  if (opts.device === 'auto' && providers.length === 0) {
+    notes.push('no GPU provider usable (CUDA provider not installed, no Vulkan driver for WebGPU; see README, GPU); using cpu');
   }
   const open = (s: OrtSession.SessionOptions) =>
     typeof model === 'string' ? ort.InferenceSession.create(model, s) : ort.InferenceSession.create(model, s);
@@ -45,9 +78,10 @@ async function createSession(ort: Ort, model: string | Uint8Array, opts: EngineO
     } catch (err) {
       // Asking for a provider whose libraries are absent throws rather than falling back.
       if (opts.device !== 'auto') throw err;
-      notes.push(`${provider} execution provider unavailable (${firstLine(err)}); using cpu`);
+      notes.push(`${provider} execution provider unavailable (${firstLine(err)})`);
     }
   }
+  if (providers.length > 0) notes.push('using cpu');
   return { session: await open({ ...base, executionProviders: ['cpu'] }), device: 'cpu' };
 }
 
