@@ -4,6 +4,10 @@
 //   npm run bench                 all models, all measurements
 //   npm run bench -- --quick      fewer images, no serve load test
 //   npm run bench -- --rss 100000 also the long-input memory check, with that many lines
+//   npm run bench -- --model v1,onnx   only models whose name contains one of these
+//   npm run bench -- --device cpu,auto each model on each device, with the ratio between them
+//   npm run bench -- --images N   paths per model (default 400, 150 with --quick)
+//   npm run bench -- --shared DIR the shared assets folder when it is not ../shared/assets
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
@@ -14,15 +18,18 @@ import { loadEngine } from '../dist/backends/index.js';
 import { decodeToRgb } from '../dist/image/decode.js';
 import { TensorPacker } from '../dist/image/tensor.js';
 import { resolveModel } from '../dist/model.js';
-import { serveLoad } from './serve-load.mjs';
+
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = join(ROOT, 'bin', 'classify.js');
-const SHARED = join(ROOT, '..', 'shared', 'assets');
 const args = process.argv.slice(2);
+const flag = (name) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+const SHARED = flag('--shared') ?? join(ROOT, '..', 'shared', 'assets');
 const quick = args.includes('--quick');
-const rssLines = args.includes('--rss') ? Number(args[args.indexOf('--rss') + 1] ?? 100000) : 0;
-const only = args.includes('--model') ? args[args.indexOf('--model') + 1] : undefined;
+const rssLines = args.includes('--rss') ? Number(flag('--rss') ?? 100000) : 0;
+const only = flag('--model')?.split(',');
+const devices = (flag('--device') ?? 'cpu').split(',');
+const images = flag('--images') ? Number(flag('--images')) : undefined;
 
 if (!existsSync(SHARED)) {
   console.error(`bench: ${SHARED} is absent; the benchmark runs on the shared models and photos`);
@@ -52,7 +59,11 @@ const MODELS = [
   { name: 'mobilenetv2_224_random_frozen', graph: join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), n: quick ? 150 : 400 },
   // The same frozen graph on TensorFlow.js, for the engine ratio.
   { name: 'mobilenetv2_224_random_frozen', graph: join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), n: quick ? 40 : 120, backend: 'tfjs' },
-].filter((m) => !only || m.name.includes(only));
+]
+  .filter((m) => !only || only.some((o) => m.name.includes(o)))
+  .map((m) => ({ ...m, n: images ? (m.backend ? Math.ceil(images / 4) : images) : m.n }))
+  // TensorFlow.js has no device choice here: it runs once, on its own runtime.
+  .flatMap((m) => (m.backend ? [{ ...m, device: 'cpu' }] : devices.map((device) => ({ ...m, device }))));
 
 // ---- helpers ----------------------------------------------------------------------------------
 const now = () => performance.now();
@@ -197,8 +208,8 @@ const fmt = (x) => (x === undefined ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(
 for (const model of MODELS) {
   const paths = imageSet(model.n);
   const resolved = resolveModel(model.graph, undefined, model.backend ?? 'auto');
-  const engine = await loadEngine({ backend: resolved.backend, format: resolved.format, runtime: resolved.runtime, file: resolved.file, options: { threads: 0, device: 'cpu' } });
-  const cliArgs = model.backend ? ['--backend', model.backend] : [];
+  const engine = await loadEngine({ backend: resolved.backend, format: resolved.format, runtime: resolved.runtime, file: resolved.file, options: { threads: 0, device: model.device } });
+  const cliArgs = model.backend ? ['--backend', model.backend] : ['--device', model.device];
   const sig = engine.signature;
   const r = { model: model.name, engine: engine.name, images: paths.length };
   r.decode = await decodeCeiling(model.graph, paths, sig, availableParallelism() * 2);
@@ -233,6 +244,7 @@ if (!quick) {
   const onnx = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_onnx'));
   if (onnx) {
     console.log('\nserve load test (mobilenetv2_224_random_onnx, loopback)...');
+    const { serveLoad } = await import('./serve-load.mjs'); // autocannon: only for this part
     results.serve = await serveLoad(BIN, join(SHARED, 'models', 'mobilenetv2_224_random_onnx'), photos, [1, 8, 64], 8);
     for (const s of results.serve) s.vsCli = s.imagesPerSecond / onnx.endToEnd;
   }
@@ -266,11 +278,20 @@ if (frozenOnnx && frozenTf) {
       `end to end ${(frozenOnnx.endToEnd / frozenTf.endToEnd).toFixed(1)}x (${frozenOnnx.engine} vs ${frozenTf.engine})`,
   );
 }
+for (const r of results.models) {
+  const cpu = results.models.find((c) => c.model === r.model && c !== r && /\(cpu\)/.test(c.engine));
+  if (cpu && !/\(cpu\)/.test(r.engine) && /onnxruntime/.test(r.engine)) {
+    console.log(
+      `${r.model}, ${r.engine} vs ${cpu.engine}: inference ${(r.inference / cpu.inference).toFixed(2)}x, end to end ${(r.endToEnd / cpu.endToEnd).toFixed(2)}x`,
+    );
+  }
+}
 if (onnxR && frozenOnnx) console.log(`translated frozen graph vs the native ONNX twin, inference: ${(frozenOnnx.inference / onnxR.inference).toFixed(2)}x`);
 for (const r of results.models) {
   console.log(
     `first result of a trickled path, ${r.model} on ${r.engine}: ${r.trickleMs.toFixed(0)} ms ` +
-      `(max-delay 10 ms + one batch of 1 ${r.inferenceMsBatch.toFixed(0)} ms = ${(10 + r.inferenceMsBatch).toFixed(0)} ms; + decoding that photo ${r.decodeMsOne.toFixed(0)} ms = ${(10 + r.inferenceMsBatch + r.decodeMsOne).toFixed(0)} ms)`,
+      `(target: max-delay 10 ms + one batch of 1 ${r.inferenceMsBatch.toFixed(0)} ms = ${(10 + r.inferenceMsBatch).toFixed(0)} ms; ` +
+      `decoding that photo alone takes ${r.decodeMsOne.toFixed(0)} ms)`,
   );
 }
 if (results.serve) {
