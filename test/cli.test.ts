@@ -166,8 +166,9 @@ describe('classify (filter)', () => {
     if (!hasScript) return void console.warn('skipping the TTY test: util-linux script(1) is not installed');
     const run = (env: Record<string, string | undefined>, flags = '') => {
       const cmd = `printf '%s\\n' ${img('red.jpg')} ${img('green.jpg')} | "${process.execPath}" "${BIN}" -g "${COLOUR}" ${flags} > /dev/null`;
-      // script(1) gives the command a pseudo-terminal: stderr is then a TTY.
-      const r = spawnSync('script', ['-qfec', cmd, '/dev/null'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TERM: 'xterm-256color', ...env } });
+      // script(1) gives the command a pseudo-terminal: stderr is then a TTY. CI is unset because
+      // chalk turns colour off under a CI it does not know, even on a terminal.
+      const r = spawnSync('script', ['-qfec', cmd, '/dev/null'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, TERM: 'xterm-256color', CI: undefined, ...env } });
       return r.stdout;
     };
     const tty = run({ NO_COLOR: undefined, FORCE_COLOR: undefined });
