@@ -133,7 +133,8 @@ describe('classify (filter)', () => {
   });
 
   it('--verbose describes the model, engine, input and batching on stderr', async () => {
-    const r = await runCli(['-g', COLOUR, '-v', img('red.jpg')]);
+    // --device cpu: on a machine with a GPU, auto would pick it (and batch 16).
+    const r = await runCli(['-g', COLOUR, '-v', '--device', 'cpu', img('red.jpg')]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/classify: model .*colour\/model\.onnx/);
     expect(r.stderr).toMatch(/classify: engine onnxruntime-node [\d.]+ \(cpu\)/);

@@ -1,6 +1,7 @@
 // classify serve, started for real on a free loopback port.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, COLOUR, FIX, ROOT } from './helpers.js';
@@ -166,15 +167,30 @@ describe('classify serve: limits and shutdown', () => {
     }
   });
 
-  it('on SIGTERM finishes the request in flight, then exits 0', async () => {
-    const server = await startServer(['--max-delay', '600', '--batch-size', '64']);
-    const pending = post(server.url, form(['r.jpg', image('red.jpg')])); // waits ~600 ms for its batch
+  it('on SIGTERM stops accepting, finishes the request in flight, then exits 0', async () => {
+    const server = await startServer([]);
+    const bytes = image('red.jpg');
+    // A raw upload sent in two halves: the request is in flight while the signal arrives.
+    const req = request(server.url, { method: 'POST', headers: { 'content-type': 'image/jpeg', 'content-length': bytes.length } });
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      req.on('response', (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+    });
+    req.write(bytes.subarray(0, bytes.length >> 1));
     await new Promise((r) => setTimeout(r, 150));
     const exited = new Promise<number | null>((r) => server.child.once('exit', r));
     server.child.kill('SIGTERM');
-    const r = await pending;
+    await new Promise((r) => setTimeout(r, 200));
+    await expect(fetch(server.url + '/healthz')).rejects.toThrow(); // no longer accepting
+    expect(server.child.exitCode).toBeNull(); // still finishing the upload
+    req.end(bytes.subarray(bytes.length >> 1));
+    const r = await answer;
     expect(r.status).toBe(200);
-    expect(r.body.predictions[0].label).toBe('red');
+    expect(JSON.parse(r.body).predictions[0].label).toBe('red');
     expect(await exited).toBe(0);
   });
 
