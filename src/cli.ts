@@ -24,7 +24,7 @@ export function addModelOptions(cmd: Command): Command {
       new Option('--softmax <when>', 'turn raw scores into probabilities').choices(['auto', 'on', 'off']).default('auto'),
     )
     .addOption(new Option('--backend <name>', 'inference engine (TensorFlow models: tfjs picks the best TF.js runtime)').choices(BACKENDS).default('auto'))
-    .option('--device <name>', 'auto, cpu, or an ONNX Runtime execution provider (cuda, ...)', 'auto')
+    .option('--device <name>', 'auto, or an ONNX Runtime execution provider: cpu, webgpu, cuda, tensorrt', 'auto')
     .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads'), 0)
     .option('--decode-jobs <n>', 'images decoded at once (0: twice the core count)', nonNegativeInt('--decode-jobs'), 0)
     .option('--input-node <name>', 'model input to feed (default: the only image input)')
@@ -100,7 +100,7 @@ export function buildProgram(): Command {
     .argument('<model>', 'any model --graph accepts')
     .option('-l, --labels <file>', 'labels file (default: beside the model)')
     .addOption(new Option('--backend <name>', 'inference engine').choices(BACKENDS).default('auto'))
-    .option('--device <name>', 'auto, cpu, or an ONNX Runtime execution provider', 'auto')
+    .option('--device <name>', 'auto, or an ONNX Runtime execution provider: cpu, webgpu, cuda, tensorrt', 'auto')
     .option('--input-node <name>', 'model input to feed')
     .option('--output-node <name>', 'model output to read')
     .option('--json', 'print JSON', false)
