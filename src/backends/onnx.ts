@@ -130,9 +130,9 @@ function signatureOf(session: OrtSession, file: string, opts: EngineOptions): Om
 export async function loadOnnx(model: string | Uint8Array, file: string, opts: EngineOptions): Promise<Engine> {
   const ort: Ort = await import('onnxruntime-node');
   // Unknown names would otherwise be dropped with a console warning and the CPU used silently.
-  const providers = ['auto', ...ort.listSupportedBackends().map((b) => b.name)];
-  if (!providers.includes(opts.device)) {
-    throw new ModelError(file, `Expected one of ${providers.join(', ')} for --device but received ${JSON.stringify(opts.device)}`);
+  const devices = ['auto', ...ort.listSupportedBackends().map((b) => b.name)];
+  if (!devices.includes(opts.device)) {
+    throw new ModelError(file, `Expected one of ${devices.join(', ')} for --device but received ${JSON.stringify(opts.device)}`);
   }
   const notes: string[] = [];
   let opened;
