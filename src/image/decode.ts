@@ -67,6 +67,11 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<B
   }
 }
 
+/** A small grey JPEG, for warming the decoder up. */
+export function blankJpeg(): Promise<Buffer> {
+  return sharp({ create: { width: 32, height: 32, channels: 3, background: '#808080' } }).jpeg().toBuffer();
+}
+
 async function describeSharpError(bytes: Buffer, opts: DecodeOptions, err: Error): Promise<InputError> {
   const msg = err.message;
   if (/unsupported image format/i.test(msg)) return new InputError('not-an-image', 'not an image (unrecognised format)');

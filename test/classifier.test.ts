@@ -1,0 +1,31 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+// The built module: its engine thread is dist/backends/worker.js.
+import { Classifier } from '../dist/classifier.js';
+import type { BatchStats } from '../src/batcher.js';
+import { COLOUR, FIX } from './helpers.js';
+
+describe('Classifier', () => {
+  it('warms up at load without the warm-up image showing in batch statistics', async () => {
+    const seen: BatchStats[] = [];
+    const classifier = await Classifier.load({
+      graph: COLOUR,
+      backend: 'auto',
+      batchSize: 0,
+      maxDelayMs: 10,
+      maxPixels: 1e8,
+      threads: 0,
+      device: 'cpu',
+      softmax: 'auto',
+      decodeJobs: 0,
+      observe: (s) => seen.push(s),
+    });
+    try {
+      expect(seen).toEqual([]);
+      expect((await classifier.classifyFile(join(FIX, 'images', 'red.jpg'), 1))[0].label).toBe('red');
+      expect(seen.map((s) => s.size)).toEqual([1]);
+    } finally {
+      await classifier.close();
+    }
+  });
+});
