@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { ModelError } from './backends/engine.js';
 import { startEngine, type WorkerEngine } from './backends/remote.js';
 import { type BatchStats, MicroBatcher } from './batcher.js';
-import { blankJpeg, decodeToRgb, readImageFile } from './image/decode.js';
+import { blankJpeg, decodeToRgb, ImageReader } from './image/decode.js';
 import { type Normalisation, TensorPacker } from './image/tensor.js';
 import { type BackendChoice, chooseNormalisation, engineSpec, readLabels, resolveModel } from './model.js';
 import { Semaphore } from './semaphore.js';
@@ -69,6 +69,7 @@ export class Classifier {
     private readonly decodeSlots: Semaphore,
     private readonly maxPixels: number,
     private readonly softmax: ClassifierOptions['softmax'],
+    private readonly files = new ImageReader(),
   ) {}
 
   static async load(opts: ClassifierOptions): Promise<Classifier> {
@@ -150,7 +151,7 @@ export class Classifier {
 
   /** Classifies a file on disk. Throws InputError for an unreadable or undecodable image. */
   async classifyFile(path: string, topK: number, threshold = 0): Promise<Prediction[]> {
-    const rgb = await this.prepare(async () => this.decode(await readImageFile(path)));
+    const rgb = await this.prepare(async () => this.decode(await this.files.read(path)));
     return this.rank(await this.batcher.submit(rgb), topK, threshold);
   }
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { decodeToRgb, InputError, readImageFile } from '../src/image/decode.js';
+import { decodeToRgb, ImageReader, InputError } from '../src/image/decode.js';
 import { TensorPacker } from '../src/image/tensor.js';
 import { FIX } from './helpers.js';
 
@@ -47,13 +47,32 @@ describe('decodeToRgb', () => {
 
   it('classifies every kind of bad input', async () => {
     const broken = (name: string) => join(FIX, 'broken', name);
-    expect(await kindOf(readImageFile(join(FIX, 'nope.jpg')))).toBe('not-found');
-    expect(await kindOf(readImageFile(broken('a-directory.jpg')))).toBe('not-a-file');
+    const files = new ImageReader();
+    expect(await kindOf(files.read(join(FIX, 'nope.jpg')))).toBe('not-found');
+    expect(await kindOf(files.read(broken('a-directory.jpg')))).toBe('not-a-file');
     expect(await kindOf(decodeToRgb(readFileSync(broken('empty.jpg')), opts))).toBe('empty');
     expect(await kindOf(decodeToRgb(readFileSync(broken('not-an-image.jpg')), opts))).toBe('not-an-image');
     expect(await kindOf(decodeToRgb(readFileSync(broken('truncated.jpg')), opts))).toBe('corrupt');
     expect(await kindOf(decodeToRgb(readFileSync(broken('bomb.png')), opts))).toBe('too-large');
     expect(await kindOf(decodeToRgb(img('red.jpg'), { ...opts, maxPixels: 100 }))).toBe('too-large');
+  });
+});
+
+describe('ImageReader', () => {
+  it('reads synchronously until one read is slow, then asynchronously, with the same bytes and errors', async () => {
+    const quick = new ImageReader(Infinity);
+    const slow = new ImageReader(-1); // every read counts as slow
+    expect(slow.mode).toBe('sync');
+    const first = await slow.read(join(FIX, 'images', 'red.jpg'));
+    expect(slow.mode).toBe('async');
+    expect(await slow.read(join(FIX, 'images', 'red.jpg'))).toEqual(first);
+    expect(await quick.read(join(FIX, 'images', 'red.jpg'))).toEqual(readFileSync(join(FIX, 'images', 'red.jpg')));
+    expect(quick.mode).toBe('sync');
+    for (const files of [quick, slow]) {
+      const err = await files.read(join(FIX, 'nope.jpg')).catch((e: InputError) => e);
+      expect([err.kind, err.message]).toEqual(['not-found', 'no such file']);
+      expect(await kindOf(files.read(join(FIX, 'broken', 'a-directory.jpg')))).toBe('not-a-file');
+    }
   });
 });
 

@@ -2,7 +2,7 @@
 // Each image's bytes go to one backend; a backend that refuses, fails (connection error, 5xx)
 // or times out is left out for a while and the image goes to another, so every input still
 // gets exactly one line.
-import { readImageFile } from '../image/decode.js';
+import { ImageReader } from '../image/decode.js';
 import type { Prediction } from '../classifier.js';
 import { BackendPool } from './pool.js';
 
@@ -18,7 +18,12 @@ export interface RemoteOptions {
 export class RemoteImageError extends Error {}
 
 export class RemoteClassifier {
-  private constructor(private readonly pool: BackendPool, private readonly timeoutMs: number) {}
+  private readonly files = new ImageReader();
+
+  private constructor(
+    private readonly pool: BackendPool,
+    private readonly timeoutMs: number,
+  ) {}
 
   static async connect(opts: RemoteOptions): Promise<RemoteClassifier> {
     const urls = opts.urls.map((u) => {
@@ -40,7 +45,7 @@ export class RemoteClassifier {
   }
 
   async classifyFile(path: string, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }> {
-    const bytes = await readImageFile(path);
+    const bytes = await this.files.read(path);
     const tried = new Set<string>();
     const failures: string[] = [];
     for (;;) {
