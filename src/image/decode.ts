@@ -37,7 +37,7 @@ const FS_ERRORS: Record<string, [InputErrorKind, string]> = {
 
 /** Reads image files whole. While reads are quick (the page cache, a local disk) it reads with
  * readFileSync: fs/promises' readFile takes four thread-pool trips per file (open, stat, read,
- * close), which cost a decode-bound model about 8% of its throughput on the 2-core machine. The
+ * close), which cost a decode-bound model about 9% of its throughput on the 2-core machine. The
  * first read slower than `slowMs` (a network share, a cold spinning disk) switches it to
  * asynchronous reads for good, so that slow reads overlap instead of holding up the main thread. */
 export class ImageReader {
