@@ -140,7 +140,7 @@ export class Classifier {
 
   /** One blank image through the whole path at load, so the first real one does not pay for
    * first times: libvips' start-up, lazily compiled and unoptimised JavaScript, a fresh batch
-   * buffer (about 10 ms of a 15 ms answer for MobileNetV2 on the 2-core machine). */
+   * buffer (MobileNetV2 on the 2-core machine: first answers of 28 to 35 ms, the next about 15). */
   private async warmUp(): Promise<void> {
     const rgb = await this.decode(await blankJpeg());
     this.rank(await this.batcher.submit(rgb), 1, 0);
