@@ -142,7 +142,11 @@ export class Classifier {
    * first times: libvips' start-up, lazily compiled and unoptimised JavaScript, a fresh batch
    * buffer (MobileNetV2 on the 2-core machine: first answers of 28 to 35 ms, the next about 15). */
   private async warmUp(): Promise<void> {
-    const rgb = await this.decode(await blankJpeg());
+    // Twice the model's size, so that JPEG shrink-on-load and the downscaling kernels run, and one
+    // per libuv thread at once: each thread's first decode costs ~2 ms more (4 vs 6.5 ms at 128 px).
+    const blank = await blankJpeg(this.packer.width * 2, this.packer.height * 2);
+    const threads = Math.min(this.info.decodeJobs, Number(process.env.UV_THREADPOOL_SIZE) || 4);
+    const [rgb] = await Promise.all(Array.from({ length: threads }, () => this.decode(blank)));
     this.rank(await this.batcher.submit(rgb), 1, 0);
     // V8 optimises the packing loop only from its third run; the transfer above came first, which
     // matters because V8 drops typed-array code compiled before a process's first transfer.

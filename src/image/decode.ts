@@ -85,9 +85,9 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<B
   }
 }
 
-/** A small grey JPEG, for warming the decoder up. */
-export function blankJpeg(): Promise<Buffer> {
-  return sharp({ create: { width: 32, height: 32, channels: 3, background: '#808080' } }).jpeg().toBuffer();
+/** A grey JPEG of the given size, for warming the decoder up. */
+export function blankJpeg(width: number, height: number): Promise<Buffer> {
+  return sharp({ create: { width, height, channels: 3, background: '#808080' } }).jpeg().toBuffer();
 }
 
 async function describeSharpError(bytes: Buffer, opts: DecodeOptions, err: Error): Promise<InputError> {
