@@ -144,9 +144,11 @@ export class Classifier {
   private async warmUp(): Promise<void> {
     // Twice the model's size, so that JPEG shrink-on-load and the downscaling kernels run, and one
     // per libuv thread at once: each thread's first decode costs ~2 ms more (4 vs 6.5 ms at 128 px).
-    const blank = await blankJpeg(this.packer.width * 2, this.packer.height * 2);
+    const [width, height] = [this.packer.width * 2, this.packer.height * 2];
+    const blank = await blankJpeg(width, height);
     const threads = Math.min(this.info.decodeJobs, Number(process.env.UV_THREADPOOL_SIZE) || 4);
-    const [rgb] = await Promise.all(Array.from({ length: threads }, () => this.decode(blank)));
+    // Our own image: not held to --max-pixels, which may be set below its size.
+    const [rgb] = await Promise.all(Array.from({ length: threads }, () => this.decode(blank, width * height)));
     this.rank(await this.batcher.submit(rgb), 1, 0);
     // V8 optimises the packing loop only from its third run; the transfer above came first, which
     // matters because V8 drops typed-array code compiled before a process's first transfer.
@@ -193,8 +195,8 @@ export class Classifier {
     return this.engine.dispose();
   }
 
-  private decode(bytes: Buffer): Promise<Buffer> {
-    return decodeToRgb(bytes, { width: this.packer.width, height: this.packer.height, maxPixels: this.maxPixels });
+  private decode(bytes: Buffer, maxPixels = this.maxPixels): Promise<Buffer> {
+    return decodeToRgb(bytes, { width: this.packer.width, height: this.packer.height, maxPixels });
   }
 
   private rank(scores: Float32Array, topK: number, threshold: number): Prediction[] {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/worker.js.
-import { Classifier } from '../dist/classifier.js';
+import { Classifier, type ClassifierOptions } from '../dist/classifier.js';
 import type { BatchStats } from '../src/batcher.js';
 import { COLOUR, FIX } from './helpers.js';
 
@@ -24,6 +24,26 @@ describe('Classifier', () => {
       expect(seen).toEqual([]);
       expect((await classifier.classifyFile(join(FIX, 'images', 'red.jpg'), 1))[0].label).toBe('red');
       expect(seen.map((s) => s.size)).toEqual([1]);
+    } finally {
+      await classifier.close();
+    }
+  });
+
+  it('loads under a --max-pixels smaller than its warm-up image, and holds real images to it', async () => {
+    const opts: ClassifierOptions = {
+      graph: COLOUR,
+      backend: 'auto',
+      batchSize: 0,
+      maxDelayMs: 10,
+      maxPixels: 10,
+      threads: 0,
+      device: 'cpu',
+      softmax: 'auto',
+      decodeJobs: 0,
+    };
+    const classifier = await Classifier.load(opts);
+    try {
+      await expect(classifier.classifyFile(join(FIX, 'images', 'red.jpg'), 1)).rejects.toThrow(/exceeds the pixel limit of 10/);
     } finally {
       await classifier.close();
     }
