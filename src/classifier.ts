@@ -138,7 +138,7 @@ export class Classifier {
     return classifier;
   }
 
-  /** One blank image through the whole path at load, so the first real one does not pay for
+  /** A blank image through the whole path at load, so the first real one does not pay for
    * first times: libvips' start-up, lazily compiled and unoptimised JavaScript, a fresh batch
    * buffer (MobileNetV2 on the 2-core machine: first answers of 28 to 35 ms, the next about 15). */
   private async warmUp(): Promise<void> {

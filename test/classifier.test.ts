@@ -5,21 +5,24 @@ import { Classifier, type ClassifierOptions } from '../dist/classifier.js';
 import type { BatchStats } from '../src/batcher.js';
 import { COLOUR, FIX } from './helpers.js';
 
+/** The CLI's defaults for the colour fixture model, with `overrides`. */
+const options = (overrides: Partial<ClassifierOptions>): ClassifierOptions => ({
+  graph: COLOUR,
+  backend: 'auto',
+  batchSize: 0,
+  maxDelayMs: 10,
+  maxPixels: 1e8,
+  threads: 0,
+  device: 'cpu',
+  softmax: 'auto',
+  decodeJobs: 0,
+  ...overrides,
+});
+
 describe('Classifier', () => {
   it('warms up at load without the warm-up image showing in batch statistics', async () => {
     const seen: BatchStats[] = [];
-    const classifier = await Classifier.load({
-      graph: COLOUR,
-      backend: 'auto',
-      batchSize: 0,
-      maxDelayMs: 10,
-      maxPixels: 1e8,
-      threads: 0,
-      device: 'cpu',
-      softmax: 'auto',
-      decodeJobs: 0,
-      observe: (s) => seen.push(s),
-    });
+    const classifier = await Classifier.load(options({ observe: (s) => seen.push(s) }));
     try {
       expect(seen).toEqual([]);
       expect((await classifier.classifyFile(join(FIX, 'images', 'red.jpg'), 1))[0].label).toBe('red');
@@ -30,18 +33,7 @@ describe('Classifier', () => {
   });
 
   it('loads under a --max-pixels smaller than its warm-up image, and holds real images to it', async () => {
-    const opts: ClassifierOptions = {
-      graph: COLOUR,
-      backend: 'auto',
-      batchSize: 0,
-      maxDelayMs: 10,
-      maxPixels: 10,
-      threads: 0,
-      device: 'cpu',
-      softmax: 'auto',
-      decodeJobs: 0,
-    };
-    const classifier = await Classifier.load(opts);
+    const classifier = await Classifier.load(options({ maxPixels: 10 }));
     try {
       await expect(classifier.classifyFile(join(FIX, 'images', 'red.jpg'), 1)).rejects.toThrow(/exceeds the pixel limit of 10/);
     } finally {
