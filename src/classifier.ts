@@ -21,6 +21,8 @@ export interface ClassifierOptions {
   /** 0: unbounded */
   maxQueue?: number;
   maxPixels: number;
+  /** image files larger than this are refused unread; unset: DEFAULT_MAX_FILE_SIZE */
+  maxFileSize?: number;
   /** engine intra-op threads; 0: the engine's choice */
   threads: number;
   device: string;
@@ -132,7 +134,7 @@ export class Classifier {
       decodeJobs,
       classes: sig.outputSize,
     };
-    const classifier = new Classifier(info, engine, labels, packer, batcher, inbound, new Semaphore(decodeJobs), opts.maxPixels, opts.softmax);
+    const classifier = new Classifier(info, engine, labels, packer, batcher, inbound, new Semaphore(decodeJobs), opts.maxPixels, opts.softmax, new ImageReader(opts.maxFileSize));
     await classifier.warmUp();
     warm = true;
     return classifier;

@@ -1,14 +1,19 @@
 // Command-line parsing: flags to options, errors to exit codes. No classification logic here.
 import { Command, CommanderError, Option } from 'commander';
 import { createRequire } from 'node:module';
-import { ModelError } from './backends/engine.js';
-import { EXIT, type FilterOptions, runFilter } from './filter.js';
+import { EXIT, ModelError, OutputError, UsageError } from './errors.js';
+import { type FilterOptions, runFilter } from './filter.js';
+import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
 import { type BackendChoice, BACKENDS } from './model.js';
 import { FORMATS } from './output/format.js';
 import type { ServeCommandOptions } from './serve/index.js';
 import { nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
 
 const log = (line: string) => process.stderr.write(`classify: ${line}\n`);
+
+/** What --device may name, checked before the model loads: the providers onnxruntime-node ships. */
+const PROVIDERS = ['cpu', 'webgpu', 'cuda', 'tensorrt'] as const;
+const DEVICES = ['auto', ...PROVIDERS] as const;
 
 /** Flags every command that loads a model shares. */
 export function addModelOptions(cmd: Command): Command {
@@ -20,11 +25,12 @@ export function addModelOptions(cmd: Command): Command {
     .option('--mean <r,g,b>', 'per-channel mean in 0-255 units, subtracted first', triple('--mean', false))
     .option('--std <r,g,b>', 'per-channel standard deviation in 0-255 units, divided by', triple('--std', true))
     .option('--max-pixels <n>', 'refuse images with more pixels (decompression bombs)', positiveInt('--max-pixels'), 100_000_000)
+    .option('--max-file-size <bytes>', 'refuse image files larger than this, before reading them', positiveInt('--max-file-size'), DEFAULT_MAX_FILE_SIZE)
     .addOption(
       new Option('--softmax <when>', 'turn raw scores into probabilities').choices(['auto', 'on', 'off']).default('auto'),
     )
     .addOption(new Option('--backend <name>', 'inference engine (TensorFlow models: tfjs picks the best TF.js runtime)').choices(BACKENDS).default('auto'))
-    .option('--device <name>', 'auto, or an ONNX Runtime execution provider: cpu, webgpu, cuda, tensorrt', 'auto')
+    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto')
     .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads'), 0)
     .option('--decode-jobs <n>', 'images decoded at once (0: twice the core count)', nonNegativeInt('--decode-jobs'), 0)
     .option('--input-node <name>', 'model input to feed (default: the only image input)')
@@ -100,7 +106,7 @@ export function buildProgram(): Command {
     .argument('<model>', 'any model --graph accepts')
     .option('-l, --labels <file>', 'labels file (default: beside the model)')
     .addOption(new Option('--backend <name>', 'inference engine').choices(BACKENDS).default('auto'))
-    .option('--device <name>', 'auto, or an ONNX Runtime execution provider: cpu, webgpu, cuda, tensorrt', 'auto')
+    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto')
     .option('--input-node <name>', 'model input to feed')
     .option('--output-node <name>', 'model output to read')
     .option('--json', 'print JSON', false)
@@ -121,22 +127,37 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv = process.argv): Promise<void> {
-  // `| head` closes our stdout early: that is the reader saying it has enough, not an error.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    // `| head` closes our stdout early: that is the reader saying it has enough, not an error.
     if (err.code === 'EPIPE') process.exit(EXIT.ok);
-    throw err;
+    log(new OutputError(err).message);
+    process.exit(EXIT.output);
   });
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
-    if (err instanceof CommanderError) {
-      process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
-    } else if (err instanceof ModelError) {
-      log(`${err.file}: ${err.message}`);
-      process.exitCode = EXIT.usage;
-    } else {
-      log(`${err instanceof Error ? err.message : String(err)}`);
-      process.exitCode = EXIT.usage;
-    }
+    process.exitCode = exitFor(err, argv.includes('--verbose') || argv.includes('-v'));
   }
+}
+
+/** Says what went wrong, once, and picks the exit code. */
+export function exitFor(err: unknown, verbose: boolean): number {
+  if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  if (err instanceof ModelError) {
+    log(`${err.file}: ${err.message}`);
+    return EXIT.usage;
+  }
+  if (err instanceof UsageError) {
+    log(err.message);
+    return EXIT.usage;
+  }
+  if (err instanceof OutputError) {
+    log(err.message);
+    return EXIT.output;
+  }
+  // Anything else is a bug: say so rather than blame the user's input.
+  const e = err instanceof Error ? err : new Error(String(err));
+  log(`internal error: ${e.message} (a bug in classify; ${verbose ? 'stack below' : '--verbose shows the stack'})`);
+  if (verbose && e.stack) process.stderr.write(`${e.stack}\n`);
+  return EXIT.internal;
 }

@@ -5,7 +5,8 @@ import type { Readable } from 'node:stream';
 import { Classifier, type ClassifierOptions, type Prediction } from './classifier.js';
 import { RemoteClassifier, RemoteImageError } from './remote/client.js';
 import { InputError } from './image/decode.js';
-import { pathsFromArgs, pathsFromStream } from './input.js';
+import { EXIT } from './errors.js';
+import { type PathLine, pathsFromArgs, pathsFromStream } from './input.js';
 import { type Format, formatLine, type Outcome } from './output/format.js';
 import { inOrder } from './pipeline.js';
 import { Progress } from './progress.js';
@@ -32,7 +33,7 @@ export interface FilterIO {
   log: Log;
 }
 
-export const EXIT = { ok: 0, someFailed: 1, usage: 2, interrupted: 130 } as const;
+export { EXIT };
 
 /** What the filter needs: a local model or remote servers. */
 interface PathClassifier {
@@ -56,29 +57,39 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     window = Math.max(16, 2 * local.info.batchSize + local.info.decodeJobs);
   }
 
-  const paths = args.length > 0 ? pathsFromArgs(args) : pathsFromStream(io.stdin, opts.nul);
-  const classifyOne = (path: string): Promise<Outcome> =>
-    classifier.classifyPath(path, opts.topK, opts.threshold).then(
+  if (args.length === 0 && (io.stdin as { isTTY?: boolean }).isTTY && !opts.quiet) {
+    io.log('reading image paths from stdin, one per line (end with Ctrl-D; classify --help for more)');
+  }
+
+  // Ctrl-C or SIGTERM: stop reading at once, drop paths read but not started, write what is in
+  // flight, exit 128 + the signal. A second signal exits at once.
+  const stopping = new AbortController();
+  let stoppedBy: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stoppedBy) process.exit(signal === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint);
+    stoppedBy = signal;
+    stopping.abort();
+    io.stdin.destroy();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const paths = args.length > 0 ? pathsFromArgs(args, stopping.signal) : pathsFromStream(io.stdin, { nulSeparated: opts.nul, signal: stopping.signal });
+  const classifyOne = ({ path, problem }: PathLine): Promise<Outcome> => {
+    if (problem !== undefined) return Promise.resolve({ path, error: problem });
+    return classifier.classifyPath(path, opts.topK, opts.threshold).then(
       ({ predictions, version }) => ({ path, predictions, ...(opts.withVersion ? { version: version ?? '' } : {}) }),
       (err: unknown) => ({
         path,
         error: err instanceof InputError || err instanceof RemoteImageError ? err.message : `inference failed: ${(err as Error).message}`,
       }),
     );
-
-  let interrupted = false;
-  const onSigint = () => {
-    if (interrupted) process.exit(EXIT.interrupted);
-    interrupted = true;
-    // Stop reading; what is already in flight is still written.
-    io.stdin.destroy();
   };
-  process.on('SIGINT', onSigint);
 
   const progress = Progress.enabled(io.stderr, opts.quiet) ? new Progress(io.stderr) : undefined;
   let failed = 0;
   try {
-    for await (const outcome of inOrderSafe(paths, classifyOne, window, () => interrupted)) {
+    for await (const outcome of inOrder(paths, classifyOne, window)) {
       const ok = !('error' in outcome);
       if (!ok) {
         failed++;
@@ -92,18 +103,10 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     }
   } finally {
     progress?.stop();
-    process.off('SIGINT', onSigint);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await classifier.close();
   }
-  if (interrupted) return EXIT.interrupted;
+  if (stoppedBy) return stoppedBy === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint;
   return failed > 0 ? EXIT.someFailed : EXIT.ok;
-}
-
-/** A stdin destroyed by Ctrl-C ends the input rather than failing the run. */
-async function* inOrderSafe<I, O>(inputs: AsyncIterable<I>, work: (i: I) => Promise<O>, window: number, interrupted: () => boolean) {
-  try {
-    yield* inOrder(inputs, work, window);
-  } catch (err) {
-    if (!interrupted()) throw err;
-  }
 }

@@ -1,6 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { decodeToRgb, ImageReader, InputError } from '../src/image/decode.js';
 import { TensorPacker } from '../src/image/tensor.js';
 import { FIX } from './helpers.js';
@@ -60,8 +62,8 @@ describe('decodeToRgb', () => {
 
 describe('ImageReader', () => {
   it('reads synchronously until one read is slow, then asynchronously, with the same bytes and errors', async () => {
-    const quick = new ImageReader(Infinity);
-    const slow = new ImageReader(-1); // every read counts as slow
+    const quick = new ImageReader(undefined, Infinity);
+    const slow = new ImageReader(undefined, -1); // every read counts as slow
     expect(slow.mode).toBe('sync');
     const first = await slow.read(join(FIX, 'images', 'red.jpg'));
     expect(slow.mode).toBe('async');
@@ -74,6 +76,36 @@ describe('ImageReader', () => {
       expect(await kindOf(files.read(join(FIX, 'broken', 'a-directory.jpg')))).toBe('not-a-file');
     }
   });
+});
+
+describe('ImageReader refuses what is not a regular file, before reading it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'classify-reader-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  for (const [mode, slowMs] of [['sync', Infinity], ['async', -1]] as const) {
+    it(`${mode}: a FIFO with no writer and a character device are "not a regular file" at once`, async () => {
+      const fifo = join(dir, `fifo-${mode}.jpg`);
+      execFileSync('mkfifo', [fifo]);
+      const files = new ImageReader(undefined, slowMs);
+      if (mode === 'async') await files.read(join(FIX, 'images', 'red.jpg')); // switches it to async
+      for (const path of [fifo, '/dev/zero']) {
+        const err = await files.read(path).catch((e: InputError) => e);
+        expect([err.kind, err.message]).toEqual(['not-a-file', 'not a regular file']);
+      }
+    });
+
+    it(`${mode}: a file over the size limit is refused from its size alone`, async () => {
+      const sparse = join(dir, `sparse-${mode}.jpg`);
+      writeFileSync(sparse, '');
+      truncateSync(sparse, 1.5 * 1024 ** 3); // 1.5 GB of holes: reading it would take 1.5 GB
+      const files = new ImageReader(10_000, slowMs);
+      if (mode === 'async') await files.read(join(FIX, 'images', 'red.jpg'));
+      const err = await files.read(sparse).catch((e: InputError) => e);
+      expect(err.kind).toBe('too-large');
+      expect(err.message).toBe(`file of ${1.5 * 1024 ** 3} bytes is over the limit of 10000 (--max-file-size)`);
+      expect(await files.read(join(FIX, 'images', 'red.jpg'))).toEqual(readFileSync(join(FIX, 'images', 'red.jpg')));
+    });
+  }
 });
 
 describe('TensorPacker', () => {

@@ -30,6 +30,12 @@ describe('formatLine', () => {
     expect(formatLine({ path: 'tab\there\n.jpg', error: 'e' }, 'text')).toBe('tab\\there\\n.jpg: error: e');
   });
 
+  it('text: labels and error texts are escaped too, so one result is always one line', () => {
+    const odd = { path: 'a.jpg', predictions: [{ label: 'two\nlines', score: 0.5 }, { label: 'tab\tbed', score: 0.25 }] };
+    expect(formatLine(odd, 'text')).toBe('a.jpg: two\\nlines (0.5000), tab\\tbed (0.2500)');
+    expect(formatLine({ path: 'b.jpg', error: 'bad\r\nthing' }, 'text')).toBe('b.jpg: error: bad\\r\\nthing');
+  });
+
   it('tsv: path, status, then label/score pairs', () => {
     expect(formatLine(ok, 'tsv').split('\t')).toEqual(['a b/ü.jpg', 'ok', 'daisy', '0.973123', 'rose', '0.02']);
     expect(formatLine(bad, 'tsv').split('\t')).toEqual(['x.jpg', 'error', 'no such file']);

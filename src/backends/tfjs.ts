@@ -108,13 +108,13 @@ interface Artifacts {
 }
 
 /** Frozen graph -> what tf.io.fromMemory takes: the topology, with Const values moved to weights. */
-function frozenArtifacts(plan: GraphPlan, constOf: (name: string) => ConstValue | undefined, versions: GraphJson['versions']): Artifacts {
+function frozenArtifacts(file: string, plan: GraphPlan, constOf: (name: string) => ConstValue | undefined, versions: GraphJson['versions']): Artifacts {
   const weightSpecs: Artifacts['weightSpecs'] = [];
   const parts: Uint8Array[] = [];
   const nodes = plan.nodes.map((n) => {
     if (n.op !== 'Const') return n;
     const v = constOf(n.name);
-    if (!v) throw new ModelError(plan.inputName, `constant "${n.name}" has no value`);
+    if (!v) throw new ModelError(file, `constant "${n.name}" has no value`);
     weightSpecs.push({ name: n.name, shape: v.shape, dtype: v.dtype });
     parts.push(new Uint8Array(v.values.buffer, v.values.byteOffset, v.values.byteLength));
     // The executor reads weights by node name; the Const's own copy would only double memory.
@@ -164,7 +164,7 @@ export async function loadTfjs(file: string, format: TfModelFormat, runtime: Tfj
   if (format === 'frozen') {
     const frozen = readFrozenGraph(file, readFileSync(file), opts);
     plan = frozen.plan;
-    artifacts = frozenArtifacts(plan, frozen.constOf, frozen.versions);
+    artifacts = frozenArtifacts(file, plan, frozen.constOf, frozen.versions);
   } else {
     const dir = dirname(file);
     const model = readTfjsGraphModel(dir, file);

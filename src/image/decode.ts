@@ -1,6 +1,6 @@
 // Image bytes -> RGB pixels at the model's input size, with sharp (libvips, off the JS thread).
-import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { open } from 'node:fs/promises';
 import sharp from 'sharp';
 
 /** Why one input could not be classified. `kind` lets callers map it (HTTP status, counters). */
@@ -33,17 +33,30 @@ const FS_ERRORS: Record<string, [InputErrorKind, string]> = {
   EACCES: ['permission', 'permission denied'],
   EPERM: ['permission', 'permission denied'],
   ENAMETOOLONG: ['not-found', 'file name too long'],
+  ELOOP: ['not-found', 'too many levels of symbolic links'],
+  ERR_INVALID_ARG_VALUE: ['not-found', 'path contains a NUL byte'],
 };
 
-/** Reads image files whole. While reads are quick (the page cache, a local disk) it reads with
- * readFileSync: fs/promises' readFile takes four thread-pool trips per file (open, stat, read,
- * close), which cost a decode-bound model about 9% of its throughput on the 2-core machine. The
- * first read slower than `slowMs` (a network share, a cold spinning disk) switches it to
- * asynchronous reads for good, so that slow reads overlap instead of holding up the main thread. */
+/** --max-file-size's default: far above any photo, far below what would strain memory. */
+export const DEFAULT_MAX_FILE_SIZE = 100 * 1024 * 1024;
+
+// O_NONBLOCK: opening a FIFO with no writer, or a device, must not wait; fstat then refuses it.
+const OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK;
+
+/** Reads image files whole: regular files only, up to `maxBytes`, checked with fstat on the open
+ * descriptor before anything is read (a FIFO would block for ever, /dev/zero never end).
+ * While reads are quick (the page cache, a local disk) it reads synchronously: fs/promises takes
+ * a thread-pool trip per step, which cost a decode-bound model about 9% of its throughput on the
+ * 2-core machine. The first read slower than `slowMs` (a network share, a cold spinning disk)
+ * switches it to asynchronous reads for good, so that slow reads overlap instead of holding up
+ * the main thread. */
 export class ImageReader {
   private sync = true;
 
-  constructor(private readonly slowMs = 4) {}
+  constructor(
+    private readonly maxBytes = DEFAULT_MAX_FILE_SIZE,
+    private readonly slowMs = 4,
+  ) {}
 
   get mode(): 'sync' | 'async' {
     return this.sync ? 'sync' : 'async';
@@ -51,16 +64,52 @@ export class ImageReader {
 
   async read(path: string): Promise<Buffer> {
     try {
-      if (!this.sync) return await readFile(path);
+      if (!this.sync) return await this.readAsync(path);
       const start = performance.now();
-      const bytes = readFileSync(path);
+      const bytes = this.readSync(path);
       if (performance.now() - start > this.slowMs) this.sync = false;
       return bytes;
     } catch (err) {
+      if (err instanceof InputError) throw err;
       const code = (err as NodeJS.ErrnoException).code ?? '';
       const known = FS_ERRORS[code];
       if (known) throw new InputError(known[0], known[1]);
       throw new InputError('read', `cannot read: ${(err as Error).message}`);
+    }
+  }
+
+  private check(stats: Stats): number {
+    if (stats.isDirectory()) throw new InputError('not-a-file', 'is a directory');
+    if (!stats.isFile()) throw new InputError('not-a-file', 'not a regular file');
+    if (stats.size > this.maxBytes) {
+      throw new InputError('too-large', `file of ${stats.size} bytes is over the limit of ${this.maxBytes} (--max-file-size)`);
+    }
+    return stats.size;
+  }
+
+  private readSync(path: string): Buffer {
+    const fd = openSync(path, OPEN_FLAGS);
+    try {
+      const size = this.check(fstatSync(fd));
+      const bytes = Buffer.allocUnsafe(size);
+      let at = 0;
+      for (let n = -1; at < size && n !== 0; at += n) n = readSync(fd, bytes, at, size - at, at);
+      return at < size ? bytes.subarray(0, at) : bytes;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private async readAsync(path: string): Promise<Buffer> {
+    const file = await open(path, OPEN_FLAGS);
+    try {
+      const size = this.check(await file.stat());
+      const bytes = Buffer.allocUnsafe(size);
+      let at = 0;
+      for (let n = -1; at < size && n !== 0; at += n) n = (await file.read(bytes, at, size - at, at)).bytesRead;
+      return at < size ? bytes.subarray(0, at) : bytes;
+    } finally {
+      await file.close();
     }
   }
 }

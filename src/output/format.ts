@@ -28,8 +28,8 @@ export function formatLine(o: Outcome, format: Format): string {
       return JSON.stringify(jsonRecord(o));
     case 'text':
       return 'error' in o
-        ? `${path}: error: ${o.error}`
-        : `${path}: ${o.predictions.map((p) => `${p.label} (${p.score.toFixed(4)})`).join(', ')}`;
+        ? `${path}: error: ${escapeControl(o.error)}`
+        : `${path}: ${o.predictions.map((p) => `${escapeControl(p.label)} (${p.score.toFixed(4)})`).join(', ')}`;
     case 'tsv':
       return 'error' in o
         ? [path, 'error', escapeControl(o.error)].join('\t')

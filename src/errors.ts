@@ -1,0 +1,50 @@
+// Exit codes and the errors that map to them, in one place. Per-image errors (InputError) are
+// that image's output line, never an exit by themselves.
+export { ModelError } from './backends/engine.js';
+
+/** Exit codes, documented in the README's table. */
+export const EXIT = {
+  ok: 0,
+  /** at least one image could not be classified (each has its error line) */
+  someFailed: 1,
+  /** bad flags, a model that does not load, unusable input: nothing or nothing more was read */
+  usage: 2,
+  /** a bug: an unexpected exception (the stack with --verbose) */
+  internal: 70,
+  /** the output could not be written (disk full, a closed file): sysexits' EX_IOERR */
+  output: 74,
+  /** stopped by Ctrl-C (SIGINT) or SIGTERM after writing what was in flight: 128 + signal */
+  sigint: 130,
+  sigterm: 143,
+} as const;
+
+/** The command cannot go on as asked (exit 2): said once, with the reason. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** The output stream failed (other than its reader leaving): exit 74. */
+export class OutputError extends Error {
+  constructor(override readonly cause: NodeJS.ErrnoException) {
+    super(`cannot write output: ${describeErrno(cause)}`);
+    this.name = 'OutputError';
+  }
+}
+
+const ERRNO_TEXT: Record<string, string> = {
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EIO: 'input/output error',
+  EBADF: 'the output is closed',
+  EFBIG: 'file too large',
+  EROFS: 'read-only file system',
+  EACCES: 'permission denied',
+};
+
+export function describeErrno(err: NodeJS.ErrnoException): string {
+  const text = err.code ? ERRNO_TEXT[err.code] : undefined;
+  return text ? `${text} (${err.code})` : err.message;
+}
