@@ -1,8 +1,10 @@
 // TensorFlow models through TF.js: frozen graphs from the fixture script and the real shared ones.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadEngine } from '../src/backends/index.js';
+import { encodeGraphDef } from '../src/proto/graphdef.js';
 import { FIX, jsonLines, runCli, SHARED, sharedAvailable } from './helpers.js';
 
 const frozen = join(FIX, 'models', 'colour-frozen');
@@ -39,6 +41,31 @@ describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/TensorFlow\.js cannot run these ops: BatchNormWithGlobalNormalization \(e\.g\. node "odd\/op"\)/);
     expect(r.stdout).toBe('');
+  });
+
+  it('a constant without a value is a model error naming the graph file, not a node', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'classify-noconst-'));
+    try {
+      const dims = (shape: number[]) => ({ dim: shape.map((size) => ({ size: String(size) })) });
+      const float = { T: { type: 'DT_FLOAT' } };
+      const graph = encodeGraphDef({
+        node: [
+          { name: 'input', op: 'Placeholder', attr: { dtype: { type: 'DT_FLOAT' }, shape: { shape: dims([-1, 4, 4, 3]) } } },
+          { name: 'scale', op: 'Const', attr: { dtype: { type: 'DT_FLOAT' } } }, // no value
+          { name: 'final_result', op: 'Mul', input: ['input', 'scale'], attr: float },
+        ],
+        versions: { producer: 27 },
+      });
+      const file = join(dir, 'output_graph.pb');
+      writeFileSync(file, graph);
+      writeFileSync(join(dir, 'output_labels.txt'), 'a\n');
+      const r = await runCli(['-g', dir, '--backend', 'tfjs'], '');
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(new RegExp(`^classify: ${file.replace(/[.]/g, '\\.')}: `));
+      expect(r.stderr).toMatch(/constant "scale" has no value/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('wrong --input-node / --output-node are model errors naming the node', async () => {
