@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import { type Engine, ModelError } from './engine.js';
 import type { EngineSpec } from './index.js';
-import type { Reply } from './worker.js';
+import type { Reply, SharedSlots } from './worker.js';
 
 type Ready =
   | { ready: true; name: string; signature: Engine['signature']; notes: string[]; normalisation?: Engine['normalisation']; accelerated: boolean }
@@ -11,6 +11,10 @@ type Ready =
 export interface WorkerEngine extends Engine {
   /** takes back an input buffer after a run, for reuse (transfer empties the caller's copy) */
   onBufferReturned?: (buf: Float32Array | Uint8Array) => void;
+  /** gives the engine thread the shared image slots that runSlots() reads */
+  attachSlots(slots: SharedSlots): Promise<void>;
+  /** runs one batch made of these slots, in this order */
+  runSlots(slots: number[]): Promise<Float32Array>;
 }
 
 export async function startEngine(spec: EngineSpec): Promise<WorkerEngine> {
@@ -69,6 +73,15 @@ export async function startEngine(spec: EngineSpec): Promise<WorkerEngine> {
     async run(input, batch) {
       const reply = await call({ input, batch }, [input.buffer as ArrayBuffer]);
       if ('input' in reply && reply.input) engine.onBufferReturned?.(reply.input);
+      if ('error' in reply) throw new Error(reply.error);
+      if ('output' in reply) return reply.output;
+      throw new Error('unexpected reply from engine thread');
+    },
+    async attachSlots(slots) {
+      await call({ attach: slots }, []);
+    },
+    async runSlots(slots) {
+      const reply = await call({ slots }, []);
       if ('error' in reply) throw new Error(reply.error);
       if ('output' in reply) return reply.output;
       throw new Error('unexpected reply from engine thread');

@@ -1,30 +1,67 @@
 // Entry of the engine thread: inference blocks whatever thread runs it, so it runs here and the
 // main thread stays free for reading input, decoding callbacks and writing output.
 import { parentPort, workerData } from 'node:worker_threads';
+import { slotView, type SlotType } from '../image/slots.js';
 import { ModelError } from './engine.js';
 import { type EngineSpec, loadEngine } from './index.js';
 
-export type Request = { id: number; input: Float32Array | Uint8Array; batch: number } | { id: number; dispose: true };
+export type Request =
+  | { id: number; input: Float32Array | Uint8Array; batch: number }
+  | { id: number; slots: number[] }
+  | { id: number; attach: SharedSlots }
+  | { id: number; dispose: true };
+/** Image slots the decode threads fill; a batch is gathered from them here, off the main thread. */
+export interface SharedSlots {
+  buffer: SharedArrayBuffer;
+  type: SlotType;
+  imageSize: number;
+}
 export type Reply =
-  | { id: number; output: Float32Array; input: Float32Array | Uint8Array }
+  | { id: number; output: Float32Array; input?: Float32Array | Uint8Array }
   | { id: number; error: string; input?: Float32Array | Uint8Array }
-  | { id: number; disposed: true };
+  | { id: number; disposed: true }
+  | { id: number; attached: true };
 
 const port = parentPort!;
+/** An array that owns its whole buffer, so that transferring it moves nothing else. */
+const whole = (a: Float32Array) => (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength ? a : a.slice());
 try {
   const engine = await loadEngine(workerData as EngineSpec);
   const { name, signature, notes, normalisation, accelerated } = engine;
   port.postMessage({ ready: true, name, signature, notes, normalisation, accelerated });
+  let shared: SharedSlots | undefined;
+  let gathered: Float32Array | Uint8Array | undefined;
+  /** Copies the batch's slots, in order, into one input buffer kept for the next batch. */
+  const gather = (slots: number[]): Float32Array | Uint8Array => {
+    const { buffer, type, imageSize } = shared!;
+    const need = slots.length * imageSize;
+    if (!gathered || gathered.length < need) gathered = type === 'float32' ? new Float32Array(need) : new Uint8Array(need);
+    slots.forEach((slot, i) => gathered!.set(slotView(buffer, type, imageSize, slot), i * imageSize));
+    return gathered;
+  };
   port.on('message', async (req: Request) => {
     if ('dispose' in req) {
       await engine.dispose();
       port.postMessage({ id: req.id, disposed: true } satisfies Reply);
       return;
     }
+    if ('attach' in req) {
+      shared = req.attach;
+      port.postMessage({ id: req.id, attached: true } satisfies Reply);
+      return;
+    }
+    if ('slots' in req) {
+      try {
+        const copy = whole(await engine.run(gather(req.slots), req.slots.length));
+        port.postMessage({ id: req.id, output: copy } satisfies Reply, [copy.buffer as ArrayBuffer]);
+      } catch (err) {
+        port.postMessage({ id: req.id, error: err instanceof Error ? err.message : String(err) } satisfies Reply);
+      }
+      return;
+    }
     try {
-      const output = await engine.run(req.input, req.batch);
+      const copy = whole(await engine.run(req.input, req.batch));
       // The input buffer goes back too, so the main thread can reuse it for the next batch.
-      const copy = output.byteOffset === 0 && output.byteLength === output.buffer.byteLength ? output : output.slice();
       port.postMessage({ id: req.id, output: copy, input: req.input } satisfies Reply, [copy.buffer as ArrayBuffer, req.input.buffer as ArrayBuffer]);
     } catch (err) {
       port.postMessage({ id: req.id, error: err instanceof Error ? err.message : String(err), input: req.input } satisfies Reply, [

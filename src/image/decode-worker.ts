@@ -1,0 +1,38 @@
+// Entry of a decode thread: reads files (blocking only this thread), decodes and packs each image
+// into its shared slot, and answers each turn's completions in one message.
+import { parentPort, workerData } from 'node:worker_threads';
+import { ImageReader, InputError } from './decode.js';
+import type { Done, Job, WorkerInit } from './decode-pool.js';
+import { Preparer } from './prepare.js';
+import { slotView } from './slots.js';
+
+const port = parentPort!;
+const { spec, slots } = workerData as WorkerInit;
+const preparer = new Preparer(spec);
+// Synchronous reads: a slow one holds up this thread only, never the main thread.
+const files = new ImageReader(spec.maxFileSize, Infinity);
+let finished: Done[] = [];
+
+function answer(done: Done): void {
+  if (finished.length === 0) setImmediate(() => {
+    const batch = finished;
+    finished = [];
+    port.postMessage(batch);
+  });
+  finished.push(done);
+}
+
+async function run(job: Job): Promise<Done> {
+  try {
+    const bytes = 'path' in job ? await files.read(job.path) : job.bytes;
+    await preparer.prepare(bytes, slotView(slots, spec.inputType, preparer.imageSize, job.slot));
+    return { id: job.id };
+  } catch (err) {
+    if (err instanceof InputError) return { id: job.id, error: { kind: err.kind, message: err.message } };
+    return { id: job.id, error: { kind: 'corrupt', message: `decode failed: ${(err as Error).message}` } };
+  }
+}
+
+port.on('message', (jobs: Job[]) => {
+  for (const job of jobs) void run(job).then(answer);
+});

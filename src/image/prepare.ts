@@ -1,0 +1,38 @@
+// One image from bytes to the model's packed input: what a decode worker runs for each job.
+import type { Layout } from '../backends/engine.js';
+import { decodeToRgb } from './decode.js';
+import { type Normalisation, TensorPacker } from './tensor.js';
+
+/** Everything a decode worker needs to know about the model's input. */
+export interface PrepareSpec {
+  height: number;
+  width: number;
+  layout: Layout;
+  inputType: 'float32' | 'uint8';
+  normalisation: Normalisation;
+  maxPixels: number;
+  maxFileSize: number;
+}
+
+export class Preparer {
+  private readonly packer: TensorPacker;
+
+  constructor(readonly spec: PrepareSpec) {
+    this.packer = new TensorPacker(spec.height, spec.width, spec.layout, spec.normalisation);
+  }
+
+  get imageSize(): number {
+    return this.packer.imageSize;
+  }
+
+  /** Decodes `bytes` and writes the packed image into `dst` (one slot's view). */
+  async prepare(bytes: Uint8Array, dst: Float32Array | Uint8Array): Promise<void> {
+    const rgb = await decodeToRgb(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
+      width: this.spec.width,
+      height: this.spec.height,
+      maxPixels: this.spec.maxPixels,
+    });
+    if (dst instanceof Float32Array) this.packer.writeFloat(rgb, dst, 0);
+    else this.packer.writeUint8(rgb, dst, 0);
+  }
+}
