@@ -3,7 +3,7 @@
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { Classifier, type ClassifierOptions, type Prediction } from './classifier.js';
-import { RemoteClassifier, RemoteImageError } from './remote/client.js';
+import { RemoteClassifier, RemoteImageError, RemoteSetupError } from './remote/client.js';
 import { InputError } from './image/decode.js';
 import { pathsFromArgs, pathsFromStream } from './input.js';
 import { type Format, formatLine, type Outcome } from './output/format.js';
@@ -45,7 +45,20 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   let classifier: PathClassifier;
   let window: number;
   if (opts.remote) {
-    const remote = await RemoteClassifier.connect({ urls: opts.remote, maxInFlight: opts.remoteInFlight, timeoutMs: opts.remoteTimeout });
+    // Backends left out or back: one line each, clear of the progress line.
+    const note = (line: string) => {
+      if (io.stderr.isTTY) io.stderr.write('\r\x1b[K');
+      io.log(line);
+    };
+    let remote: RemoteClassifier;
+    try {
+      remote = await RemoteClassifier.connect({ urls: opts.remote, maxInFlight: opts.remoteInFlight, timeoutMs: opts.remoteTimeout, log: opts.quiet ? undefined : note });
+    } catch (err) {
+      // A bad URL or no backend ready: a usage error, before any input is read.
+      if (!(err instanceof RemoteSetupError)) throw err;
+      io.log(err.message);
+      return EXIT.usage;
+    }
     if (opts.verbose) io.log(`remote: ${remote.backends} backend${remote.backends === 1 ? '' : 's'}, up to ${opts.remoteInFlight} requests in flight each`);
     classifier = { classifyPath: (p, k, t) => remote.classifyFile(p, k, t), close: () => remote.close() };
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
