@@ -46,7 +46,18 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   let classifier: PathClassifier;
   let window: number;
   if (opts.remote) {
-    const remote = await RemoteClassifier.connect({ urls: opts.remote, maxInFlight: opts.remoteInFlight, timeoutMs: opts.remoteTimeout });
+    // Backends left out or back: one line each, clear of the progress line.
+    const note = (line: string) => {
+      if (io.stderr.isTTY) io.stderr.write('\r\x1b[K');
+      io.log(line);
+    };
+    // A bad URL or no backend ready throws RemoteSetupError, a usage error: exit 2, nothing read.
+    const remote = await RemoteClassifier.connect({
+      urls: opts.remote,
+      maxInFlight: opts.remoteInFlight,
+      timeoutMs: opts.remoteTimeout,
+      log: opts.quiet ? undefined : note,
+    });
     if (opts.verbose) io.log(`remote: ${remote.backends} backend${remote.backends === 1 ? '' : 's'}, up to ${opts.remoteInFlight} requests in flight each`);
     classifier = { classifyPath: (p, k, t) => remote.classifyFile(p, k, t), close: () => remote.close() };
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);

@@ -1,10 +1,17 @@
 // classify --remote: the same filter, with the model on one or more `classify serve` backends.
-// Each image's bytes go to one backend; a backend that refuses, fails (connection error, 5xx)
-// or times out is left out for a while and the image goes to another, so every input still
-// gets exactly one line.
+// Each image's bytes go to one backend; a backend that refuses, fails (connection error, 5xx,
+// an answer that is not a well-formed classification) or times out is left out for a while and
+// the image goes to another, so every input still gets exactly one line.
 import { ImageReader } from '../image/decode.js';
 import type { Prediction } from '../classifier.js';
-import { BackendPool } from './pool.js';
+import { type Backend, backendName, BackendPool } from './pool.js';
+import { UsageError } from '../errors.js';
+
+/** The most bytes read of one answer: far above any real one (60,000 predictions), and what
+ * stops a broken or hostile backend from filling the client's memory. */
+export const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+/** The longest the start-up check waits for one backend (less when --remote-timeout is). */
+const START_CHECK_MS = 10_000;
 
 export interface RemoteOptions {
   urls: string[];
@@ -12,10 +19,34 @@ export interface RemoteOptions {
   timeoutMs: number;
   ejectMs?: number;
   refreshMs?: number;
+  /** where "backend left out" / "backend is back" lines go; none without it */
+  log?: (line: string) => void;
 }
 
 /** The server's answer for one image: what the client prints, not a retry signal. */
 export class RemoteImageError extends Error {}
+
+/** Bad --remote URLs, or no backend ready at start: a usage error (exit 2, nothing read). */
+/** A bad --remote URL or no backend ready at start: a usage error (exit 2) before input is read. */
+export class RemoteSetupError extends UsageError {}
+
+/** A backend that failed (down, 5xx, malformed answer...): retry the image elsewhere. */
+class BackendFailure extends Error {}
+
+type Answer = { predictions: Prediction[]; version?: string };
+
+export function parseRemoteUrl(u: string): URL {
+  let url: URL;
+  try {
+    url = new URL(u.includes('://') ? u : `http://${u}`);
+  } catch {
+    throw new RemoteSetupError(`Expected http URL for --remote but received ${JSON.stringify(u)}: not a valid URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new RemoteSetupError(`Expected http URL for --remote but received ${JSON.stringify(u)}: the scheme is ${url.protocol.slice(0, -1)}, not http or https`);
+  }
+  return url;
+}
 
 export class RemoteClassifier {
   private readonly files = new ImageReader();
@@ -25,18 +56,25 @@ export class RemoteClassifier {
     private readonly timeoutMs: number,
   ) {}
 
+  /** Checks every backend's /readyz before any input is read: those that do not answer are left
+   * out; none answering is a RemoteSetupError. */
   static async connect(opts: RemoteOptions): Promise<RemoteClassifier> {
-    const urls = opts.urls.map((u) => {
-      try {
-        const url = new URL(u.includes('://') ? u : `http://${u}`);
-        if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http');
-        return url;
-      } catch {
-        throw new RemoteImageError(`Expected http URL for --remote but received ${JSON.stringify(u)}`);
-      }
-    });
-    const pool = new BackendPool(urls, { maxInFlight: opts.maxInFlight, ejectMs: opts.ejectMs ?? 5000, refreshMs: opts.refreshMs ?? 30000 });
-    await pool.start();
+    if (opts.urls.length === 0) throw new RemoteSetupError('Expected http URL for --remote but received none');
+    const urls = opts.urls.map(parseRemoteUrl);
+    const pool = new BackendPool(urls, { maxInFlight: opts.maxInFlight, ejectMs: opts.ejectMs ?? 5000, refreshMs: opts.refreshMs ?? 30000, log: opts.log });
+    try {
+      await pool.start();
+    } catch (err) {
+      throw new RemoteSetupError(`--remote: ${(err as Error).message}`);
+    }
+    const timeout = Math.min(opts.timeoutMs, START_CHECK_MS);
+    const checks = await Promise.all(pool.all.map(async (b) => ({ b, problem: await checkReady(b, timeout) })));
+    const down = checks.filter((c) => c.problem !== undefined);
+    if (down.length === checks.length) {
+      pool.stop();
+      throw new RemoteSetupError(`no --remote backend is ready: ${down.map((c) => `${backendName(c.b)}: ${c.problem}`).join('; ')}`);
+    }
+    for (const { b, problem } of down) pool.eject(b, problem!);
     return new RemoteClassifier(pool, opts.timeoutMs);
   }
 
@@ -44,44 +82,128 @@ export class RemoteClassifier {
     return this.pool.size;
   }
 
-  async classifyFile(path: string, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }> {
+  async classifyFile(path: string, topK: number, threshold: number): Promise<Answer> {
     const bytes = await this.files.read(path);
     const tried = new Set<string>();
     const failures: string[] = [];
     for (;;) {
       const backend = await this.pool.acquire(tried);
-      if (!backend) throw new RemoteImageError(`all backends failed (${failures.join('; ') || 'none reachable'})`);
+      if (!backend) {
+        const why = [...failures, ...this.pool.leftOut(tried)];
+        throw new RemoteImageError(`all backends failed (${why.join('; ') || 'none reachable'})`);
+      }
       tried.add(backend.url);
-      let ok = false;
+      let failure: string | undefined;
       try {
-        const url = new URL(backend.url);
-        url.searchParams.set('top_k', String(topK));
-        if (threshold > 0) url.searchParams.set('threshold', String(threshold));
-        const res = await fetch(url, {
-          method: 'POST',
-          body: bytes as unknown as Uint8Array<ArrayBuffer>,
-          headers: { 'Content-Type': 'application/octet-stream', Host: backend.host },
-          signal: AbortSignal.timeout(this.timeoutMs),
-        });
-        const body = (await res.json().catch(() => ({}))) as { predictions?: Prediction[]; error?: string; version?: string };
-        if (res.status >= 500) {
-          failures.push(`${backend.host}: HTTP ${res.status}${body.error ? ` ${body.error}` : ''}`);
-          continue;
-        }
-        ok = true;
-        if (res.status !== 200 || !body.predictions) throw new RemoteImageError(body.error ?? `HTTP ${res.status}`);
-        return { predictions: body.predictions, version: body.version };
+        const answer = await this.ask(backend, bytes, topK, threshold);
+        if ('error' in answer) throw new RemoteImageError(answer.error);
+        return answer;
       } catch (err) {
         if (err instanceof RemoteImageError) throw err;
-        const reason = (err as Error).name === 'TimeoutError' ? 'timed out' : ((err as { cause?: Error }).cause?.message ?? (err as Error).message);
-        failures.push(`${new URL(backend.url).host}: ${reason}`);
+        failure = reasonOf(err);
+        failures.push(`${backendName(backend)}: ${failure}`);
       } finally {
-        this.pool.release(backend, ok);
+        this.pool.release(backend, failure === undefined, failure);
       }
     }
+  }
+
+  /** One image to one backend: its predictions, or its verdict on the image (a 4xx);
+   * throws for anything that means the backend, not the image, is at fault. */
+  private async ask(backend: Backend, bytes: Buffer, topK: number, threshold: number): Promise<Answer | { error: string }> {
+    const url = new URL(backend.url);
+    url.searchParams.set('top_k', String(topK));
+    if (threshold > 0) url.searchParams.set('threshold', String(threshold));
+    const res = await fetch(url, {
+      method: 'POST',
+      body: bytes as unknown as Uint8Array<ArrayBuffer>,
+      headers: { 'Content-Type': 'application/octet-stream', Host: backend.host },
+      signal: AbortSignal.timeout(this.timeoutMs),
+    });
+    const text = await readCapped(res);
+    if (res.status === 200) return parseAnswer(text, topK);
+    const error = errorOf(text);
+    // 408 and 429 say the backend could not take the request now, not that the image is bad.
+    if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) return { error: error ?? `HTTP ${res.status}` };
+    throw new BackendFailure(`HTTP ${res.status}${error ? ` ${error}` : ''}`);
   }
 
   async close(): Promise<void> {
     this.pool.stop();
   }
 }
+
+/** Undefined when the backend's /readyz says 200; otherwise why not. */
+async function checkReady(b: Backend, timeoutMs: number): Promise<string | undefined> {
+  const url = new URL(b.url);
+  url.pathname = url.pathname.replace(/\/?$/, '/readyz');
+  url.search = '';
+  try {
+    const res = await fetch(url, { headers: { Host: b.host }, signal: AbortSignal.timeout(timeoutMs) });
+    await res.body?.cancel();
+    return res.status === 200 ? undefined : `GET /readyz answered HTTP ${res.status}`;
+  } catch (err) {
+    return reasonOf(err);
+  }
+}
+
+/** The body as text, reading no more than MAX_ANSWER_BYTES: past that the connection is dropped. */
+async function readCapped(res: Response): Promise<string> {
+  const declared = Number(res.headers.get('content-length') ?? 0);
+  if (declared > MAX_ANSWER_BYTES) {
+    await res.body?.cancel();
+    throw new BackendFailure(`answer of ${declared} bytes is over the ${MAX_ANSWER_BYTES}-byte limit`);
+  }
+  if (!res.body) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    // Leaving the loop early cancels the stream, which closes the connection.
+    for await (const chunk of res.body) {
+      size += chunk.byteLength;
+      if (size > MAX_ANSWER_BYTES) throw new BackendFailure(`answer is over the ${MAX_ANSWER_BYTES}-byte limit`);
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof BackendFailure || isTimeout(err)) throw err;
+    throw new BackendFailure(`answer cut short (${causeOf(err)})`);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** A 200's body, checked: a backend that answers nonsense is failing, like one that is down. */
+export function parseAnswer(text: string, topK: number): Answer {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new BackendFailure(`answer is not JSON: ${JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}...` : text)}`);
+  }
+  const malformed = (what: string) => new BackendFailure(`malformed answer: ${what}`);
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw malformed('not a JSON object');
+  const { predictions, version } = body as Record<string, unknown>;
+  if (!Array.isArray(predictions)) throw malformed('"predictions" is not a list');
+  if (predictions.length > topK) throw malformed(`${predictions.length} predictions for top_k ${topK}`);
+  const checked = predictions.map((p: unknown) => {
+    const { label, score } = (typeof p === 'object' && p !== null ? p : {}) as Record<string, unknown>;
+    if (typeof label !== 'string' || typeof score !== 'number' || !Number.isFinite(score)) throw malformed('a prediction is not {"label": string, "score": number}');
+    // Only these two fields: nothing else a backend adds reaches the output.
+    return { label, score };
+  });
+  if (version !== undefined && version !== null && typeof version !== 'string') throw malformed('"version" is not a string');
+  return { predictions: checked, ...(typeof version === 'string' ? { version } : {}) };
+}
+
+/** The `error` string of an error answer, if it has one. */
+function errorOf(text: string): string | undefined {
+  try {
+    const body = JSON.parse(text) as { error?: unknown };
+    return typeof body?.error === 'string' ? body.error : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const isTimeout = (err: unknown) => (err as Error)?.name === 'TimeoutError';
+const causeOf = (err: unknown) => (err as { cause?: Error }).cause?.message ?? (err as Error).message;
+const reasonOf = (err: unknown) => (err instanceof BackendFailure ? err.message : isTimeout(err) ? 'timed out' : causeOf(err));

@@ -12,6 +12,10 @@ export interface Backend {
   outstanding: number;
   ejectedUntil: number;
   failures: number;
+  /** left out and not yet seen answering again (what the stderr lines report) */
+  out: boolean;
+  /** why it was last left out */
+  lastError?: string;
 }
 
 export interface PoolOptions {
@@ -20,6 +24,14 @@ export interface PoolOptions {
   ejectMs: number;
   /** how often hostnames are resolved again */
   refreshMs: number;
+  /** one line when a backend is left out and one when it is back; none without it */
+  log?: (line: string) => void;
+}
+
+/** How a backend is named in messages: its address, and the name given when they differ. */
+export function backendName(b: Backend): string {
+  const address = new URL(b.url).host;
+  return address === b.host ? address : `${b.host} (${new URL(b.url).hostname})`;
 }
 
 export class BackendPool {
@@ -48,6 +60,10 @@ export class BackendPool {
     return this.backends.length;
   }
 
+  get all(): readonly Backend[] {
+    return this.backends;
+  }
+
   /** Re-resolves every hostname; keeps the state of backends that are still there. */
   private async resolve(): Promise<void> {
     const found: Backend[] = [];
@@ -59,7 +75,7 @@ export class BackendPool {
         target.hostname = a.family === 6 ? `[${a.address}]` : a.address;
         const key = target.href;
         if (found.some((b) => b.url === key)) continue;
-        found.push(this.backends.find((b) => b.url === key) ?? { url: key, host: u.host, outstanding: 0, ejectedUntil: 0, failures: 0 });
+        found.push(this.backends.find((b) => b.url === key) ?? { url: key, host: u.host, outstanding: 0, ejectedUntil: 0, failures: 0, out: false });
       }
     }
     if (found.length > 0) this.backends = found;
@@ -84,16 +100,44 @@ export class BackendPool {
     }
   }
 
-  release(b: Backend, ok: boolean): void {
+  /** `ok`: the backend answered (even if about a bad image); otherwise `reason` says how it failed. */
+  release(b: Backend, ok: boolean, reason = 'failed'): void {
     b.outstanding--;
-    if (ok) b.failures = 0;
-    else {
-      b.failures++;
-      b.ejectedUntil = Date.now() + this.opts.ejectMs * Math.min(8, 2 ** (b.failures - 1));
-    }
+    if (ok) this.answered(b);
+    else this.eject(b, reason);
     // Everyone waiting looks again: the freed slot may suit only some of them.
     const waiting = this.waiters;
     this.waiters = [];
     for (const wake of waiting) wake();
+  }
+
+  /** Leaves a backend out for a while. */
+  eject(b: Backend, reason: string): void {
+    const now = Date.now();
+    // Already out: the other requests it had in flight failing too is the same failure.
+    if (b.ejectedUntil > now) return;
+    b.failures++;
+    b.ejectedUntil = now + this.opts.ejectMs * Math.min(8, 2 ** (b.failures - 1));
+    b.lastError = reason;
+    if (!b.out) {
+      b.out = true;
+      this.opts.log?.(`backend ${backendName(b)} left out: ${reason}`);
+    }
+  }
+
+  private answered(b: Backend): void {
+    b.failures = 0;
+    if (b.out) {
+      // It answers again: back in service at once, even if its time out has not run.
+      b.out = false;
+      b.ejectedUntil = 0;
+      this.opts.log?.(`backend ${backendName(b)} is back`);
+    }
+  }
+
+  /** Why each backend not in `tried` is out of service now, for an image none could take. */
+  leftOut(tried: Set<string>): string[] {
+    const now = Date.now();
+    return this.backends.filter((b) => !tried.has(b.url) && b.ejectedUntil > now).map((b) => `${backendName(b)}: left out after ${b.lastError ?? 'failing'}`);
   }
 }
