@@ -105,7 +105,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
       if (!ok) {
         failed++;
         if (!opts.quiet) {
-          progress?.stop();
+          progress?.clear();
           io.log(`${JSON.stringify(outcome.path)}: ${(outcome as { error: string }).error}`);
         }
       }

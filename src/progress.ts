@@ -30,9 +30,14 @@ export class Progress {
     this.stream.write(`\r\x1b[K${chalk.green(`${this.done} done`)}, ${failed}, ${chalk.cyan(rate.toFixed(1))} images/s`);
   }
 
-  /** Erases the line so what follows starts clean. */
+  /** Erases the line for a diagnostic; the timer draws it again below. */
+  clear(): void {
+    this.stream.write('\r\x1b[K');
+  }
+
+  /** Erases the line for good. */
   stop(): void {
     clearInterval(this.timer);
-    this.stream.write('\r\x1b[K');
+    this.clear();
   }
 }
