@@ -15,6 +15,19 @@ const GOOD: [string, string][] = [
   [img('blue-alpha.png'), 'blue'],
   [img('green.webp'), 'green'],
 ];
+// Tests that need something of the machine say why they skip.
+// script(1) gives the CLI a pseudo-terminal.
+const hasScript = spawnSync('script', ['--version']).status === 0;
+if (!hasScript) console.warn('skipping the TTY test: util-linux script(1) is not installed');
+// root reads anything: the permission test then runs the CLI as "nobody".
+const unprivileged = ((): { uid?: number; gid?: number } | undefined => {
+  if (process.getuid?.() !== 0) return {};
+  const id = (flag: string) => spawnSync('id', [flag, 'nobody'], { encoding: 'utf8' });
+  const [uid, gid] = [id('-u'), id('-g')];
+  if (uid.status === 0 && gid.status === 0) return { uid: Number(uid.stdout), gid: Number(gid.stdout) };
+  console.warn('skipping the permission test: running as root and there is no user "nobody" to run as');
+  return undefined;
+})();
 const BAD = [
   broken('empty.jpg'),
   broken('not-an-image.jpg'),
@@ -162,9 +175,7 @@ describe('classify (filter)', () => {
     expect(cpu.stderr).not.toMatch(/webgpu/);
   });
 
-  it('shows a coloured progress line on a terminal, and none with NO_COLOR, --quiet or a pipe', () => {
-    const hasScript = spawnSync('script', ['--version']).status === 0;
-    if (!hasScript) return void console.warn('skipping the TTY test: util-linux script(1) is not installed');
+  it.skipIf(!hasScript)('shows a coloured progress line on a terminal, and none with NO_COLOR, --quiet or a pipe', () => {
     const run = (env: Record<string, string | undefined>, flags = '') => {
       const cmd = `printf '%s\\n' ${img('red.jpg')} ${img('green.jpg')} | "${process.execPath}" "${BIN}" -g "${COLOUR}" ${flags} > /dev/null`;
       // script(1) gives the command a pseudo-terminal: stderr is then a TTY. CI is unset because
@@ -219,19 +230,13 @@ describe('classify (filter)', () => {
     expect(err).not.toMatch(/Error|at /);
   });
 
-  it('reports permission denied for an unreadable file', async () => {
-    if (process.getuid?.() === 0) {
-      // root reads anything: run the CLI as an unprivileged user instead.
-      const check = spawnSync('id', ['nobody']);
-      if (check.status !== 0) return void console.warn('skipping permission test: no user "nobody" to run as');
-    }
+  it.skipIf(unprivileged === undefined)('reports permission denied for an unreadable file', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'classify-perm-'));
     chmodSync(dir, 0o755);
     const locked = join(dir, 'locked.jpg');
     copyFileSync(join(FIX, 'images', 'red.jpg'), locked);
     chmodSync(locked, 0o000);
-    const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
-    const r = await runCli(['-g', COLOUR, '-q'], `${locked}\n${join(ROOT, img('red.jpg'))}\n`, asNobody);
+    const r = await runCli(['-g', COLOUR, '-q'], `${locked}\n${join(ROOT, img('red.jpg'))}\n`, unprivileged);
     expect(r.code).toBe(1);
     const [denied, fine] = jsonLines(r.stdout);
     expect(denied).toEqual({ path: locked, error: 'permission denied' });
