@@ -1,6 +1,7 @@
 // Starting and stopping the server: load once, listen, drain on SIGTERM/SIGINT.
 import { Classifier, type ClassifierOptions } from '../classifier.js';
 import { describeClassifier, type Log } from '../report.js';
+import { UsageError } from '../errors.js';
 import { join } from 'node:path';
 import { ServerMetrics } from './metrics.js';
 import { watchVersions } from './versions.js';
@@ -38,7 +39,7 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
     address = await server.listen();
   } catch (err) {
     await classifier.close();
-    throw new Error(`cannot listen on ${opts.host}:${opts.port}: ${(err as Error).message}`);
+    throw new UsageError(`cannot listen on ${opts.host}:${opts.port}: ${(err as Error).message}`);
   }
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   log(`listening on http://${host}:${address.port}`);
