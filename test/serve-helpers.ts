@@ -47,28 +47,60 @@ export interface RawAnswer {
   body: string;
 }
 
-/** Parses what came back on a raw socket: the first response in it (after any 100 Continue). */
-export function parseAnswer(text: string): RawAnswer {
-  const m = /^HTTP\/1\.1 (\d{3})[^\r]*\r\n([\s\S]*?)\r\n\r\n([\s\S]*)$/.exec(text);
-  if (!m) return { status: 0, head: '', body: text };
-  return { status: Number(m[1]), head: m[2], body: m[3] };
+/** Parses the first final response in what came back on a raw socket (after any 100 Continue);
+ * undefined until it has all arrived. */
+export function parseAnswer(text: string): RawAnswer | undefined {
+  const m = /^(?:HTTP\/1\.1 100 [^\r]*\r\n\r\n)?HTTP\/1\.1 (\d{3})[^\r]*\r\n([\s\S]*?)\r\n\r\n([\s\S]*)$/.exec(text);
+  if (!m) return undefined;
+  const length = /^content-length: (\d+)$/im.exec(m[2]);
+  if (!length || m[3].length < Number(length[1])) return undefined;
+  return { status: Number(m[1]), head: m[2], body: m[3].slice(0, Number(length[1])) };
 }
 
-/** Writes `data` on a fresh connection and reads until the server closes it (or `ms` pass, then
- * closes it here): for requests fetch cannot make (cut, malformed, stalled). */
-export function raw(port: number, data: Buffer | string, ms = 10_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, '127.0.0.1');
-    let text = '';
-    const timer = setTimeout(() => socket.destroy(), ms);
-    socket.setEncoding('latin1').on('data', (d: string) => (text += d));
-    socket.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' ? undefined : reject(err)));
-    socket.on('close', () => {
+export interface RawConnection {
+  write(data: Buffer | string): void;
+  /** closes it from this side */
+  close(): void;
+  /** all that came back, once a whole answer is in, the server closed it, or close() */
+  text: Promise<string>;
+}
+
+/** A connection to write a request on byte by byte: for requests fetch cannot make (cut,
+ * malformed, stalled). It stays as the server leaves it: a stalled upload stays stalled. */
+export function connection(port: number, ms = 10_000): RawConnection {
+  const socket = connect(port, '127.0.0.1');
+  let text = '';
+  let done = () => undefined as void;
+  const finished = new Promise<string>((resolve, reject) => {
+    done = () => {
       clearTimeout(timer);
+      socket.destroy();
       resolve(text);
-    });
-    socket.write(data);
+    };
+    socket.on('error', (err: NodeJS.ErrnoException) => (['ECONNRESET', 'EPIPE'].includes(err.code ?? '') ? undefined : reject(err)));
   });
+  const timer = setTimeout(() => done(), ms);
+  socket.setEncoding('latin1').on('data', (d: string) => {
+    text += d;
+    if (parseAnswer(text)) done();
+  });
+  socket.on('close', () => done());
+  return { write: (data) => void socket.write(data), close: () => done(), text: finished };
+}
+
+/** Writes `data` on a fresh connection and waits as connection() does. */
+export function raw(port: number, data: Buffer | string, ms?: number): Promise<string> {
+  const c = connection(port, ms);
+  c.write(data);
+  return c.text;
+}
+
+/** raw(), expecting a whole answer. */
+export async function rawAnswer(port: number, data: Buffer | string, ms?: number): Promise<RawAnswer> {
+  const text = await raw(port, data, ms);
+  const answer = parseAnswer(text);
+  if (!answer) throw new Error(`no whole answer in ${JSON.stringify(text.slice(0, 200))}`);
+  return answer;
 }
 
 /** A multipart body as curl -F sends it, with the boundary `boundary`. */

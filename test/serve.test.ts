@@ -4,7 +4,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, COLOUR, FIX, ROOT } from './helpers.js';
-import { form, image, parseAnswer, post, raw, type Server, startServer } from './serve-helpers.js';
+import { form, image, post, rawAnswer, type Server, startServer } from './serve-helpers.js';
 
 describe('classify serve', () => {
   let server: Server;
@@ -52,11 +52,11 @@ describe('classify serve', () => {
   });
 
   it("answers Node's own 400 and 431 with JSON like every other error, and keeps serving", async () => {
-    const bad = parseAnswer(await raw(server.port, 'GARBAGE\r\n\r\n'));
+    const bad = await rawAnswer(server.port, 'GARBAGE\r\n\r\n');
     expect(bad.status).toBe(400);
     expect(bad.head).toMatch(/content-type: application\/json/i);
     expect(JSON.parse(bad.body).error).toMatch(/^bad HTTP request: /);
-    const big = parseAnswer(await raw(server.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`));
+    const big = await rawAnswer(server.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(big.status).toBe(431);
     expect(JSON.parse(big.body)).toEqual({ error: 'request headers too large' });
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
