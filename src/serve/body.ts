@@ -128,10 +128,22 @@ export function readUploads(req: IncomingMessage, limits: BodyLimits, account: U
     req.on('close', () => req.complete || settle(new BodyError(400, 'the client closed the connection before the body ended')));
 
     if (kind(req) === 'raw') {
+      // With a Content-Length (Node holds the body to it), one buffer of that size: the socket's
+      // chunks are let go as they come instead of being held and then copied.
+      const declared = declaredLength(req);
+      let whole = declared === undefined ? undefined : Buffer.allocUnsafe(declared);
       const chunks: Buffer[] = [];
-      req.on('data', (chunk: Buffer) => settled || chunks.push(chunk));
-      req.on('end', () => settle(undefined, [{ bytes: Buffer.concat(chunks) }]));
-      stop = () => void (chunks.length = 0);
+      let filled = 0;
+      req.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        if (whole) filled += chunk.copy(whole, filled);
+        else chunks.push(chunk);
+      });
+      req.on('end', () => settle(undefined, [{ bytes: whole ? whole.subarray(0, filled) : Buffer.concat(chunks) }]));
+      stop = () => {
+        chunks.length = 0;
+        whole = undefined;
+      };
     } else {
       stop = readMultipart(req, limits, settle);
     }

@@ -145,7 +145,7 @@ export class ClassifyServer {
     await closed;
     const released = this.classifier.close();
     // A batch cut short may still hold the engine thread: the bound holds here too.
-    await (cut > 0 ? Promise.race([released, delay(1000)]) : released);
+    await (cut > 0 ? Promise.race([released, delay(1000, undefined, { ref: false })]) : released);
     return cut;
   }
 
