@@ -168,17 +168,18 @@ export class Classifier {
     return { predictions: await this.classifyFile(path, topK, threshold), version: this.info.version };
   }
 
-  /** Classifies image bytes (an upload). */
-  async classifyBytes(bytes: Buffer, topK: number, threshold = 0): Promise<Prediction[]> {
-    const rgb = await this.prepare(() => this.decode(bytes));
+  /** Classifies image bytes (an upload). Decode slots go round the groups in turn (the server
+   * passes the request), so one request's many images do not hold back another's one. */
+  async classifyBytes(bytes: Buffer, topK: number, threshold = 0, group?: unknown): Promise<Prediction[]> {
+    const rgb = await this.prepare(() => this.decode(bytes), group);
     return this.rank(await this.batcher.submit(rgb), topK, threshold);
   }
 
   /** Decodes in a decode slot, counted as inbound for the batcher until it is submitted. */
-  private async prepare(decode: () => Promise<Buffer>): Promise<Buffer> {
+  private async prepare(decode: () => Promise<Buffer>, group?: unknown): Promise<Buffer> {
     this.inbound.count++;
     try {
-      const rgb = await this.decodeSlots.run(decode);
+      const rgb = await this.decodeSlots.run(decode, group);
       this.inbound.count--;
       return rgb; // submitted next, which re-checks the queue
     } catch (err) {

@@ -8,6 +8,7 @@ import { InputError } from './image/decode.js';
 import { EXIT } from './errors.js';
 import { type PathLine, pathsFromArgs, pathsFromStream } from './input.js';
 import { type Format, formatLine, type Outcome } from './output/format.js';
+import { loadNewestWorking } from './model.js';
 import { inOrder } from './pipeline.js';
 import { Progress } from './progress.js';
 import { describeClassifier, type Log } from './report.js';
@@ -62,7 +63,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     classifier = { classifyPath: (p, k, t) => remote.classifyFile(p, k, t), close: () => remote.close() };
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
   } else {
-    const local = await Classifier.load(opts);
+    const local = await loadNewestWorking(opts.graph, (graph) => Classifier.load({ ...opts, graph }), io.log);
     if (opts.verbose) describeClassifier(local.info, io.log);
     classifier = local;
     window = Math.max(16, 2 * local.info.batchSize + local.info.decodeJobs);

@@ -7,6 +7,7 @@ import type { EngineSpec, ModelFormat } from './backends/index.js';
 import type { TfjsRuntime } from './backends/tfjs.js';
 import type { Normalisation } from './image/tensor.js';
 import { decodeMetadata } from './proto/onnx.js';
+import type { Log } from './report.js';
 
 /** --backend: an engine, or a TF.js runtime by name. */
 export const BACKENDS = ['auto', 'onnx', 'tfjs', 'tfjs-node-gpu', 'tfjs-node', 'tfjs-wasm', 'tfjs-cpu'] as const;
@@ -26,9 +27,33 @@ export function listVersions(dir: string): number[] {
     .sort((a, b) => b - a);
 }
 
-/** A folder of numbered versions: the highest one. */
-export function latestVersion(dir: string): number | undefined {
-  return listVersions(dir)[0];
+/** --graph as a folder of numbered versions (not a model folder that happens to hold numbers). */
+function versionsOf(graph: string): number[] {
+  if (!existsSync(graph) || isFile(graph) || MODEL_FILES.some(([n]) => isFile(join(graph, n)))) return [];
+  return listVersions(graph);
+}
+
+/** Loads --graph; a folder of versions gives its highest version that loads, saying which
+ * failed and why (a broken new version must not stop the CLI or the server). */
+export async function loadNewestWorking<T extends { info: { version?: string } }>(
+  graph: string,
+  load: (graph: string) => Promise<T>,
+  log: Log,
+): Promise<T> {
+  const versions = versionsOf(graph);
+  if (versions.length < 2) return load(graph);
+  for (const [i, v] of versions.entries()) {
+    try {
+      const loaded = await load(join(graph, String(v)));
+      loaded.info.version = String(v);
+      return loaded;
+    } catch (err) {
+      if (i === versions.length - 1) throw err;
+      const why = err instanceof ModelError ? `${err.file}: ${err.message}` : (err as Error).message;
+      log(`version ${v} failed to load, trying version ${versions[i + 1]}: ${why}`);
+    }
+  }
+  throw new Error('unreachable');
 }
 
 export interface ResolvedModel {
@@ -87,12 +112,10 @@ function findModelFile(graph: string): string {
 
 export function resolveModel(graph: string, labels?: string, backend: BackendChoice = 'auto', requireLabels = true): ResolvedModel {
   let version: string | undefined;
-  if (existsSync(graph) && !isFile(graph) && !MODEL_FILES.some(([n]) => isFile(join(graph, n)))) {
-    const latest = latestVersion(graph);
-    if (latest !== undefined) {
-      version = String(latest);
-      graph = join(graph, version);
-    }
+  const latest = versionsOf(graph)[0];
+  if (latest !== undefined) {
+    version = String(latest);
+    graph = join(graph, version);
   }
   const file = findModelFile(graph);
   const format = formatOf(file);

@@ -1,20 +1,36 @@
-/** Runs at most `limit` async tasks at once; the rest wait in arrival order. */
+/** Runs at most `limit` async tasks at once. Waiters are served a group at a time in turn
+ * (round-robin), each group's in arrival order; without groups that is plain arrival order. */
 export class Semaphore {
   private active = 0;
-  private readonly waiters: (() => void)[] = [];
+  /** waiters by group; Map order is the turn order */
+  private readonly waiters = new Map<unknown, (() => void)[]>();
 
   constructor(private readonly limit: number) {}
 
-  async run<T>(task: () => Promise<T>): Promise<T> {
+  async run<T>(task: () => Promise<T>, group: unknown = this): Promise<T> {
     if (this.active < this.limit) this.active++;
-    // A finishing task hands its slot straight to the first waiter, so none can jump the queue.
-    else await new Promise<void>((resolve) => this.waiters.push(resolve));
+    // A finishing task hands its slot straight to the next waiter, so none can jump the queue.
+    else await new Promise<void>((resolve) => this.wait(group, resolve));
     try {
       return await task();
     } finally {
-      const next = this.waiters.shift();
-      if (next) next();
-      else this.active--;
+      this.next();
     }
+  }
+
+  private wait(group: unknown, resolve: () => void): void {
+    const queue = this.waiters.get(group);
+    if (queue) queue.push(resolve);
+    else this.waiters.set(group, [resolve]);
+  }
+
+  private next(): void {
+    const turn = this.waiters.entries().next();
+    if (turn.done) return void this.active--;
+    const [group, queue] = turn.value;
+    this.waiters.delete(group);
+    const resolve = queue.shift()!;
+    if (queue.length > 0) this.waiters.set(group, queue); // to the back of the turn order
+    resolve();
   }
 }

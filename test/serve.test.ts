@@ -1,42 +1,10 @@
 // classify serve, started for real on a free loopback port.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, COLOUR, FIX, ROOT } from './helpers.js';
-
-interface Server {
-  url: string;
-  child: ChildProcess;
-  stderr: () => string;
-}
-
-function startServer(args: string[]): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'serve', '-g', COLOUR, '--port', '0', ...args], { cwd: ROOT });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-      const m = /listening on (http:\/\/\S+)/.exec(stderr);
-      if (m) resolve({ url: m[1], child, stderr: () => stderr });
-    });
-    child.once('exit', (code) => reject(new Error(`server exited ${code}: ${stderr}`)));
-  });
-}
-
-const image = (name: string, dir = 'images') => readFileSync(join(FIX, dir, name));
-
-function form(...files: [string, Buffer][]): FormData {
-  const f = new FormData();
-  for (const [name, bytes] of files) f.append('data', new Blob([bytes]), name);
-  return f;
-}
-
-async function post(url: string, body: FormData | Buffer, headers: Record<string, string> = {}) {
-  const res = await fetch(url, { method: 'POST', body, headers });
-  return { status: res.status, headers: res.headers, body: await res.json() };
-}
+import { form, image, post, rawAnswer, type Server, startServer } from './serve-helpers.js';
 
 describe('classify serve', () => {
   let server: Server;
@@ -61,6 +29,37 @@ describe('classify serve', () => {
     const t = await post(`${server.url}/?threshold=0.5`, form(['grey.jpg', image('grey.jpg')]));
     expect(t.body.predictions).toEqual([]);
     expect((await post(`${server.url}/?top_k=0`, form(['red.jpg', image('red.jpg')]))).status).toBe(400);
+    const tiny = await post(`${server.url}/?threshold=1e-7&top_k=2`, form(['red.jpg', image('red.jpg')]));
+    expect(tiny.body.predictions).toHaveLength(2); // what String(1e-7) gives, as --remote sends it
+  });
+
+  it('takes only decimal query values: 0x2, an empty value or padding is a 400 naming it', async () => {
+    for (const [query, error] of [
+      ['top_k=0x2', 'Expected positive integer for top_k but received "0x2"'],
+      ['top_k=1.5', 'Expected positive integer for top_k but received "1.5"'],
+      ['top_k=', 'Expected positive integer for top_k but received ""'],
+      ['top_k=%202', 'Expected positive integer for top_k but received " 2"'],
+      ['threshold=', 'Expected number between 0 and 1 for threshold but received ""'],
+      ['threshold=0x1', 'Expected number between 0 and 1 for threshold but received "0x1"'],
+      ['threshold=-0', 'Expected number between 0 and 1 for threshold but received "-0"'],
+      ['threshold=Infinity', 'Expected number between 0 and 1 for threshold but received "Infinity"'],
+    ]) {
+      const r = await post(`${server.url}/?${query}`, form(['red.jpg', image('red.jpg')]));
+      expect([query, r.status, r.body]).toEqual([query, 400, { error }]);
+    }
+    const ok = await post(`${server.url}/?threshold=.5&top_k=3`, form(['red.jpg', image('red.jpg')]));
+    expect(ok.body.predictions.map((p: { label: string }) => p.label)).toEqual(['red']);
+  });
+
+  it("answers Node's own 400 and 431 with JSON like every other error, and keeps serving", async () => {
+    const bad = await rawAnswer(server.port, 'GARBAGE\r\n\r\n');
+    expect(bad.status).toBe(400);
+    expect(bad.head).toMatch(/content-type: application\/json/i);
+    expect(JSON.parse(bad.body).error).toMatch(/^bad HTTP request: /);
+    const big = await rawAnswer(server.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(big.status).toBe(431);
+    expect(JSON.parse(big.body)).toEqual({ error: 'request headers too large' });
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
   });
 
   it('classifies a raw image/* body', async () => {
@@ -167,7 +166,7 @@ describe('classify serve: limits and shutdown', () => {
     }
   });
 
-  it('on SIGTERM stops accepting, finishes the request in flight, then exits 0', async () => {
+  it('on SIGTERM drains: /readyz 503, new uploads 503, the request in flight finishes, then exit 0', async () => {
     const server = await startServer([]);
     const bytes = image('red.jpg');
     // A raw upload sent in two halves: the request is in flight while the signal arrives.
@@ -182,16 +181,23 @@ describe('classify serve: limits and shutdown', () => {
     });
     req.write(bytes.subarray(0, bytes.length >> 1));
     await new Promise((r) => setTimeout(r, 150));
-    const exited = new Promise<number | null>((r) => server.child.once('exit', r));
     server.child.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 200));
-    await expect(fetch(server.url + '/healthz')).rejects.toThrow(); // no longer accepting
+    // The listener stays open while draining, so a readiness probe hears that it is not ready.
+    const ready = await fetch(server.url + '/readyz');
+    expect(ready.status).toBe(503);
+    expect((await ready.json()).ready).toBe(false);
+    expect((await fetch(server.url + '/healthz')).status).toBe(200);
+    const late = await post(server.url, form(['red.jpg', image('red.jpg')]));
+    expect(late.status).toBe(503);
+    expect(late.headers.get('retry-after')).toBe('1');
+    expect(late.body.error).toMatch(/shutting down/);
     expect(server.child.exitCode).toBeNull(); // still finishing the upload
     req.end(bytes.subarray(bytes.length >> 1));
     const r = await answer;
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body).predictions[0].label).toBe('red');
-    expect(await exited).toBe(0);
+    expect(await server.exited).toBe(0);
   });
 
   it('binds to loopback by default and refuses a busy port with exit 2', async () => {

@@ -1,5 +1,7 @@
 // Reading uploads from a request: multipart form fields named "data", or a raw image body.
-// Every path is bounded by maxBody; nothing here touches the disk.
+// Every path is bounded by maxBody, a time limit and the server-wide budget of buffered bytes;
+// nothing here touches the disk. A failure settles the read at once: the caller answers and
+// closes the connection, so nothing waits for (or buffers) the rest of a bad body.
 import busboy from 'busboy';
 import type { IncomingMessage } from 'node:http';
 
@@ -18,87 +20,171 @@ export class BodyError extends Error {
   }
 }
 
+export interface BodyLimits {
+  maxBody: number;
+  maxFiles: number;
+  /** the whole body must arrive within this many ms of the request's headers */
+  timeoutMs: number;
+}
+
 const tooLarge = (max: number) => new BodyError(413, `request body over the limit of ${max} bytes (--max-body)`);
 
-/** Answering before the client has finished sending makes most clients see a broken pipe
- * instead of the answer: read the rest and throw it away first, unless it is absurdly large. */
-function discardThen(req: IncomingMessage, err: BodyError, reject: (e: BodyError) => void, maxBody: number): void {
-  let discarded = 0;
-  req.on('data', (chunk: Buffer) => {
-    discarded += chunk.length;
-    if (discarded > 16 * maxBody) req.destroy();
-  });
-  req.once('end', () => reject(err));
-  req.once('close', () => reject(err));
-  req.resume();
-}
+/** Bytes of request bodies held in memory, across all requests, bounded by --max-buffered. */
+export class UploadBudget {
+  private used = 0;
 
-export function readUploads(req: IncomingMessage, maxBody: number, maxFiles: number): Promise<Upload[]> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > maxBody) {
-    return new Promise((_, reject) => discardThen(req, tooLarge(maxBody), reject, maxBody));
+  constructor(
+    readonly limit: number,
+    private readonly report: (used: number) => void = () => undefined,
+  ) {}
+
+  get buffered(): number {
+    return this.used;
   }
-  const type = (req.headers['content-type'] ?? '').toLowerCase();
-  if (type.startsWith('multipart/form-data')) return readMultipart(req, maxBody, maxFiles);
-  if (type.startsWith('image/') || type.startsWith('application/octet-stream')) {
-    return readRaw(req, maxBody).then((bytes) => [{ bytes }]);
-  }
-  return Promise.reject(
-    new BodyError(415, `expected multipart/form-data with a "data" field, or an image/* body; got ${type ? `"${type}"` : 'no Content-Type'}`),
-  );
-}
 
-function readRaw(req: IncomingMessage, maxBody: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBody) {
-        req.removeAllListeners('data');
-        chunks.length = 0;
-        discardThen(req, tooLarge(maxBody), reject, maxBody);
-      } else chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
-
-function readMultipart(req: IncomingMessage, maxBody: number, maxFiles: number): Promise<Upload[]> {
-  return new Promise((resolve, reject) => {
-    let parser: busboy.Busboy;
-    try {
-      parser = busboy({ headers: req.headers, limits: { fileSize: maxBody, files: maxFiles, fields: 100, parts: maxFiles + 100 } });
-    } catch (err) {
-      return reject(new BodyError(400, `bad multipart request: ${(err as Error).message}`));
-    }
-    const uploads: Upload[] = [];
-    let failed: BodyError | undefined;
-    let total = 0;
-    const fail = (err: BodyError) => {
-      if (failed) return;
-      failed = err;
-      req.unpipe(parser);
-      uploads.length = 0;
-      discardThen(req, err, reject, maxBody);
+  /** One request's share: it takes bytes as they arrive (or all it declared, up front) and
+   * gives them all back once its uploads are no longer held. */
+  account(): UploadAccount {
+    let held = 0;
+    const change = (n: number) => {
+      held += n;
+      this.used += n;
+      this.report(this.used);
     };
-    req.on('data', (chunk: Buffer) => {
+    return {
+      reserve: (total) => {
+        if (total <= held) return;
+        if (this.used + total - held > this.limit) {
+          throw new BodyError(503, `server busy: ${this.used} bytes of uploads already buffered (--max-buffered ${this.limit})`);
+        }
+        change(total - held);
+      },
+      release: () => change(-held),
+    };
+  }
+}
+
+export interface UploadAccount {
+  /** makes sure `total` bytes are held for this request; throws BodyError 503 past the budget */
+  reserve(total: number): void;
+  release(): void;
+}
+
+function declaredLength(req: IncomingMessage): number | undefined {
+  const raw = req.headers['content-length'];
+  return raw === undefined ? undefined : Number(raw);
+}
+
+const kind = (req: IncomingMessage): 'multipart' | 'raw' | undefined => {
+  const type = (req.headers['content-type'] ?? '').toLowerCase();
+  if (type.startsWith('multipart/form-data')) return 'multipart';
+  if (type.startsWith('image/') || type.startsWith('application/octet-stream')) return 'raw';
+  return undefined;
+};
+
+/** What can be refused from the headers alone, before a byte of the body is read: a declared
+ * length over maxBody, a type we do not read, a declared length the budget cannot hold. */
+export function checkHeaders(req: IncomingMessage, maxBody: number, account: UploadAccount): void {
+  const declared = declaredLength(req);
+  if (declared !== undefined && declared > maxBody) throw tooLarge(maxBody);
+  if (!kind(req)) {
+    const type = req.headers['content-type'];
+    throw new BodyError(415, `expected multipart/form-data with a "data" field, or an image/* body; got ${type ? `"${type}"` : 'no Content-Type'}`);
+  }
+  if (declared !== undefined) account.reserve(declared);
+}
+
+/** Reads the uploads of a request that passed checkHeaders. */
+export function readUploads(req: IncomingMessage, limits: BodyLimits, account: UploadAccount): Promise<Upload[]> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let stop: () => void = () => undefined;
+    const settle = (err: BodyError | undefined, uploads: Upload[] = []) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.off('data', onData);
+      if (err) {
+        stop();
+        reject(err);
+      } else resolve(uploads);
+    };
+    const timer = setTimeout(
+      () => settle(new BodyError(408, `request body not received within ${limits.timeoutMs} ms (--body-timeout)`)),
+      limits.timeoutMs,
+    );
+    let total = 0;
+    const onData = (chunk: Buffer) => {
       total += chunk.length;
-      if (total > maxBody) fail(tooLarge(maxBody));
-    });
-    parser.on('file', (field, stream, info) => {
-      if (field !== 'data') return void stream.resume();
+      if (total > limits.maxBody) return settle(tooLarge(limits.maxBody));
+      try {
+        account.reserve(total); // a body without Content-Length takes from the budget as it comes
+      } catch (err) {
+        settle(err as BodyError);
+      }
+    };
+    req.on('data', onData);
+    req.on('error', () => settle(new BodyError(400, 'the connection failed before the body ended')));
+    req.on('close', () => req.complete || settle(new BodyError(400, 'the client closed the connection before the body ended')));
+
+    if (kind(req) === 'raw') {
+      // With a Content-Length (Node holds the body to it), one buffer of that size: the socket's
+      // chunks are let go as they come instead of being held and then copied.
+      const declared = declaredLength(req);
+      let whole = declared === undefined ? undefined : Buffer.allocUnsafe(declared);
       const chunks: Buffer[] = [];
-      const upload: Upload = { name: info.filename, bytes: Buffer.alloc(0) };
-      uploads.push(upload);
-      stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('limit', () => fail(tooLarge(maxBody)));
-      stream.on('close', () => (upload.bytes = Buffer.concat(chunks)));
-    });
-    parser.on('filesLimit', () => fail(new BodyError(413, `more than ${maxFiles} files in one request`)));
-    parser.on('error', (err) => fail(new BodyError(400, `bad multipart request: ${(err as Error).message}`)));
-    parser.on('close', () => failed || resolve(uploads));
-    req.pipe(parser);
+      let filled = 0;
+      req.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        if (whole) filled += chunk.copy(whole, filled);
+        else chunks.push(chunk);
+      });
+      req.on('end', () => settle(undefined, [{ bytes: whole ? whole.subarray(0, filled) : Buffer.concat(chunks) }]));
+      stop = () => {
+        chunks.length = 0;
+        whole = undefined;
+      };
+    } else {
+      stop = readMultipart(req, limits, settle);
+    }
   });
+}
+
+/** Feeds the request to busboy; returns what stops it. */
+function readMultipart(req: IncomingMessage, limits: BodyLimits, settle: (err: BodyError | undefined, uploads?: Upload[]) => void): () => void {
+  const bad = (err: Error) => settle(new BodyError(400, `bad multipart request: ${err.message}`));
+  let parser: busboy.Busboy;
+  try {
+    parser = busboy({
+      headers: req.headers,
+      limits: { fileSize: limits.maxBody, files: limits.maxFiles, fields: 100, parts: limits.maxFiles + 100 },
+    });
+  } catch (err) {
+    bad(err as Error);
+    return () => undefined;
+  }
+  const uploads: Upload[] = [];
+  parser.on('file', (field, stream, info) => {
+    // A truncated part errors its stream: heard here, it fails this request and nothing else.
+    stream.on('error', bad);
+    if (field !== 'data') return void stream.resume();
+    const chunks: Buffer[] = [];
+    const upload: Upload = { name: info.filename, bytes: Buffer.alloc(0) };
+    uploads.push(upload);
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('limit', () => settle(tooLarge(limits.maxBody)));
+    stream.on('close', () => (upload.bytes = Buffer.concat(chunks)));
+  });
+  parser.on('filesLimit', () => settle(new BodyError(413, `more than ${limits.maxFiles} files in one request (--max-files)`)));
+  parser.on('partsLimit', () => settle(new BodyError(413, `more than ${limits.maxFiles + 100} parts in one request`)));
+  parser.on('error', bad);
+  parser.on('close', () => settle(undefined, uploads));
+  req.pipe(parser);
+  return () => {
+    req.unpipe(parser);
+    uploads.length = 0;
+    parser.removeAllListeners('file');
+    parser.on('error', () => undefined);
+    parser.destroy();
+  };
 }

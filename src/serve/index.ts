@@ -3,11 +3,18 @@ import { Classifier, type ClassifierOptions } from '../classifier.js';
 import { describeClassifier, type Log } from '../report.js';
 import { UsageError } from '../errors.js';
 import { join } from 'node:path';
+import { loadNewestWorking } from '../model.js';
 import { ServerMetrics } from './metrics.js';
 import { watchVersions } from './versions.js';
 import { ClassifyServer, type ServeOptions } from './server.js';
 
-export type ServeCommandOptions = ClassifierOptions & ServeOptions & { verbose: boolean; watchInterval: number };
+export type ServeCommandOptions = ClassifierOptions &
+  ServeOptions & {
+    verbose: boolean;
+    watchInterval: number;
+    /** ms in-flight requests get to finish after SIGTERM before their connections are closed */
+    drainTimeout: number;
+  };
 
 /** A version loaded from its own folder does not know its number: tell it. */
 function withVersion(c: Classifier, version: string): Classifier {
@@ -17,7 +24,10 @@ function withVersion(c: Classifier, version: string): Classifier {
 
 export async function runServe(opts: ServeCommandOptions, log: Log): Promise<number> {
   const metrics = new ServerMetrics();
-  const classifier = await Classifier.load({ ...opts, observe: metrics.observeBatch });
+  if (opts.maxBuffered < opts.maxBody) {
+    throw new Error(`Expected --max-buffered of at least --max-body (${opts.maxBody}) but received ${opts.maxBuffered}`);
+  }
+  const classifier = await loadNewestWorking(opts.graph, (graph) => Classifier.load({ ...opts, graph, observe: metrics.observeBatch }), log);
   if (opts.verbose) describeClassifier(classifier.info, log);
   metrics.setModel(classifier.info);
 
@@ -52,7 +62,12 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
       process.once(signal, () => process.exit(1));
       if (!opts.quiet) log(`${signal}: finishing in-flight requests`);
       watch?.stop();
-      void server.shutdown().then(() => resolve(0));
+      void server.shutdown(opts.drainTimeout).then((cut) => {
+        if (cut > 0) log(`drain took over --drain-timeout ${opts.drainTimeout} ms: closed ${cut} request${cut === 1 ? '' : 's'} still in flight`);
+        // Nothing left may hold the process open past the bound.
+        setTimeout(() => process.exit(cut > 0 ? 1 : 0), 1000).unref();
+        resolve(cut > 0 ? 1 : 0);
+      });
     };
     const onTerm = () => stop('SIGTERM');
     const onInt = () => stop('SIGINT');

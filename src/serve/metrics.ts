@@ -24,6 +24,11 @@ export class ServerMetrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
+  readonly bufferedBytes = new Gauge({
+    name: 'classify_upload_bytes_buffered',
+    help: 'Bytes of request bodies held in memory (bounded by --max-buffered)',
+    registers: [this.registry],
+  });
   readonly inFlight = new Gauge({ name: 'classify_images_in_flight', help: 'Images accepted and not yet answered', registers: [this.registry] });
   readonly modelInfo = new Gauge({ name: 'classify_model_info', help: 'The model being served (value is always 1)', labelNames: ['model', 'engine', 'version'], registers: [this.registry] });
 

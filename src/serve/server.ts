@@ -1,11 +1,13 @@
 // classify serve: the same classifier behind HTTP. Requests share the micro-batcher, so images
 // from concurrent requests go through the model together.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Classifier } from '../classifier.js';
 import { InputError, type InputErrorKind } from '../image/decode.js';
 import { QueueFullError } from '../batcher.js';
-import { BodyError, readUploads, type Upload } from './body.js';
+import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';
 import type { ServerMetrics } from './metrics.js';
 import type { Log } from '../report.js';
 import { jsonRecord, type Outcome } from '../output/format.js';
@@ -14,6 +16,10 @@ export interface ServeOptions {
   host: string;
   port: number;
   maxBody: number;
+  /** bytes of request bodies held at once across all requests, beyond which requests get 503 */
+  maxBuffered: number;
+  /** ms a request's body may take to arrive, after which it gets 408 */
+  bodyTimeout: number;
   /** images accepted but not yet answered, beyond which requests get 503 */
   maxQueue: number;
   maxFiles: number;
@@ -35,6 +41,31 @@ const STATUS_OF: Record<InputErrorKind, number> = {
 
 type ImageResult = { outcome: Outcome; status: number };
 
+/** What Node's HTTP parser reports before a request exists, as Node's own handler answers it. */
+const CLIENT_ERRORS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'request headers too large'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, 'chunk extensions too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request not received in time'],
+};
+
+/** Query values are plain decimals: Number() would also take "0x2", "" or "1_0" (as 0). */
+const DECIMAL = /^(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i;
+
+function querySettings(url: string | undefined, defaults: { topK: number; threshold: number }): { topK: number; threshold: number } {
+  const query = new URL(url ?? '/', 'http://x').searchParams;
+  const k = query.get('top_k');
+  const t = query.get('threshold');
+  const topK = k === null ? defaults.topK : Number(k);
+  if (k !== null && (!/^\d+$/.test(k) || !Number.isSafeInteger(topK) || topK < 1)) {
+    throw new BodyError(400, `Expected positive integer for top_k but received ${JSON.stringify(k)}`);
+  }
+  const threshold = t === null ? defaults.threshold : Number(t);
+  if (t !== null && (!DECIMAL.test(t) || !(threshold <= 1))) {
+    throw new BodyError(400, `Expected number between 0 and 1 for threshold but received ${JSON.stringify(t)}`);
+  }
+  return { topK, threshold };
+}
+
 export class ClassifyServer {
   private readonly server: Server;
   private imagesInFlight = 0;
@@ -43,6 +74,7 @@ export class ClassifyServer {
   private drained: (() => void) | undefined;
   /** requests using each loaded model, so a replaced one is closed only once they finish */
   private readonly users = new Map<Classifier, number>();
+  private readonly budget: UploadBudget;
 
   constructor(
     private classifier: Classifier,
@@ -50,8 +82,13 @@ export class ClassifyServer {
     private readonly opts: ServeOptions,
     private readonly log: Log,
   ) {
-    this.server = createServer((req, res) => void this.handle(req, res));
+    this.budget = new UploadBudget(opts.maxBuffered, (bytes) => metrics.bufferedBytes.set(bytes));
+    // Node's own limit on receiving a request stays behind ours (--body-timeout), as a backstop.
+    this.server = createServer({ requestTimeout: opts.bodyTimeout + 60_000 }, (req, res) => void this.handle(req, res));
     this.server.keepAliveTimeout = 5000;
+    // Expect: 100-continue: a request refused from its headers is refused before its body is sent.
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res, true));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket));
   }
 
   listen(): Promise<AddressInfo> {
@@ -88,18 +125,44 @@ export class ClassifyServer {
     }
   }
 
-  /** Stops accepting, lets in-flight requests finish, then releases the model. */
-  async shutdown(): Promise<void> {
+  /** Drains: new classify requests get 503 (the listener stays open so /readyz can say 503),
+   * requests in flight get up to timeoutMs to finish; then every connection is closed, stalled
+   * ones included, and the model released. Returns how many requests were cut. */
+  async shutdown(timeoutMs: number): Promise<number> {
     this.draining = true;
-    const closed = new Promise<void>((r) => this.server.close(() => r()));
     this.server.closeIdleConnections();
-    if (this.requestsInFlight > 0) await new Promise<void>((r) => (this.drained = r));
+    let timer: NodeJS.Timeout | undefined;
+    const finished =
+      this.requestsInFlight === 0 ||
+      (await new Promise<boolean>((resolve) => {
+        this.drained = () => resolve(true);
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      }));
+    clearTimeout(timer);
+    const cut = finished ? 0 : this.requestsInFlight;
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
     this.server.closeAllConnections();
     await closed;
-    await this.classifier.close();
+    const released = this.classifier.close();
+    // A batch cut short may still hold the engine thread: the bound holds here too.
+    await (cut > 0 ? Promise.race([released, delay(1000, undefined, { ref: false })]) : released);
+    return cut;
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Node's parser failed (bad request line, headers too large): a JSON answer like any other. */
+  private clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    const [status, what] = CLIENT_ERRORS[err.code ?? ''] ?? [400, `bad HTTP request: ${err.message}`];
+    // As Node's own handler: answer only when no response has started on this connection.
+    const current = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || current?.headersSent) return void socket.destroy();
+    const json = JSON.stringify({ error: what }) + '\n';
+    const head = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(json)}\r\nConnection: close\r\n\r\n`;
+    socket.end(head + json, () => socket.destroy());
+    this.metrics.requests.inc({ route: 'other', status: String(status) });
+    if (!this.opts.quiet) this.log(`${(socket as Duplex & { remoteAddress?: string }).remoteAddress ?? '-'} - ${status} ${what}`);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse, expectsContinue = false): Promise<void> {
     const start = performance.now();
     this.requestsInFlight++;
     let route = 'other';
@@ -109,7 +172,7 @@ export class ClassifyServer {
       const path = (req.url ?? '/').split('?')[0];
       if (path === '/' && req.method === 'POST') {
         route = 'classify';
-        images = await this.classifyRequest(req, res);
+        images = await this.classifyRequest(req, res, expectsContinue);
       } else if (path === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
         route = 'healthz';
         send(res, 200, { status: 'ok' });
@@ -140,18 +203,33 @@ export class ClassifyServer {
   }
 
   /** Answers one classify request; returns how many images it held. */
-  private async classifyRequest(req: IncomingMessage, res: ServerResponse): Promise<number> {
-    let uploads: Upload[];
+  private async classifyRequest(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<number> {
+    const account = this.budget.account();
     try {
-      uploads = await readUploads(req, this.opts.maxBody, this.opts.maxFiles);
+      return await this.classifyBuffered(req, res, expectsContinue, account);
+    } finally {
+      account.release();
+    }
+  }
+
+  private async classifyBuffered(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean, account: UploadAccount): Promise<number> {
+    let uploads: Upload[];
+    let settings: { topK: number; threshold: number };
+    try {
+      if (this.draining) throw new BodyError(503, 'server shutting down: send it to another');
+      settings = querySettings(req.url, this.opts);
+      checkHeaders(req, this.opts.maxBody, account);
+      if (expectsContinue) res.writeContinue();
+      uploads = await readUploads(req, { maxBody: this.opts.maxBody, maxFiles: this.opts.maxFiles, timeoutMs: this.opts.bodyTimeout }, account);
     } catch (err) {
       if (err instanceof BodyError) {
-        if (err.status === 413) res.setHeader('Connection', 'close');
-        send(res, err.status, { error: err.message });
+        if (err.status === 503) res.setHeader('Retry-After', '1');
+        answerEarly(req, res, err.status, { error: err.message }, this.opts.maxBody);
         return 0;
       }
       throw err;
     }
+    const { topK, threshold } = settings;
     if (uploads.length === 0) {
       send(res, 400, { error: 'no image: send a multipart form field named "data" (curl -F "data=@image.jpg") or an image/* body' });
       return 0;
@@ -162,19 +240,13 @@ export class ClassifyServer {
       this.metrics.images.inc({ outcome: 'rejected' }, uploads.length);
       return uploads.length;
     }
-    const query = new URL(req.url ?? '/', 'http://x').searchParams;
-    const topK = query.has('top_k') ? Number(query.get('top_k')) : this.opts.topK;
-    const threshold = query.has('threshold') ? Number(query.get('threshold')) : this.opts.threshold;
-    if (!Number.isInteger(topK) || topK < 1 || !(threshold >= 0 && threshold <= 1)) {
-      send(res, 400, { error: 'Expected top_k a positive integer and threshold between 0 and 1' });
-      return uploads.length;
-    }
     this.imagesInFlight += uploads.length;
     this.metrics.inFlight.set(this.imagesInFlight);
     const model = this.use();
     let results: ImageResult[];
     try {
-      results = await Promise.all(uploads.map((u) => this.classifyOne(model, u, topK, threshold)));
+      // The request is its own group for decode slots: a big request cannot starve a small one.
+      results = await Promise.all(uploads.map((u) => this.classifyOne(model, u, topK, threshold, req)));
     } finally {
       this.done(model);
       this.imagesInFlight -= uploads.length;
@@ -192,10 +264,10 @@ export class ClassifyServer {
     return uploads.length;
   }
 
-  private async classifyOne(model: Classifier, u: Upload, topK: number, threshold: number): Promise<ImageResult> {
+  private async classifyOne(model: Classifier, u: Upload, topK: number, threshold: number, group: object): Promise<ImageResult> {
     const path = u.name;
     try {
-      const predictions = await model.classifyBytes(u.bytes, topK, threshold);
+      const predictions = await model.classifyBytes(u.bytes, topK, threshold, group);
       this.metrics.images.inc({ outcome: 'ok' });
       return { outcome: { path, predictions, version: model.info.version }, status: 200 };
     } catch (err) {
@@ -207,8 +279,37 @@ export class ClassifyServer {
   }
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
+function send(res: ServerResponse, status: number, body: unknown, end = true): void {
   const json = JSON.stringify(body) + '\n';
   res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(json) });
-  res.end(json);
+  if (end) res.end(json);
+  else res.write(json);
+}
+
+/** How long, and how much, of a refused body is read and thrown away after the answer. */
+const LINGER_MS = 2000;
+const LINGER_BYTES_PER_MAX_BODY = 4;
+
+/** Answers a request whose body was refused or not read to the end, and closes its connection.
+ * Closing straight away would make most clients, still sending, see a broken pipe instead of
+ * the answer: so the complete answer goes out now, the rest of the body is read and dropped
+ * (never buffered) until it ends or the bounds pass, and then the connection closes. */
+function answerEarly(req: IncomingMessage, res: ServerResponse, status: number, body: unknown, maxBody: number): void {
+  res.setHeader('Connection', 'close');
+  // A client that stalled (408) or left has nothing more to send.
+  if (req.complete || req.destroyed || status === 408) return send(res, status, body);
+  send(res, status, body, false);
+  let dropped = 0;
+  const close = () => {
+    clearTimeout(timer);
+    if (!res.writableEnded) res.end();
+  };
+  const timer = setTimeout(close, LINGER_MS);
+  req.on('data', (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > LINGER_BYTES_PER_MAX_BODY * maxBody) close();
+  });
+  req.once('end', close);
+  req.once('close', close);
+  req.resume();
 }

@@ -35,6 +35,9 @@ export function watchVersions(
   intervalMs: number,
 ): VersionWatch {
   const failed = new Map<string, string>(); // version -> fingerprint that failed
+  // Versions above the one serving at start failed to load then (and were logged): retried only
+  // once their files change.
+  for (const v of listVersions(root)) if (v > Number(current() ?? -1)) failed.set(String(v), fingerprint(join(root, String(v))));
   let candidate: { version: string; print: string } | undefined;
   let busy = false;
   const poll = async () => {

@@ -1,0 +1,66 @@
+// Decoding is shared between requests in turn: a one-image request is not held behind every
+// image of the large requests that came before it.
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import { Semaphore } from '../src/semaphore.js';
+import { form, image, type Server, startServer } from './serve-helpers.js';
+
+const inFlight = async (server: Server) => {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  return Number(/^classify_images_in_flight (\S+)$/m.exec(text)![1]);
+};
+
+describe('classify serve: fairness between requests', () => {
+  it('a one-image request is answered before three requests of many large images sent ahead of it', async () => {
+    // One decode at a time, so the order of decoding is the order of answers.
+    const server = await startServer(['--quiet', '--decode-jobs', '1']);
+    try {
+      // Small to send, slow to decode: PNG has no shrink-on-load, so every pixel is inflated.
+      const big = await sharp({ create: { width: 1500, height: 1500, channels: 3, background: { r: 0, g: 0, b: 220 } } })
+        .png({ compressionLevel: 1 })
+        .toBuffer();
+      const perRequest = 16;
+      const order: string[] = [];
+      const send = (name: string, files: [string, Buffer][]) =>
+        fetch(server.url, { method: 'POST', body: form(...files) }).then(async (r) => {
+          order.push(name);
+          return { status: r.status, body: await r.json() };
+        });
+      const large = ['A', 'B', 'C'].map((name) => send(name, Array.from({ length: perRequest }, (_, i) => [`${name}${i}.png`, big] as [string, Buffer])));
+      // All three are being decoded (in flight, none answered) before the small one is sent.
+      await expect.poll(() => inFlight(server), { timeout: 10_000, interval: 20 }).toBe(3 * perRequest);
+      const small = send('small', [['red.jpg', image('red.jpg')]]);
+      const answers = await Promise.all([...large, small]);
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
+      expect(answers[3].body.predictions[0].label).toBe('red');
+      for (const a of answers.slice(0, 3)) expect(a.body.map((r: { predictions: { label: string }[] }) => r.predictions[0].label)).toEqual(Array(perRequest).fill('blue'));
+      // First in line to decode was A; in turn, the small request's one image came within a round.
+      expect(order[0]).toBe('small');
+    } finally {
+      server.child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('decode slots', () => {
+  it('go round the groups in turn, each group in arrival order; without groups, arrival order', async () => {
+    const slots = new Semaphore(1);
+    const ran: string[] = [];
+    let release = () => undefined as void;
+    const blocker = slots.run(() => new Promise<void>((r) => (release = r)));
+    const task = (name: string) => async () => void ran.push(name);
+    const jobs = [
+      ...['a1', 'a2', 'a3', 'a4'].map((n) => slots.run(task(n), 'a')),
+      ...['b1', 'b2'].map((n) => slots.run(task(n), 'b')),
+      slots.run(task('c1'), 'c'),
+    ];
+    release();
+    await Promise.all([blocker, ...jobs]);
+    expect(ran).toEqual(['a1', 'b1', 'c1', 'a2', 'b2', 'a3', 'a4']);
+
+    const fifo: string[] = [];
+    const plain = new Semaphore(2);
+    await Promise.all(['1', '2', '3', '4', '5'].map((n) => plain.run(async () => void fifo.push(n))));
+    expect(fifo).toEqual(['1', '2', '3', '4', '5']);
+  });
+});
