@@ -25,7 +25,7 @@ function withVersion(c: Classifier, version: string): Classifier {
 export async function runServe(opts: ServeCommandOptions, log: Log): Promise<number> {
   const metrics = new ServerMetrics();
   if (opts.maxBuffered < opts.maxBody) {
-    throw new Error(`Expected --max-buffered of at least --max-body (${opts.maxBody}) but received ${opts.maxBuffered}`);
+    throw new UsageError(`Expected --max-buffered of at least --max-body (${opts.maxBody}) but received ${opts.maxBuffered}`);
   }
   const classifier = await loadNewestWorking(opts.graph, (graph) => Classifier.load({ ...opts, graph, observe: metrics.observeBatch }), log);
   if (opts.verbose) describeClassifier(classifier.info, log);
