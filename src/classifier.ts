@@ -1,21 +1,34 @@
-// A model loaded once, with its labels, decoder and micro-batcher: images in, predictions out.
-// Shared by the command-line filter and the HTTP server.
+// A model loaded once, with its labels: images in, predictions out. Shared by the command-line
+// filter and the HTTP server. The parts, in the order an image meets them:
+//   ImageSlots   shared memory an image is prepared into (backpressure when all are taken)
+//   DecodePool   worker threads that read, decode, resize and pack into a slot
+//   MicroBatcher gathers prepared slots into batches
+//   BatchRunner  one batch through the engine thread, scores back per image
+//   rank         scores to the top-k labels
 import { availableParallelism } from 'node:os';
-import { ModelError } from './backends/engine.js';
 import { startEngine, type WorkerEngine } from './backends/remote.js';
-import { type BatchStats, MicroBatcher } from './batcher.js';
-import { blankJpeg, decodeToRgb, ImageReader } from './image/decode.js';
-import { type Normalisation, TensorPacker } from './image/tensor.js';
+import { type BatchStats, MicroBatcher, QueueFullError } from './batcher.js';
+import { BatchRunner } from './batch-runner.js';
+import { ModelError } from './errors.js';
+import { blankJpeg, DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
+import { DecodePool } from './image/decode-pool.js';
+import type { PrepareSpec } from './image/prepare.js';
+import { ImageSlots } from './image/slots.js';
+import type { Normalisation } from './image/tensor.js';
 import { type BackendChoice, chooseNormalisation, engineSpec, readLabels, resolveModel } from './model.js';
-import { Semaphore } from './semaphore.js';
+import { type Prediction, rank, type SoftmaxWhen } from './ranking.js';
+
+export type { Prediction } from './ranking.js';
 
 export interface ClassifierOptions {
   graph: string;
+  /** the version folder's number, when the caller picked one from a folder of versions */
+  version?: string;
   labels?: string;
   backend: BackendChoice;
-  /** 0: chosen for the device (see DEFAULT_BATCH) */
   mean?: [number, number, number];
   std?: [number, number, number];
+  /** 0: chosen for the device (see DEFAULT_BATCH) */
   batchSize: number;
   maxDelayMs: number;
   /** 0: unbounded */
@@ -26,8 +39,8 @@ export interface ClassifierOptions {
   /** engine intra-op threads; 0: the engine's choice */
   threads: number;
   device: string;
-  softmax: 'auto' | 'on' | 'off';
-  /** images decoded at once; 0: from the core count */
+  softmax: SoftmaxWhen;
+  /** decode threads; 0: one per core */
   decodeJobs: number;
   inputNode?: string;
   outputNode?: string;
@@ -39,39 +52,38 @@ export interface ClassifierOptions {
  * WebGPU, MobileNetV2 ran at 92% of its best (batch 32) at 16, with half the latency; 64 was slower. */
 export const DEFAULT_BATCH = { cpu: 2, accelerator: 16 };
 
-export interface Prediction {
-  label: string;
-  score: number;
-}
-
 export interface ClassifierInfo {
-  model: string;
+  readonly model: string;
   /** the version folder, when the model came from a folder of versions */
-  version?: string;
-  labelsFile: string;
-  engine: string;
-  engineNotes: string[];
-  input: string;
-  normalisation: Normalisation;
-  normalisationSource: string;
-  batchSize: number;
-  maxDelayMs: number;
-  decodeJobs: number;
-  classes: number;
+  readonly version?: string;
+  readonly labelsFile: string;
+  readonly engine: string;
+  readonly engineNotes: readonly string[];
+  readonly input: string;
+  readonly normalisation: Normalisation;
+  readonly normalisationSource: string;
+  readonly batchSize: number;
+  readonly maxDelayMs: number;
+  /** decode threads */
+  readonly decodeJobs: number;
+  /** images that can be in preparation or waiting for a batch at once (the image slots) */
+  readonly inFlight: number;
+  readonly classes: number;
 }
 
 export class Classifier {
+  /** images being prepared: the batcher waits for them rather than send a batch short */
+  private inbound = 0;
+  private warm = false;
+
   private constructor(
     readonly info: ClassifierInfo,
     private readonly engine: WorkerEngine,
     private readonly labels: string[],
-    private readonly packer: TensorPacker,
-    private readonly batcher: MicroBatcher<Buffer, Float32Array>,
-    private readonly inbound: { count: number },
-    private readonly decodeSlots: Semaphore,
-    private readonly maxPixels: number,
-    private readonly softmax: ClassifierOptions['softmax'],
-    private readonly files = new ImageReader(),
+    private readonly slots: ImageSlots,
+    private readonly decoder: DecodePool,
+    private readonly batcher: MicroBatcher<number, Float32Array>,
+    private readonly softmax: SoftmaxWhen,
   ) {}
 
   static async load(opts: ClassifierOptions): Promise<Classifier> {
@@ -80,87 +92,78 @@ export class Classifier {
     const engine = await startEngine(
       engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode }),
     );
-    const sig = engine.signature;
-    if (labels.length !== sig.outputSize) {
+    try {
+      const sig = engine.signature;
+      if (labels.length !== sig.outputSize) {
+        throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
+      }
+      const { source, ...normalisation } = chooseNormalisation(model, engine.normalisation, { mean: opts.mean, std: opts.std });
+      const wanted = opts.batchSize > 0 ? opts.batchSize : engine.accelerated ? DEFAULT_BATCH.accelerator : DEFAULT_BATCH.cpu;
+      const batchSize = Math.min(wanted, sig.maxBatch);
+      const decodeJobs = opts.decodeJobs > 0 ? opts.decodeJobs : availableParallelism();
+      const spec: PrepareSpec = {
+        height: sig.height,
+        width: sig.width,
+        layout: sig.layout,
+        inputType: sig.inputType,
+        normalisation,
+        maxPixels: opts.maxPixels,
+        maxFileSize: opts.maxFileSize ?? DEFAULT_MAX_FILE_SIZE,
+      };
+      // Enough slots for two batches plus two images in preparation per decode thread.
+      const inFlight = Math.max(8, 2 * batchSize + 2 * decodeJobs);
+      const slots = new ImageSlots(inFlight, sig.height * sig.width * 3, sig.inputType);
+      await engine.attachSlots({ buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize });
+      const decoder = new DecodePool(spec, slots, decodeJobs);
+      const runner = new BatchRunner(engine, slots, sig.outputSize);
+      let classifier: Classifier | undefined;
+      const batcher = new MicroBatcher((batch: number[]) => runner.run(batch), {
+        maxSize: batchSize,
+        maxDelayMs: opts.maxDelayMs,
+        maxQueue: opts.maxQueue,
+        inbound: () => classifier!.inbound,
+        observe: opts.observe && ((stats) => classifier!.warm && opts.observe!(stats)),
+      });
+      const info: ClassifierInfo = Object.freeze({
+        model: model.file,
+        version: opts.version ?? model.version,
+        labelsFile: model.labelsFile,
+        engine: engine.name,
+        engineNotes: Object.freeze([...engine.notes]),
+        input: `${sig.inputName} ${sig.inputType} ${sig.layout} ${sig.height}x${sig.width}${sig.maxBatch === 1 ? ' (fixed batch of 1)' : ''}`,
+        normalisation: Object.freeze(normalisation),
+        normalisationSource: source,
+        batchSize,
+        maxDelayMs: opts.maxDelayMs,
+        decodeJobs,
+        inFlight,
+        classes: sig.outputSize,
+      });
+      classifier = new Classifier(info, engine, labels, slots, decoder, batcher, opts.softmax);
+      await classifier.warmUp();
+      return classifier;
+    } catch (err) {
       await engine.dispose();
-      throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
+      throw err;
     }
-    const { source, ...norm } = chooseNormalisation(model, engine.normalisation, { mean: opts.mean, std: opts.std });
-    const packer = new TensorPacker(sig.height, sig.width, sig.layout, norm);
-    const wanted = opts.batchSize > 0 ? opts.batchSize : engine.accelerated ? DEFAULT_BATCH.accelerator : DEFAULT_BATCH.cpu;
-    const batchSize = Math.min(wanted, sig.maxBatch);
-    const decodeJobs = opts.decodeJobs > 0 ? opts.decodeJobs : Math.max(2, availableParallelism() * 2);
-
-    // Batch buffers go to the engine thread and come back; keep them for the next batch.
-    const pool: (Float32Array | Uint8Array)[] = [];
-    engine.onBufferReturned = (buf) => {
-      if (pool.length < 2) pool.push(buf);
-    };
-    const perImage = packer.imageSize;
-    const take = (): Float32Array | Uint8Array => {
-      const buf = pool.pop();
-      if (buf && buf.length >= batchSize * perImage) return buf;
-      return sig.inputType === 'uint8' ? new Uint8Array(batchSize * perImage) : new Float32Array(batchSize * perImage);
-    };
-    const runBatch = async (images: Buffer[]): Promise<Float32Array[]> => {
-      const input = take();
-      images.forEach((rgb, slot) =>
-        input instanceof Float32Array ? packer.writeFloat(rgb, input, slot) : packer.writeUint8(rgb, input, slot),
-      );
-      const scores = await engine.run(input, images.length);
-      const n = sig.outputSize;
-      return images.map((_, i) => scores.subarray(i * n, (i + 1) * n));
-    };
-    const inbound = { count: 0 };
-    let warm = false;
-    const batcher = new MicroBatcher(runBatch, {
-      maxSize: batchSize,
-      maxDelayMs: opts.maxDelayMs,
-      maxQueue: opts.maxQueue,
-      inbound: () => inbound.count,
-      observe: opts.observe && ((stats) => warm && opts.observe!(stats)),
-    });
-    const info: ClassifierInfo = {
-      model: model.file,
-      version: model.version,
-      labelsFile: model.labelsFile,
-      engine: engine.name,
-      engineNotes: engine.notes,
-      input: `${sig.inputName} ${sig.inputType} ${sig.layout} ${sig.height}x${sig.width}${sig.maxBatch === 1 ? ' (fixed batch of 1)' : ''}`,
-      normalisation: norm,
-      normalisationSource: source,
-      batchSize,
-      maxDelayMs: opts.maxDelayMs,
-      decodeJobs,
-      classes: sig.outputSize,
-    };
-    const classifier = new Classifier(info, engine, labels, packer, batcher, inbound, new Semaphore(decodeJobs), opts.maxPixels, opts.softmax, new ImageReader(opts.maxFileSize));
-    await classifier.warmUp();
-    warm = true;
-    return classifier;
   }
 
-  /** A blank image through the whole path at load, so the first real one does not pay for
-   * first times: libvips' start-up, lazily compiled and unoptimised JavaScript, a fresh batch
-   * buffer (MobileNetV2 on the 2-core machine: first answers of 28 to 35 ms, the next about 15). */
+  /** A blank image through the whole path at load, so that the first real one does not pay for
+   * first times: each decode thread's first decode, lazily compiled code, the engine's first run.
+   * Twice the model's size, so that JPEG shrink-on-load and the downscaling kernels run too. */
   private async warmUp(): Promise<void> {
-    // Twice the model's size, so that JPEG shrink-on-load and the downscaling kernels run, and one
-    // per libuv thread at once: each thread's first decode costs ~2 ms more (4 vs 6.5 ms at 128 px).
-    const [width, height] = [this.packer.width * 2, this.packer.height * 2];
+    const [width, height] = [this.decoder.spec.width * 2, this.decoder.spec.height * 2];
     const blank = await blankJpeg(width, height);
-    const threads = Math.min(this.info.decodeJobs, Number(process.env.UV_THREADPOOL_SIZE) || 4);
-    // Our own image: not held to --max-pixels, which may be set below its size.
-    const [rgb] = await Promise.all(Array.from({ length: threads }, () => this.decode(blank, width * height)));
-    this.rank(await this.batcher.submit(rgb), 1, 0);
-    // V8 optimises the packing loop only from its third run; the transfer above came first, which
-    // matters because V8 drops typed-array code compiled before a process's first transfer.
-    this.packer.warmUp(rgb);
+    await this.decoder.warmUp(blank);
+    const slot = await this.slots.acquire();
+    await this.decoder.bytes(blank, slot, true);
+    await this.batcher.submit(slot);
+    this.warm = true;
   }
 
   /** Classifies a file on disk. Throws InputError for an unreadable or undecodable image. */
   async classifyFile(path: string, topK: number, threshold = 0): Promise<Prediction[]> {
-    const rgb = await this.prepare(async () => this.decode(await this.files.read(path)));
-    return this.rank(await this.batcher.submit(rgb), topK, threshold);
+    return this.classifyPrepared((slot) => this.decoder.file(path, slot), topK, threshold);
   }
 
   /** Classifies a file on disk, saying which model version answered. */
@@ -168,25 +171,10 @@ export class Classifier {
     return { predictions: await this.classifyFile(path, topK, threshold), version: this.info.version };
   }
 
-  /** Classifies image bytes (an upload). Decode slots go round the groups in turn (the server
-   * passes the request), so one request's many images do not hold back another's one. */
-  async classifyBytes(bytes: Buffer, topK: number, threshold = 0, group?: unknown): Promise<Prediction[]> {
-    const rgb = await this.prepare(() => this.decode(bytes), group);
-    return this.rank(await this.batcher.submit(rgb), topK, threshold);
-  }
-
-  /** Decodes in a decode slot, counted as inbound for the batcher until it is submitted. */
-  private async prepare(decode: () => Promise<Buffer>, group?: unknown): Promise<Buffer> {
-    this.inbound.count++;
-    try {
-      const rgb = await this.decodeSlots.run(decode, group);
-      this.inbound.count--;
-      return rgb; // submitted next, which re-checks the queue
-    } catch (err) {
-      this.inbound.count--;
-      this.batcher.poke(); // a batch may have been waiting for this image
-      throw err;
-    }
+  /** Classifies image bytes (an upload). Slots go round the groups in turn (the server passes the
+   * request), so one request's many images do not hold back another's one. */
+  async classifyBytes(bytes: Uint8Array, topK: number, threshold = 0, group?: unknown): Promise<Prediction[]> {
+    return this.classifyPrepared((slot) => this.decoder.bytes(bytes, slot), topK, threshold, group);
   }
 
   /** images waiting for a batch */
@@ -194,53 +182,30 @@ export class Classifier {
     return this.batcher.waiting;
   }
 
-  close(): Promise<void> {
-    return this.engine.dispose();
+  async close(): Promise<void> {
+    await this.decoder.close();
+    await this.engine.dispose();
   }
 
-  private decode(bytes: Buffer, maxPixels = this.maxPixels): Promise<Buffer> {
-    return decodeToRgb(bytes, { width: this.packer.width, height: this.packer.height, maxPixels });
-  }
-
-  private rank(scores: Float32Array, topK: number, threshold: number): Prediction[] {
-    const probs = this.softmax === 'on' || (this.softmax === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
-    return topIndices(probs, topK)
-      .filter((i) => probs[i] >= threshold)
-      .map((i) => ({ label: this.labels[i], score: probs[i] }));
-  }
-}
-
-function looksLikeProbabilities(v: Float32Array): boolean {
-  let sum = 0;
-  for (const x of v) {
-    if (x < 0 || x > 1) return false;
-    sum += x;
-  }
-  return Math.abs(sum - 1) < 1e-3;
-}
-
-function softmax(v: Float32Array): Float32Array {
-  let max = -Infinity;
-  for (const x of v) if (x > max) max = x;
-  const out = new Float32Array(v.length);
-  let sum = 0;
-  for (let i = 0; i < v.length; i++) sum += out[i] = Math.exp(v[i] - max);
-  for (let i = 0; i < v.length; i++) out[i] /= sum;
-  return out;
-}
-
-/** Indices of the k largest values, largest first (insertion into a short sorted list). */
-export function topIndices(v: Float32Array, k: number): number[] {
-  const top: number[] = [];
-  if (k <= 0) return top;
-  for (let i = 0; i < v.length; i++) {
-    if (top.length === k && v[i] <= v[top[k - 1]]) continue;
-    let j = top.length < k ? top.length : k - 1;
-    while (j > 0 && v[top[j - 1]] < v[i]) {
-      top[j] = top[j - 1];
-      j--;
+  /** Prepares an image into a slot (counted as inbound for the batcher meanwhile), then batches it. */
+  private async classifyPrepared(prepare: (slot: number) => Promise<void>, topK: number, threshold: number, group?: unknown): Promise<Prediction[]> {
+    this.inbound++;
+    let slot: number | undefined;
+    try {
+      slot = await this.slots.acquire(group);
+      await prepare(slot);
+    } catch (err) {
+      if (slot !== undefined) this.slots.release(slot);
+      this.inbound--;
+      this.batcher.poke(); // a batch may have been waiting for this image
+      throw err;
     }
-    top[j] = i;
+    this.inbound--;
+    const scores = await this.batcher.submit(slot).catch((err: unknown) => {
+      // Refused at the door: the runner never saw the slot, so it is freed here.
+      if (err instanceof QueueFullError) this.slots.release(slot);
+      throw err;
+    });
+    return rank(scores, this.labels, this.softmax, topK, threshold);
   }
-  return top;
 }

@@ -63,10 +63,11 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     classifier = { classifyPath: (p, k, t) => remote.classifyFile(p, k, t), close: () => remote.close() };
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
   } else {
-    const local = await loadNewestWorking(opts.graph, (graph) => Classifier.load({ ...opts, graph }), io.log);
+    const local = await loadNewestWorking(opts.graph, (graph, version) => Classifier.load({ ...opts, graph, version }), io.log);
     if (opts.verbose) describeClassifier(local.info, io.log);
     classifier = local;
-    window = Math.max(16, 2 * local.info.batchSize + local.info.decodeJobs);
+    // Enough paths in flight to keep every slot busy and a batch's worth ready behind them.
+    window = Math.max(16, local.info.inFlight + local.info.batchSize);
   }
 
   if (args.length === 0 && (io.stdin as { isTTY?: boolean }).isTTY && !opts.quiet) {

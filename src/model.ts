@@ -35,18 +35,16 @@ function versionsOf(graph: string): number[] {
 
 /** Loads --graph; a folder of versions gives its highest version that loads, saying which
  * failed and why (a broken new version must not stop the CLI or the server). */
-export async function loadNewestWorking<T extends { info: { version?: string } }>(
+export async function loadNewestWorking<T>(
   graph: string,
-  load: (graph: string) => Promise<T>,
+  load: (graph: string, version?: string) => Promise<T>,
   log: Log,
 ): Promise<T> {
   const versions = versionsOf(graph);
   if (versions.length < 2) return load(graph);
   for (const [i, v] of versions.entries()) {
     try {
-      const loaded = await load(join(graph, String(v)));
-      loaded.info.version = String(v);
-      return loaded;
+      return await load(join(graph, String(v)), String(v));
     } catch (err) {
       if (i === versions.length - 1) throw err;
       const why = err instanceof ModelError ? `${err.file}: ${err.message}` : (err as Error).message;

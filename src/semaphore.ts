@@ -8,14 +8,28 @@ export class Semaphore {
   constructor(private readonly limit: number) {}
 
   async run<T>(task: () => Promise<T>, group: unknown = this): Promise<T> {
+    // A free permit starts the task at once, in this turn (acquire() would take a microtask).
     if (this.active < this.limit) this.active++;
-    // A finishing task hands its slot straight to the next waiter, so none can jump the queue.
     else await new Promise<void>((resolve) => this.wait(group, resolve));
     try {
       return await task();
     } finally {
-      this.next();
+      this.release();
     }
+  }
+
+  /** Takes a permit, waiting for one when all are taken; give it back with release(). */
+  acquire(group: unknown = this): Promise<void> {
+    if (this.active < this.limit) {
+      this.active++;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => this.wait(group, resolve));
+  }
+
+  /** A released permit goes straight to the next waiter, so none can jump the queue. */
+  release(): void {
+    this.next();
   }
 
   private wait(group: unknown, resolve: () => void): void {

@@ -9,7 +9,8 @@ import { InputError, type InputErrorKind } from './decode.js';
 import type { PrepareSpec } from './prepare.js';
 import { ImageSlots } from './slots.js';
 
-export type Job = { id: number; slot: number } & ({ path: string } | { bytes: Uint8Array });
+/** `ownImage`: the warm-up's blank, not held to --max-pixels (which may be set below its size). */
+export type Job = { id: number; slot: number; ownImage?: boolean } & ({ path: string } | { bytes: Uint8Array });
 export type Done = { id: number; error?: { kind: InputErrorKind; message: string } };
 export interface WorkerInit {
   spec: PrepareSpec;
@@ -57,9 +58,9 @@ export class DecodePool {
     return this.submit({ id: this.nextId++, slot, path });
   }
 
-  /** Prepares image bytes (an upload) into `slot`. */
-  bytes(bytes: Uint8Array, slot: number): Promise<void> {
-    return this.submit({ id: this.nextId++, slot, bytes });
+  /** Prepares image bytes (an upload) into `slot`; `ownImage` lifts --max-pixels (the warm-up's). */
+  bytes(bytes: Uint8Array, slot: number, ownImage = false): Promise<void> {
+    return this.submit({ id: this.nextId++, slot, bytes, ownImage });
   }
 
   /** Every worker decodes one image at once (each thread's first decode is slower). */
@@ -68,7 +69,7 @@ export class DecodePool {
     try {
       await Promise.all(
         this.workers.map((worker, i) => {
-          const job: Job = { id: this.nextId++, slot: slots[i], bytes };
+          const job: Job = { id: this.nextId++, slot: slots[i], bytes, ownImage: true };
           return this.enqueue(worker, job);
         }),
       );

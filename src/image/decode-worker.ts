@@ -12,6 +12,8 @@ const preparer = new Preparer(spec);
 // Synchronous reads: a slow one holds up this thread only, never the main thread.
 const files = new ImageReader(spec.maxFileSize, Infinity);
 let finished: Done[] = [];
+/** sharp's own default pixel limit: the warm-up's blank is ours, whatever --max-pixels says. */
+const OWN_IMAGE_LIMIT = 0x3fff * 0x3fff;
 
 function answer(done: Done): void {
   if (finished.length === 0) setImmediate(() => {
@@ -25,7 +27,7 @@ function answer(done: Done): void {
 async function run(job: Job): Promise<Done> {
   try {
     const bytes = 'path' in job ? await files.read(job.path) : job.bytes;
-    await preparer.prepare(bytes, slotView(slots, spec.inputType, preparer.imageSize, job.slot));
+    await preparer.prepare(bytes, slotView(slots, spec.inputType, preparer.imageSize, job.slot), job.ownImage ? OWN_IMAGE_LIMIT : spec.maxPixels);
     return { id: job.id };
   } catch (err) {
     if (err instanceof InputError) return { id: job.id, error: { kind: err.kind, message: err.message } };

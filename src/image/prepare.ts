@@ -26,11 +26,11 @@ export class Preparer {
   }
 
   /** Decodes `bytes` and writes the packed image into `dst` (one slot's view). */
-  async prepare(bytes: Uint8Array, dst: Float32Array | Uint8Array): Promise<void> {
+  async prepare(bytes: Uint8Array, dst: Float32Array | Uint8Array, maxPixels = this.spec.maxPixels): Promise<void> {
     const rgb = await decodeToRgb(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
       width: this.spec.width,
       height: this.spec.height,
-      maxPixels: this.spec.maxPixels,
+      maxPixels,
     });
     if (dst instanceof Float32Array) this.packer.writeFloat(rgb, dst, 0);
     else this.packer.writeUint8(rgb, dst, 0);

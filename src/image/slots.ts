@@ -1,12 +1,14 @@
 // Image slots in one SharedArrayBuffer: decode workers write a prepared image into a slot, the
 // engine thread gathers a batch's slots into its input. Nothing is copied through the main thread.
+import { Semaphore } from '../semaphore.js';
 
 export type SlotType = 'float32' | 'uint8';
 
 export class ImageSlots {
   readonly buffer: SharedArrayBuffer;
   private readonly free: number[];
-  private readonly waiters: ((slot: number) => void)[] = [];
+  /** waiting for a slot goes round the groups (serve's requests) in turn */
+  private readonly permits: Semaphore;
 
   constructor(
     readonly capacity: number,
@@ -17,24 +19,18 @@ export class ImageSlots {
     const bytesPerElement = type === 'float32' ? 4 : 1;
     this.buffer = new SharedArrayBuffer(capacity * imageSize * bytesPerElement);
     this.free = Array.from({ length: capacity }, (_, i) => capacity - 1 - i);
+    this.permits = new Semaphore(capacity);
   }
 
   /** A free slot; waits for one when all are taken (backpressure on decoding). */
-  acquire(): Promise<number> {
-    const slot = this.free.pop();
-    if (slot !== undefined) return Promise.resolve(slot);
-    return new Promise((resolve) => this.waiters.push(resolve));
+  async acquire(group?: unknown): Promise<number> {
+    await this.permits.acquire(group);
+    return this.free.pop()!;
   }
 
   release(slot: number): void {
-    const waiter = this.waiters.shift();
-    if (waiter) waiter(slot);
-    else this.free.push(slot);
-  }
-
-  /** slots in use or waited for */
-  get inUse(): number {
-    return this.capacity - this.free.length + this.waiters.length;
+    this.free.push(slot);
+    this.permits.release();
   }
 }
 

@@ -16,18 +16,12 @@ export type ServeCommandOptions = ClassifierOptions &
     drainTimeout: number;
   };
 
-/** A version loaded from its own folder does not know its number: tell it. */
-function withVersion(c: Classifier, version: string): Classifier {
-  c.info.version = version;
-  return c;
-}
-
 export async function runServe(opts: ServeCommandOptions, log: Log): Promise<number> {
   const metrics = new ServerMetrics();
   if (opts.maxBuffered < opts.maxBody) {
     throw new UsageError(`Expected --max-buffered of at least --max-body (${opts.maxBody}) but received ${opts.maxBuffered}`);
   }
-  const classifier = await loadNewestWorking(opts.graph, (graph) => Classifier.load({ ...opts, graph, observe: metrics.observeBatch }), log);
+  const classifier = await loadNewestWorking(opts.graph, (graph, version) => Classifier.load({ ...opts, graph, version, observe: metrics.observeBatch }), log);
   if (opts.verbose) describeClassifier(classifier.info, log);
   metrics.setModel(classifier.info);
 
@@ -38,7 +32,7 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
       ? watchVersions(
           opts.graph,
           () => server.model.info.version,
-          (version) => Classifier.load({ ...opts, graph: join(opts.graph, version), observe: metrics.observeBatch }).then((c) => withVersion(c, version)),
+          (version) => Classifier.load({ ...opts, graph: join(opts.graph, version), version, observe: metrics.observeBatch }),
           (next) => server.swap(next),
           log,
           opts.watchInterval,
