@@ -172,6 +172,20 @@ export class Classifier {
     return this.rank(await this.batcher.submit(rgb), topK, threshold);
   }
 
+  /** The whole score vector for image bytes, in label order, after softmax where it applies:
+   * what --cache keeps, so that any --top-k and --threshold can be answered from it. */
+  async scoreBytes(bytes: Buffer): Promise<Float32Array> {
+    const rgb = await this.prepare(() => this.decode(bytes));
+    return Float32Array.from(this.probabilities(await this.batcher.submit(rgb)));
+  }
+
+  /** Ranks a vector from scoreBytes, exactly as a fresh answer is ranked. */
+  rankScores(probs: Float32Array, topK: number, threshold = 0): Prediction[] {
+    return topIndices(probs, topK)
+      .filter((i) => probs[i] >= threshold)
+      .map((i) => ({ label: this.labels[i], score: probs[i] }));
+  }
+
   /** Decodes in a decode slot, counted as inbound for the batcher until it is submitted. */
   private async prepare(decode: () => Promise<Buffer>): Promise<Buffer> {
     this.inbound.count++;
@@ -199,11 +213,12 @@ export class Classifier {
     return decodeToRgb(bytes, { width: this.packer.width, height: this.packer.height, maxPixels });
   }
 
+  private probabilities(scores: Float32Array): Float32Array {
+    return this.softmax === 'on' || (this.softmax === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
+  }
+
   private rank(scores: Float32Array, topK: number, threshold: number): Prediction[] {
-    const probs = this.softmax === 'on' || (this.softmax === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
-    return topIndices(probs, topK)
-      .filter((i) => probs[i] >= threshold)
-      .map((i) => ({ label: this.labels[i], score: probs[i] }));
+    return this.rankScores(this.probabilities(scores), topK, threshold);
   }
 }
 

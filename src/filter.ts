@@ -2,6 +2,7 @@
 // place where a line of stdin becomes a line of stdout.
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
+import { type BulkOptions, setUpBulk } from './bulk.js';
 import { Classifier, type ClassifierOptions, type Prediction } from './classifier.js';
 import { RemoteClassifier, RemoteImageError } from './remote/client.js';
 import { InputError } from './image/decode.js';
@@ -11,7 +12,7 @@ import { inOrder } from './pipeline.js';
 import { Progress } from './progress.js';
 import { describeClassifier, type Log } from './report.js';
 
-export interface FilterOptions extends ClassifierOptions {
+export interface FilterOptions extends ClassifierOptions, BulkOptions {
   /** classify on these servers instead of loading the model here */
   remote?: string[];
   remoteInFlight: number;
@@ -43,6 +44,7 @@ interface PathClassifier {
 /** Loads the model or reaches the servers (failing before any input is read), then streams. */
 export async function runFilter(opts: FilterOptions, args: string[], io: FilterIO): Promise<number> {
   let classifier: PathClassifier;
+  let local: Classifier | undefined;
   let window: number;
   if (opts.remote) {
     const remote = await RemoteClassifier.connect({ urls: opts.remote, maxInFlight: opts.remoteInFlight, timeoutMs: opts.remoteTimeout });
@@ -50,13 +52,18 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     classifier = { classifyPath: (p, k, t) => remote.classifyFile(p, k, t), close: () => remote.close() };
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
   } else {
-    const local = await Classifier.load(opts);
+    local = await Classifier.load(opts);
     if (opts.verbose) describeClassifier(local.info, io.log);
     classifier = local;
     window = Math.max(16, 2 * local.info.batchSize + local.info.decodeJobs);
   }
+  // -o, --resume, --cache: FILE is read (and refused with exit 2) before any input is.
+  const bulk = opts.output || opts.cache ? await setUpBulk(opts, classifier, local, io.log) : undefined;
+  if (bulk) classifier = bulk.classifier;
+  const output = bulk?.output;
 
-  const paths = args.length > 0 ? pathsFromArgs(args) : pathsFromStream(io.stdin, opts.nul);
+  const stdinPaths = args.length > 0 ? pathsFromArgs(args) : pathsFromStream(io.stdin, opts.nul);
+  const paths = output ? output.select(stdinPaths) : stdinPaths;
   const classifyOne = (path: string): Promise<Outcome> =>
     classifier.classifyPath(path, opts.topK, opts.threshold).then(
       ({ predictions, version }) => ({ path, predictions, ...(opts.withVersion ? { version: version ?? '' } : {}) }),
@@ -88,12 +95,14 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
         }
       }
       progress?.count(ok);
-      if (!io.stdout.write(formatLine(outcome, opts.format) + '\n')) await once(io.stdout, 'drain');
+      if (output) output.write(outcome);
+      else if (!io.stdout.write(formatLine(outcome, opts.format) + '\n')) await once(io.stdout, 'drain');
     }
   } finally {
     progress?.stop();
     process.off('SIGINT', onSigint);
     await classifier.close();
+    output?.close(io.log);
   }
   if (interrupted) return EXIT.interrupted;
   return failed > 0 ? EXIT.someFailed : EXIT.ok;

@@ -2,6 +2,7 @@
 // from concurrent requests go through the model together.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { CachingClassifier } from '../cache.js';
 import type { Classifier } from '../classifier.js';
 import { InputError, type InputErrorKind } from '../image/decode.js';
 import { QueueFullError } from '../batcher.js';
@@ -49,6 +50,8 @@ export class ClassifyServer {
     private readonly metrics: ServerMetrics,
     private readonly opts: ServeOptions,
     private readonly log: Log,
+    /** --cache: answers for bytes seen before, per model */
+    private readonly cache?: CachingClassifier,
   ) {
     this.server = createServer((req, res) => void this.handle(req, res));
     this.server.keepAliveTimeout = 5000;
@@ -195,7 +198,7 @@ export class ClassifyServer {
   private async classifyOne(model: Classifier, u: Upload, topK: number, threshold: number): Promise<ImageResult> {
     const path = u.name;
     try {
-      const predictions = await model.classifyBytes(u.bytes, topK, threshold);
+      const predictions = await (this.cache ? this.cache.classifyBytes(model, u.bytes, topK, threshold) : model.classifyBytes(u.bytes, topK, threshold));
       this.metrics.images.inc({ outcome: 'ok' });
       return { outcome: { path, predictions, version: model.info.version }, status: 200 };
     } catch (err) {
