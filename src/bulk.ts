@@ -26,9 +26,12 @@ export async function setUpBulk(
   classifier: PathClassifier,
   local: Classifier | undefined,
   log: Log,
+  stopInput: () => void,
 ): Promise<{ classifier: PathClassifier; output?: OutputFile }> {
   try {
-    return wrap(opts, classifier, local, log);
+    const set = wrap(opts, classifier, local, log);
+    if (set.output) set.output.stopInput = stopInput;
+    return set;
   } catch (err) {
     await classifier.close();
     throw err;

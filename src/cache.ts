@@ -148,9 +148,11 @@ export class ContentCache {
     for (let i = 0; i < remove; i++) await unlink(aged[i][0]).catch(() => undefined);
   }
 
-  /** Waits for a sweep in progress, so that a short run still keeps the bound. */
+  /** Waits for a sweep in progress and counts what was added since it began, so that the
+   * folder is within the bound when a process ends. */
   async close(): Promise<void> {
     await this.sweeping;
+    if (this.addedSinceSweep > 0) await this.evict();
   }
 }
 

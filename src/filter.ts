@@ -58,7 +58,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     window = Math.max(16, 2 * local.info.batchSize + local.info.decodeJobs);
   }
   // -o, --resume, --cache: FILE is read (and refused with exit 2) before any input is.
-  const bulk = opts.output || opts.cache ? await setUpBulk(opts, classifier, local, io.log) : undefined;
+  const bulk = opts.output || opts.cache ? await setUpBulk(opts, classifier, local, io.log, () => io.stdin.destroy()) : undefined;
   if (bulk) classifier = bulk.classifier;
   const output = bulk?.output;
 

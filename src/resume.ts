@@ -46,6 +46,10 @@ export class OutputFile {
   private readonly previous = new Map<string, string>();
   /** inputs handed on, in input order, waiting for their outcome */
   private readonly pending: Pending[] = [];
+  /** FILE could not be written: no more input is taken, and close() throws this */
+  private writeError: Error | undefined;
+  /** ends the input at once (stdin may stay open for hours, as under tail -f) */
+  stopInput: () => void = () => undefined;
 
   private constructor(
     private readonly sink: AppendFile,
@@ -100,7 +104,18 @@ export class OutputFile {
   /** The inputs to classify, in order: with --resume, those FILE does not already answer (and
    * each path once); every one stat'ed before it is read, never read when skipped. */
   async *select(paths: AsyncIterable<string>): AsyncGenerator<string> {
+    try {
+      yield* this.skipDone(paths);
+    } catch (err) {
+      if (!this.writeError) throw err; // a destroyed stdin, after a write error, ends the input
+    }
+  }
+
+  private async *skipDone(paths: AsyncIterable<string>): AsyncGenerator<string> {
     for await (const path of paths) {
+      // After a write error the input ends here, so what is in flight finishes before the run
+      // stops (stopping with decodes and batches in flight crashes the native engines).
+      if (this.writeError) return;
       let size: number | undefined;
       let mtime: number | undefined;
       try {
@@ -135,12 +150,20 @@ export class OutputFile {
     } else this.classified++;
     const line =
       this.opts.format === 'json' ? JSON.stringify({ ...jsonRecord(outcome), size: p.size, mtime: p.mtime, model: this.model }) : formatLine(outcome, this.opts.format);
-    this.sink.writeLine(line);
+    if (this.writeError) return;
+    try {
+      this.sink.writeLine(line);
+    } catch (err) {
+      this.writeError = err as Error;
+      this.stopInput();
+    }
   }
 
-  /** Syncs and closes FILE; with --resume, says on stderr what the run skipped. */
+  /** Syncs and closes FILE, or throws the write error that stopped the run (exit 2); with
+   * --resume, says on stderr what the run skipped. */
   close(log: Log): void {
     this.sink.close();
+    if (this.writeError) throw this.writeError;
     if (this.opts.resume && !this.opts.quiet) {
       log(`${this.opts.output}: ${this.skipped} input${this.skipped === 1 ? '' : 's'} skipped (answered before), ${this.classified} classified, ${this.failures} failed`);
     }

@@ -213,6 +213,20 @@ describe('classify -o FILE --resume', () => {
     expect(q.stderr).toBe('');
   });
 
+  const devFull = existsSync('/dev/full');
+  if (!devFull) console.warn('skipping the disk-full test: this system has no /dev/full');
+  it.skipIf(!devFull)('a write error (disk full) ends the run with exit 2 and the reason, even while stdin stays open', async () => {
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [BIN, '-g', COLOUR, '-o', '/dev/full'], { cwd: ROOT });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+      child.on('exit', (code) => resolve({ code, stderr }));
+      child.stdin.write(input(paths.slice(0, 12))); // and never closed, as under tail -f
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/classify: \/dev\/full: cannot write \(ENOSPC\)/);
+  });
+
   it('usage errors exit 2 before any input is read: --resume without -o or JSON, with --remote; a FILE not of JSON lines', async () => {
     const cases: [string[], RegExp][] = [
       [['-g', COLOUR, '--resume'], /--resume needs -o FILE/],
