@@ -8,8 +8,10 @@
 //   npm run bench -- --device cpu,auto each model on each device, with the ratio between them
 //   npm run bench -- --images N   paths per model (default 400, 1200 for the small graphs; 150 and 400 with --quick)
 //   npm run bench -- --shared DIR the shared assets folder when it is not ../shared/assets
+//   npm run bench -- --only resume  only the -o --resume and --cache section
+//   npm run bench -- --resume-paths N paths for that section (default 10000, 2000 with --quick)
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +31,8 @@ const rssLines = args.includes('--rss') ? Number(flag('--rss') ?? 100000) : 0;
 const only = flag('--model')?.split(',');
 const devices = (flag('--device') ?? 'cpu').split(',');
 const images = flag('--images') ? Number(flag('--images')) : undefined;
+const onlySection = flag('--only');
+const resumePaths = Number(flag('--resume-paths') ?? (quick ? 2000 : 10000));
 
 if (!existsSync(SHARED)) {
   console.error(`bench: ${SHARED} is absent; the benchmark runs on the shared models and photos`);
@@ -228,7 +232,7 @@ console.log(`classify bench on: ${machine}\n`);
 const results = { machine, date: new Date().toISOString(), models: [] };
 const fmt = (x) => (x === undefined ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(1));
 
-for (const model of MODELS) {
+for (const model of onlySection ? [] : MODELS) {
   const paths = imageSet(model.n);
   const resolved = resolveModel(model.graph, undefined, model.backend ?? 'auto');
   const engine = await loadEngine({ backend: resolved.backend, format: resolved.format, runtime: resolved.runtime, file: resolved.file, options: { threads: 0, device: model.device } });
@@ -269,7 +273,7 @@ for (const model of MODELS) {
   );
 }
 
-if (!quick) {
+if (!quick && !onlySection) {
   const onnx = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_onnx'));
   if (onnx) {
     console.log('\nserve load test (mobilenetv2_224_random_onnx, loopback)...');
@@ -286,18 +290,26 @@ if (rssLines > 0) {
   results.rssYoungCap = await rssRun(join(ROOT, 'fixtures', 'models', 'colour'), rssLines, { NODE_OPTIONS: YOUNG_GEN_CAP });
 }
 
+if (!onlySection || onlySection === 'resume') {
+  const graph = join(SHARED, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb');
+  console.log(`\n-o --resume and --cache (mobilenet_v1_0.25_128, the fastest model: the hardest case for both ratios), ${resumePaths} paths...`);
+  results.resume = await resumeAndCache(graph, resumePaths);
+}
+
 // ---- report ------------------------------------------------------------------------------------
 const pad = (s, n) => String(s).padEnd(n);
-console.log('\n| model | engine | decode | inference (batch) | combined | classify | vs combined | one at a time | vs it | process per image | vs it | OpenCV loop | vs it | first result (ms) |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
-for (const r of results.models) {
-  console.log(
-    `| ${r.model} | ${r.engine} | ${fmt(r.decode)} | ${fmt(r.inference)} (${r.inferenceBatch}) | ${fmt(r.combined)} | ${fmt(r.endToEnd)} | ${(r.endToEnd / r.combined).toFixed(2)}x | ` +
-      `${fmt(r.oneAtATime)} | ${(r.endToEnd / r.oneAtATime).toFixed(1)}x | ${fmt(r.processPerImage)} | ${(r.endToEnd / r.processPerImage).toFixed(0)}x | ` +
-      `${r.opencv ? fmt(r.opencv) : 'skipped'} | ${r.opencv ? (r.endToEnd / r.opencv).toFixed(2) + 'x' : '-'} | ${r.trickleMs.toFixed(0)} |`,
-  );
+if (results.models.length > 0) {
+  console.log('\n| model | engine | decode | inference (batch) | combined | classify | vs combined | one at a time | vs it | process per image | vs it | OpenCV loop | vs it | first result (ms) |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of results.models) {
+    console.log(
+      `| ${r.model} | ${r.engine} | ${fmt(r.decode)} | ${fmt(r.inference)} (${r.inferenceBatch}) | ${fmt(r.combined)} | ${fmt(r.endToEnd)} | ${(r.endToEnd / r.combined).toFixed(2)}x | ` +
+        `${fmt(r.oneAtATime)} | ${(r.endToEnd / r.oneAtATime).toFixed(1)}x | ${fmt(r.processPerImage)} | ${(r.endToEnd / r.processPerImage).toFixed(0)}x | ` +
+        `${r.opencv ? fmt(r.opencv) : 'skipped'} | ${r.opencv ? (r.endToEnd / r.opencv).toFixed(2) + 'x' : '-'} | ${r.trickleMs.toFixed(0)} |`,
+    );
+  }
+  console.log('\nimages/s; classify = end to end through the CLI minus its start-up (model load), measured on an empty input in the same run.');
 }
-console.log('\nimages/s; classify = end to end through the CLI minus its start-up (model load), measured on an empty input in the same run.');
 const skipped = results.models.find((r) => r.opencvNote)?.opencvNote;
 if (skipped) console.log(`OpenCV loop skipped: ${skipped}.`);
 const onnxR = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_onnx'));
@@ -341,11 +353,61 @@ for (const [how, r] of [['default', results.rss], [`NODE_OPTIONS=${YOUNG_GEN_CAP
   );
   console.log(`RSS (MB) by lines done: ${r.samples.map(([n, mb]) => `${n}: ${mb}`).join(', ')}`);
 }
+if (results.resume) {
+  const r = results.resume;
+  console.log(
+    `\n-o FILE --resume over ${r.paths} paths: first run ${r.firstSeconds.toFixed(1)} s, second (every path unchanged) ${r.secondSeconds.toFixed(2)} s = ` +
+      `${(100 * r.secondOfFirst).toFixed(1)}% of the first (target: under 5%; start-up alone ${r.startup.toFixed(2)} s)`,
+  );
+  console.log(
+    `--cache: uncached ${fmt(r.uncachedRate)} images/s, every image a hit ${fmt(r.hitRate)} images/s = ${r.hitSpeedup.toFixed(1)}x (target: 10x or more; ` +
+      'rates exclude start-up, measured on an empty input)',
+  );
+}
 const outDir = join(ROOT, 'bench', 'results');
 mkdirSync(outDir, { recursive: true });
 const outFile = join(outDir, `${results.date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n');
 console.log(`\nresults written to ${outFile}`);
+
+/** A first -o --resume run over n distinct paths (links to the photos) and a second one with
+ * nothing left to do; then a run where every image hits --cache, against the first run's rate. */
+async function resumeAndCache(graph, n) {
+  const dir = mkdtempSync(join(tmpdir(), 'classify-bench-resume-'));
+  try {
+    const sources = imageSet(n);
+    const paths = sources.map((source, i) => {
+      const link = join(dir, `p${String(i).padStart(6, '0')}.jpg`);
+      symlinkSync(source, link);
+      return link;
+    });
+    const file = join(dir, 'labels.ndjson');
+    const cache = join(dir, 'cache');
+    const startup = (await runCli(graph, [], [])).seconds;
+    const first = await runCli(graph, paths, ['-o', file, '--resume']);
+    const second = await runCli(graph, paths, ['-o', file, '--resume']);
+    const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).length;
+    if (lines !== n) throw new Error(`--resume bench: ${file} holds ${lines} lines for ${n} paths`);
+    // The links point at a few photos: these cover each of them, so the next run is all hits.
+    await runCli(graph, [...new Set(sources)], ['--cache', cache]);
+    const cacheStartup = (await runCli(graph, [], ['--cache', cache])).seconds;
+    const hits = await runCli(graph, paths, ['--cache', cache]);
+    const uncachedRate = n / (first.seconds - startup);
+    const hitRate = n / (hits.seconds - cacheStartup);
+    return {
+      paths: n,
+      startup,
+      firstSeconds: first.seconds,
+      secondSeconds: second.seconds,
+      secondOfFirst: second.seconds / first.seconds,
+      uncachedRate,
+      hitRate,
+      hitSpeedup: hitRate / uncachedRate,
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 /** Feeds `lines` paths through the CLI and samples its RSS from /proc every 250 ms. */
 function rssRun(graph, lines, env = {}) {

@@ -16,7 +16,7 @@ import type { PrepareSpec } from './image/prepare.js';
 import { ImageSlots } from './image/slots.js';
 import type { Normalisation } from './image/tensor.js';
 import { type BackendChoice, chooseNormalisation, engineSpec, readLabels, resolveModel } from './model.js';
-import { type Prediction, rank, type SoftmaxWhen } from './ranking.js';
+import { type Prediction, probabilities, rank, rankProbabilities, type SoftmaxWhen } from './ranking.js';
 
 export type { Prediction } from './ranking.js';
 
@@ -177,6 +177,18 @@ export class Classifier {
     return this.classifyPrepared((slot) => this.decoder.bytes(bytes, slot), topK, threshold, group);
   }
 
+  /** The whole score vector for image bytes, in label order, after softmax where it applies:
+   * what --cache keeps, so that any --top-k and --threshold can be answered from it. */
+  async scoreBytes(bytes: Uint8Array, group?: unknown): Promise<Float32Array> {
+    const scores = await this.scorePrepared((slot) => this.decoder.bytes(bytes, slot), group);
+    return Float32Array.from(probabilities(scores, this.softmax));
+  }
+
+  /** Ranks a vector from scoreBytes, exactly as a fresh answer is ranked. */
+  rankScores(probs: Float32Array, topK: number, threshold = 0): Prediction[] {
+    return rankProbabilities(probs, this.labels, topK, threshold);
+  }
+
   /** images waiting for a batch */
   get queued(): number {
     return this.batcher.waiting;
@@ -187,8 +199,12 @@ export class Classifier {
     await this.engine.dispose();
   }
 
-  /** Prepares an image into a slot (counted as inbound for the batcher meanwhile), then batches it. */
   private async classifyPrepared(prepare: (slot: number) => Promise<void>, topK: number, threshold: number, group?: unknown): Promise<Prediction[]> {
+    return rank(await this.scorePrepared(prepare, group), this.labels, this.softmax, topK, threshold);
+  }
+
+  /** Prepares an image into a slot (counted as inbound for the batcher meanwhile), then batches it. */
+  private async scorePrepared(prepare: (slot: number) => Promise<void>, group?: unknown): Promise<Float32Array> {
     this.inbound++;
     let slot: number | undefined;
     try {
@@ -201,11 +217,10 @@ export class Classifier {
       throw err;
     }
     this.inbound--;
-    const scores = await this.batcher.submit(slot).catch((err: unknown) => {
+    return this.batcher.submit(slot).catch((err: unknown) => {
       // Refused at the door: the runner never saw the slot, so it is freed here.
       if (err instanceof QueueFullError) this.slots.release(slot);
       throw err;
     });
-    return rank(scores, this.labels, this.softmax, topK, threshold);
   }
 }

@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { EXIT, ModelError, OutputError, UsageError } from './errors.js';
 import { type FilterOptions, runFilter } from './filter.js';
 import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
+import { DEFAULT_CACHE_ENTRIES } from './cache.js';
 import { type BackendChoice, BACKENDS } from './model.js';
 import { FORMATS } from './output/format.js';
 import type { ServeCommandOptions } from './serve/index.js';
@@ -35,6 +36,8 @@ export function addModelOptions(cmd: Command): Command {
     .option('--decode-jobs <n>', 'images decoded at once (0: twice the core count)', nonNegativeInt('--decode-jobs'), 0)
     .option('--input-node <name>', 'model input to feed (default: the only image input)')
     .option('--output-node <name>', 'model output to read (default: the first)')
+    .option('--cache <dir>', 'reuse answers for identical image bytes and model from this folder (shared safely by several processes)')
+    .option('--cache-entries <n>', 'most answers --cache keeps; the least recently used go first', positiveInt('--cache-entries'), DEFAULT_CACHE_ENTRIES)
     .option('-q, --quiet', 'no progress line, no per-image diagnostics on stderr', false)
     .option('-v, --verbose', 'describe the model, engine and settings on stderr', false);
 }
@@ -59,6 +62,9 @@ export function buildProgram(): Command {
     .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0)
     .option('-0, --null', 'paths on stdin are NUL-separated (find -print0)', false)
     .option('--with-version', 'add the model version to each JSON line', false)
+    .option('-o, --output <file>', 'append lines to FILE (each written whole; JSON lines also record size, mtime and model) instead of stdout')
+    .option('--resume', 'with -o: skip inputs FILE already answers for this model, unchanged since; retry failed ones', false)
+    .option('--reclassify', 'with --resume: accept a FILE last written for another model (its answers are not reused)', false)
     .option('-r, --remote <urls>', 'classify on classify serve backends (comma-separated URLs) instead of loading --graph', (v: string) => v.split(',').filter(Boolean))
     .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), 8)
     .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), 30000)
@@ -123,6 +129,12 @@ export function buildProgram(): Command {
   program.action(async (paths: string[], raw: Record<string, unknown>) => {
     if (raw.remote && raw.graph) program.error('error: --remote and --graph exclude each other (the servers hold the model)', { exitCode: EXIT.usage });
     if (!raw.remote) requireGraph(program, raw);
+    const usage = (message: string) => program.error(`error: ${message}`, { exitCode: EXIT.usage });
+    if (raw.resume && !raw.output) usage('--resume needs -o FILE: it reads back the file it appends to');
+    if (raw.resume && raw.format !== 'json') usage('--resume reads FILE back, which takes --format json');
+    if (raw.reclassify && !raw.resume) usage('--reclassify goes with --resume');
+    if (raw.remote && raw.resume) usage('--resume needs the model here (--graph) to fingerprint it; the --remote servers hold theirs');
+    if (raw.remote && raw.cache) usage('--cache needs the model here; give it to the servers instead (classify serve --cache DIR)');
     const opts = { ...raw, maxDelayMs: raw.maxDelay, nul: raw.null, remoteTimeout: raw.remoteTimeout, remoteInFlight: raw.remoteInFlight } as unknown as FilterOptions;
     process.exitCode = await runFilter(opts, paths, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, log });
   });

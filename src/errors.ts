@@ -11,7 +11,7 @@ export const EXIT = {
   usage: 2,
   /** a bug: an unexpected exception (the stack with --verbose) */
   internal: 70,
-  /** the output could not be written (disk full, a closed file): sysexits' EX_IOERR */
+  /** the output (stdout or -o FILE) could not be written (disk full, a closed file): sysexits' EX_IOERR */
   output: 74,
   /** stopped by Ctrl-C (SIGINT) or SIGTERM after writing what was in flight: 128 + signal */
   sigint: 130,
@@ -28,8 +28,12 @@ export class UsageError extends Error {
 
 /** The output stream failed (other than its reader leaving): exit 74. */
 export class OutputError extends Error {
-  constructor(override readonly cause: NodeJS.ErrnoException) {
-    super(`cannot write output: ${describeErrno(cause)}`);
+  constructor(
+    override readonly cause: NodeJS.ErrnoException,
+    /** what could not be written: stdout, or the -o FILE */
+    what = 'output',
+  ) {
+    super(`cannot write ${what}: ${describeErrno(cause)}`);
     this.name = 'OutputError';
   }
 }

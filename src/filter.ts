@@ -2,6 +2,7 @@
 // place where a line of stdin becomes a line of stdout.
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
+import { type BulkOptions, setUpBulk } from './bulk.js';
 import { Classifier, type ClassifierOptions, type Prediction } from './classifier.js';
 import { RemoteClassifier, RemoteImageError } from './remote/client.js';
 import { InputError } from './image/decode.js';
@@ -13,7 +14,7 @@ import { inOrder } from './pipeline.js';
 import { Progress } from './progress.js';
 import { describeClassifier, type Log } from './report.js';
 
-export interface FilterOptions extends ClassifierOptions {
+export interface FilterOptions extends ClassifierOptions, BulkOptions {
   /** classify on these servers instead of loading the model here */
   remote?: string[];
   remoteInFlight: number;
@@ -45,6 +46,7 @@ interface PathClassifier {
 /** Loads the model or reaches the servers (failing before any input is read), then streams. */
 export async function runFilter(opts: FilterOptions, args: string[], io: FilterIO): Promise<number> {
   let classifier: PathClassifier;
+  let local: Classifier | undefined;
   let window: number;
   if (opts.remote) {
     // Backends left out or back: one line each, clear of the progress line.
@@ -63,12 +65,16 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     classifier = { classifyPath: (p, k, t) => remote.classifyFile(p, k, t), close: () => remote.close() };
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
   } else {
-    const local = await loadNewestWorking(opts.graph, (graph, version) => Classifier.load({ ...opts, graph, version }), io.log);
+    local = await loadNewestWorking(opts.graph, (graph, version) => Classifier.load({ ...opts, graph, version }), io.log);
     if (opts.verbose) describeClassifier(local.info, io.log);
     classifier = local;
     // Enough paths in flight to keep every slot busy and a batch's worth ready behind them.
     window = Math.max(16, local.info.inFlight + local.info.batchSize);
   }
+  // -o, --resume, --cache: FILE is read (and refused with exit 2) before any input is.
+  const bulk = opts.output || opts.cache ? await setUpBulk(opts, classifier, local, io.log, () => io.stdin.destroy()) : undefined;
+  if (bulk) classifier = bulk.classifier;
+  const output = bulk?.output;
 
   if (args.length === 0 && (io.stdin as { isTTY?: boolean }).isTTY && !opts.quiet) {
     io.log('reading image paths from stdin, one per line (end with Ctrl-D; classify --help for more)');
@@ -87,7 +93,9 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const paths = args.length > 0 ? pathsFromArgs(args, stopping.signal) : pathsFromStream(io.stdin, { nulSeparated: opts.nul, signal: stopping.signal });
+  const lines = args.length > 0 ? pathsFromArgs(args, stopping.signal) : pathsFromStream(io.stdin, { nulSeparated: opts.nul, signal: stopping.signal });
+  // With --resume, inputs FILE already answers are skipped here, unread.
+  const paths = output ? output.select(lines) : lines;
   const classifyOne = ({ path, problem }: PathLine): Promise<Outcome> => {
     if (problem !== undefined) return Promise.resolve({ path, error: problem });
     return classifier.classifyPath(path, opts.topK, opts.threshold).then(
@@ -112,13 +120,15 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
         }
       }
       progress?.count(ok);
-      if (!io.stdout.write(formatLine(outcome, opts.format) + '\n')) await once(io.stdout, 'drain');
+      if (output) output.write(outcome);
+      else if (!io.stdout.write(formatLine(outcome, opts.format) + '\n')) await once(io.stdout, 'drain');
     }
   } finally {
     progress?.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await classifier.close();
+    output?.close(io.log);
   }
   if (stoppedBy) return stoppedBy === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint;
   return failed > 0 ? EXIT.someFailed : EXIT.ok;

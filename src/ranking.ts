@@ -8,7 +8,15 @@ export interface Prediction {
 export type SoftmaxWhen = 'auto' | 'on' | 'off';
 
 export function rank(scores: Float32Array, labels: string[], softmaxWhen: SoftmaxWhen, topK: number, threshold: number): Prediction[] {
-  const probs = softmaxWhen === 'on' || (softmaxWhen === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
+  return rankProbabilities(probabilities(scores, softmaxWhen), labels, topK, threshold);
+}
+
+/** The scores as probabilities: softmaxed when asked, or when they are not already. */
+export function probabilities(scores: Float32Array, softmaxWhen: SoftmaxWhen): Float32Array {
+  return softmaxWhen === 'on' || (softmaxWhen === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
+}
+
+export function rankProbabilities(probs: Float32Array, labels: string[], topK: number, threshold: number): Prediction[] {
   return topIndices(probs, topK)
     .filter((i) => probs[i] >= threshold)
     .map((i) => ({ label: labels[i], score: probs[i] }));

@@ -1,4 +1,5 @@
 // Starting and stopping the server: load once, listen, drain on SIGTERM/SIGINT.
+import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache.js';
 import { Classifier, type ClassifierOptions } from '../classifier.js';
 import { describeClassifier, type Log } from '../report.js';
 import { UsageError } from '../errors.js';
@@ -14,6 +15,8 @@ export type ServeCommandOptions = ClassifierOptions &
     watchInterval: number;
     /** ms in-flight requests get to finish after SIGTERM before their connections are closed */
     drainTimeout: number;
+    cache?: string;
+    cacheEntries?: number;
   };
 
 export async function runServe(opts: ServeCommandOptions, log: Log): Promise<number> {
@@ -25,7 +28,15 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
   if (opts.verbose) describeClassifier(classifier.info, log);
   metrics.setModel(classifier.info);
 
-  const server = new ClassifyServer(classifier, metrics, opts, log);
+  let cache: CachingClassifier | undefined;
+  try {
+    cache = opts.cache ? new CachingClassifier(ContentCache.open(opts.cache, opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES), opts) : undefined;
+    if (cache && opts.verbose) log(`cache ${opts.cache}, model fingerprint ${cache.fingerprint(classifier)}`);
+  } catch (err) {
+    await classifier.close();
+    throw err;
+  }
+  const server = new ClassifyServer(classifier, metrics, opts, log, cache);
   // A folder of numbered versions is watched for newer ones.
   const watch =
     classifier.info.version !== undefined

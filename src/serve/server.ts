@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse, S
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
+import type { CachingClassifier } from '../cache.js';
 import type { Classifier } from '../classifier.js';
 import { InputError, type InputErrorKind } from '../image/decode.js';
 import { QueueFullError } from '../batcher.js';
@@ -81,6 +82,8 @@ export class ClassifyServer {
     private readonly metrics: ServerMetrics,
     private readonly opts: ServeOptions,
     private readonly log: Log,
+    /** --cache: answers for bytes seen before, per model */
+    private readonly cache?: CachingClassifier,
   ) {
     this.budget = new UploadBudget(opts.maxBuffered, (bytes) => metrics.bufferedBytes.set(bytes));
     // Node's own limit on receiving a request stays behind ours (--body-timeout), as a backstop.
@@ -267,7 +270,7 @@ export class ClassifyServer {
   private async classifyOne(model: Classifier, u: Upload, topK: number, threshold: number, group: object): Promise<ImageResult> {
     const path = u.name;
     try {
-      const predictions = await model.classifyBytes(u.bytes, topK, threshold, group);
+      const predictions = await (this.cache ? this.cache.classifyBytes(model, u.bytes, topK, threshold, group) : model.classifyBytes(u.bytes, topK, threshold, group));
       this.metrics.images.inc({ outcome: 'ok' });
       return { outcome: { path, predictions, version: model.info.version }, status: 200 };
     } catch (err) {

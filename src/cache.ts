@@ -1,0 +1,191 @@
+// --cache DIR: the score vector for an image's bytes under one model, kept in a plain file, so a
+// copy of a photo or a repeated upload costs a hash instead of a decode and an inference.
+//
+// DIR/ab/cdef... holds the entry for key abcdef... (SHA-256 of the model fingerprint and the
+// image bytes). An entry is written to a temporary file and renamed into place, so a reader in
+// another process sees a whole entry or none. It carries a checksum over its key and scores: a
+// truncated, corrupt or misplaced entry reads as a miss, never as another image's answer.
+// Entries hold the whole score vector, so any --top-k and --threshold is answered from them.
+import { createHash, randomBytes } from 'node:crypto';
+import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { readdir, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Classifier, Prediction } from './classifier.js';
+import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
+import { ImageReader } from './image/decode.js';
+import { UsageError } from './errors.js';
+
+export const DEFAULT_CACHE_ENTRIES = 100_000;
+
+const MAGIC = Buffer.from('CLC1');
+const HEADER = 8; // magic, u32 count
+const CHECKSUM = 32;
+/** A temporary file this old was left by a process that died before its rename. */
+const STALE_TMP_MS = 60 * 60 * 1000;
+
+const checksum = (key: string, body: Buffer) => createHash('sha256').update(key).update(body).digest();
+
+export function encodeEntry(key: string, scores: Float32Array): Buffer {
+  const buf = Buffer.alloc(HEADER + 4 * scores.length + CHECKSUM);
+  MAGIC.copy(buf, 0);
+  buf.writeUInt32LE(scores.length, 4);
+  scores.forEach((s, i) => buf.writeFloatLE(s, HEADER + 4 * i));
+  checksum(key, buf.subarray(0, HEADER + 4 * scores.length)).copy(buf, HEADER + 4 * scores.length);
+  return buf;
+}
+
+/** The scores, or undefined for anything but a whole entry for this key with `length` scores. */
+export function decodeEntry(buf: Buffer, key: string, length: number): Float32Array | undefined {
+  const end = HEADER + 4 * length;
+  if (buf.length !== end + CHECKSUM || !buf.subarray(0, 4).equals(MAGIC) || buf.readUInt32LE(4) !== length) return undefined;
+  if (!checksum(key, buf.subarray(0, end)).equals(buf.subarray(end))) return undefined;
+  const scores = new Float32Array(length);
+  for (let i = 0; i < length; i++) scores[i] = buf.readFloatLE(HEADER + 4 * i);
+  return scores;
+}
+
+export class ContentCache {
+  hits = 0;
+  misses = 0;
+  private addedSinceSweep = 0;
+  private swept = false;
+  private sweeping: Promise<void> | undefined;
+  private readonly shards = new Set<string>();
+
+  private constructor(
+    readonly dir: string,
+    readonly maxEntries: number,
+  ) {}
+
+  /** Creates DIR when needed; a folder that cannot be written is a usage error. */
+  static open(dir: string, maxEntries = DEFAULT_CACHE_ENTRIES): ContentCache {
+    try {
+      mkdirSync(dir, { recursive: true });
+      accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+    } catch (err) {
+      throw new UsageError(`--cache ${dir}: cannot use as a cache folder (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    return new ContentCache(dir, maxEntries);
+  }
+
+  key(fingerprint: string, bytes: Buffer): string {
+    return createHash('sha256').update(fingerprint).update('\0').update(bytes).digest('hex');
+  }
+
+  private path(key: string): string {
+    return join(this.dir, key.slice(0, 2), key.slice(2));
+  }
+
+  get(key: string, length: number): Float32Array | undefined {
+    const file = this.path(key);
+    let scores: Float32Array | undefined;
+    try {
+      scores = decodeEntry(readFileSync(file), key, length);
+    } catch {
+      // absent, or evicted by another process meanwhile
+    }
+    if (!scores) {
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
+    // Eviction takes the least recently used: a hit counts as a use.
+    const now = new Date();
+    try {
+      utimesSync(file, now, now);
+    } catch {
+      // evicted meanwhile, or a read-only cache: the answer stands
+    }
+    return scores;
+  }
+
+  /** Stores an entry; a cache that cannot be written costs the speed-up, never the answer. */
+  put(key: string, scores: Float32Array): void {
+    const shard = join(this.dir, key.slice(0, 2));
+    const tmp = join(this.dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    try {
+      if (!this.shards.has(shard)) mkdirSync(shard, { recursive: true });
+      this.shards.add(shard);
+      writeFileSync(tmp, encodeEntry(key, scores));
+      renameSync(tmp, this.path(key));
+    } catch {
+      rmSync(tmp, { force: true });
+      return;
+    }
+    this.addedSinceSweep++;
+    // Checked on a process's first write and after every tenth of the bound: with P processes
+    // writing at once the folder stays within about (1 + P/10) times the bound.
+    if (!this.swept || this.addedSinceSweep >= Math.max(1, Math.floor(this.maxEntries / 10))) this.sweep();
+  }
+
+  private sweep(): void {
+    if (this.sweeping) return;
+    this.swept = true;
+    this.addedSinceSweep = 0;
+    this.sweeping = this.evict().finally(() => (this.sweeping = undefined));
+  }
+
+  /** Counts the entries (names only); over the bound, removes the least recently used down to
+   * nine tenths of it. Runs in the background; another process may remove the same files. */
+  async evict(): Promise<void> {
+    const found: string[] = [];
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      const full = join(this.dir, name);
+      if (name.startsWith('.tmp-')) {
+        const s = await stat(full).catch(() => undefined);
+        if (s && Date.now() - s.mtimeMs > STALE_TMP_MS) await unlink(full).catch(() => undefined);
+      } else if (/^[0-9a-f]{2}$/.test(name)) {
+        for (const entry of await readdir(full).catch(() => [] as string[])) found.push(join(full, entry));
+      }
+    }
+    if (found.length <= this.maxEntries) return;
+    const aged: [string, number][] = [];
+    for (const file of found) {
+      const s = await stat(file).catch(() => undefined);
+      if (s) aged.push([file, s.mtimeMs]);
+    }
+    aged.sort((a, b) => a[1] - b[1]);
+    const remove = aged.length - Math.floor(this.maxEntries * 0.9);
+    for (let i = 0; i < remove; i++) await unlink(aged[i][0]).catch(() => undefined);
+  }
+
+  /** Waits for a sweep in progress and counts what was added since it began, so that the
+   * folder is within the bound when a process ends. */
+  async close(): Promise<void> {
+    await this.sweeping;
+    if (this.addedSinceSweep > 0) await this.evict();
+  }
+}
+
+/** A loaded model's answers through the cache: hit, ranked from the stored vector; miss,
+ * classified, stored, ranked. One instance serves every model a server swaps in. */
+export class CachingClassifier {
+  private readonly files = new ImageReader();
+  private readonly fingerprints = new WeakMap<Classifier, string>();
+
+  constructor(
+    readonly cache: ContentCache,
+    private readonly opts: FingerprintOptions,
+  ) {}
+
+  fingerprint(model: Classifier): string {
+    let fp = this.fingerprints.get(model);
+    if (fp === undefined) this.fingerprints.set(model, (fp = modelFingerprint(model.info, this.opts)));
+    return fp;
+  }
+
+  async classifyBytes(model: Classifier, bytes: Buffer, topK: number, threshold = 0, group?: unknown): Promise<Prediction[]> {
+    const key = this.cache.key(this.fingerprint(model), bytes);
+    let scores = this.cache.get(key, model.info.classes);
+    if (!scores) {
+      scores = await model.scoreBytes(bytes, group);
+      this.cache.put(key, scores);
+    }
+    return model.rankScores(scores, topK, threshold);
+  }
+
+  async classifyPath(model: Classifier, path: string, topK: number, threshold = 0): Promise<{ predictions: Prediction[]; version?: string }> {
+    const bytes = await this.files.read(path);
+    return { predictions: await this.classifyBytes(model, bytes, topK, threshold), version: model.info.version };
+  }
+}

@@ -1,0 +1,92 @@
+// -o FILE: lines appended to a file, each with one write(2) on a descriptor opened O_APPEND, so
+// a process killed at any moment leaves whole lines and at most one partial last line, which the
+// next run cuts off before it appends anything.
+//
+// fsync policy: a killed process loses nothing already written (the kernel holds it), so lines
+// are not synced one by one; the file is fdatasync'ed at most once a second and at the end, which
+// bounds what a power cut can lose to about the last second's lines.
+import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { OutputError, UsageError } from '../errors.js';
+
+const SYNC_EVERY_MS = 1000;
+
+export class AppendFile {
+  private lastSync = Date.now();
+  private dirty = false;
+
+  private constructor(
+    readonly file: string,
+    readonly fd: number,
+    /** bytes of a partial last line cut off at open */
+    readonly repaired: number,
+  ) {}
+
+  /** Opens (creating) FILE for appending and cuts off a partial last line. */
+  static open(file: string): AppendFile {
+    let fd: number;
+    try {
+      fd = openSync(file, 'a+');
+    } catch (err) {
+      throw new UsageError(`${file}: cannot open for appending (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    try {
+      return new AppendFile(file, fd, cutPartialLine(fd));
+    } catch (err) {
+      closeSync(fd);
+      throw new UsageError(`${file}: cannot repair its last line (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  }
+
+  /** Appends one line whole, or throws: a short write is reported, and repaired next run. */
+  writeLine(line: string): void {
+    const bytes = Buffer.from(line + '\n');
+    let written: number;
+    try {
+      written = writeSync(this.fd, bytes);
+    } catch (err) {
+      throw new OutputError(err as NodeJS.ErrnoException, this.file);
+    }
+    if (written !== bytes.length) throw new OutputError(new Error(`wrote ${written} of ${bytes.length} bytes; the disk may be full`), this.file);
+    this.dirty = true;
+    if (Date.now() - this.lastSync >= SYNC_EVERY_MS) this.sync();
+  }
+
+  private sync(): void {
+    if (this.dirty) fdatasyncSync(this.fd);
+    this.dirty = false;
+    this.lastSync = Date.now();
+  }
+
+  close(): void {
+    try {
+      this.sync();
+    } finally {
+      closeSync(this.fd);
+    }
+  }
+}
+
+/** Longer than any line classify writes (a path is at most 1 MiB, escaped at most 6x): a tail
+ * this long without a newline means FILE is something else, which is not cut. */
+const MAX_PARTIAL = 8 * 1024 * 1024;
+
+/** Truncates the file after its last newline; returns how many bytes went. */
+function cutPartialLine(fd: number): number {
+  const size = fstatSync(fd).size;
+  const chunk = Buffer.alloc(64 * 1024);
+  let end = size;
+  while (end > 0) {
+    if (size - end > MAX_PARTIAL) throw new Error(`its last ${size - end} bytes hold no line end: not a file classify -o wrote`);
+    const start = Math.max(0, end - chunk.length);
+    const n = readSync(fd, chunk, 0, end - start, start);
+    const nl = chunk.subarray(0, n).lastIndexOf(0x0a);
+    if (nl >= 0) {
+      const keep = start + nl + 1;
+      if (keep < size) ftruncateSync(fd, keep);
+      return size - keep;
+    }
+    end = start;
+  }
+  if (size > 0) ftruncateSync(fd, 0);
+  return size;
+}

@@ -1,0 +1,193 @@
+// -o FILE and --resume: the lines a run appends, and which inputs it can skip because FILE
+// already answers them.
+//
+// Each JSON line in FILE records what it was computed from, in the line itself: "size" and
+// "mtime" (stat's mtimeMs) of the input file as stat'ed before it was read, and "model" (the
+// fingerprint of the model and its preprocessing, src/fingerprint.ts). In the line rather than in
+// a sidecar file because one write(2) then records an answer and its provenance together: no
+// kill can leave one without the other. An input is skipped when the latest line for its path
+// is a success for this model and its size and mtime are unchanged (rsync's and make's test);
+// anything else (a failure, a changed file, another model's answer) is classified again and a
+// new line appended, so the latest line for a path is always the one to believe.
+import { readSync, statSync } from 'node:fs';
+import { AppendFile } from './output/sink.js';
+import { type Format, formatLine, jsonRecord, type Outcome } from './output/format.js';
+import type { Log } from './report.js';
+import { UsageError } from './errors.js';
+import type { PathLine } from './input.js';
+
+export interface OutputOptions {
+  /** append lines to this file instead of writing them to stdout */
+  output?: string;
+  /** skip inputs FILE already answers */
+  resume: boolean;
+  /** accept a FILE last written for another model */
+  reclassify: boolean;
+  format: Format;
+  quiet: boolean;
+}
+
+/** What this run did with an input path already, in the map of previous lines. */
+const THIS_RUN = '\0run';
+
+const done = (size: number | undefined, mtime: number | undefined) => `ok ${size} ${mtime}`;
+const failed = (size: number | undefined, mtime: number | undefined, error: string) => `error ${size} ${mtime} ${error}`;
+
+interface Pending {
+  path: string;
+  size?: number;
+  mtime?: number;
+  previous?: string;
+}
+
+export class OutputFile {
+  skipped = 0;
+  classified = 0;
+  failures = 0;
+  /** path -> the state its latest line records for this model, or THIS_RUN */
+  private readonly previous = new Map<string, string>();
+  /** inputs handed on, in input order, waiting for their outcome */
+  private readonly pending: Pending[] = [];
+  /** FILE could not be written: no more input is taken, and close() throws this */
+  private writeError: Error | undefined;
+  /** ends the input at once (stdin may stay open for hours, as under tail -f) */
+  stopInput: () => void = () => undefined;
+
+  private constructor(
+    private readonly sink: AppendFile,
+    private readonly opts: OutputOptions,
+    private readonly model: string | undefined,
+  ) {}
+
+  /** Opens FILE, cuts a partial last line and, with --resume, reads what it answers. Throws
+   * (a usage error: exit 2) for a FILE that is not classify's JSON or is for another model. */
+  static open(opts: OutputOptions & { output: string }, model: string | undefined, log: Log): OutputFile {
+    const sink = AppendFile.open(opts.output);
+    if (sink.repaired > 0 && !opts.quiet) log(`${opts.output}: cut a partial last line (${sink.repaired} bytes) left by an interrupted run`);
+    const out = new OutputFile(sink, opts, model);
+    try {
+      if (opts.resume) out.readPrevious();
+    } catch (err) {
+      sink.close();
+      throw err;
+    }
+    return out;
+  }
+
+  private readPrevious(): void {
+    const file = this.opts.output!;
+    let lineNo = 0;
+    let lastModel: unknown;
+    for (const line of readLines(this.sink.fd)) {
+      lineNo++;
+      let rec: { path?: unknown; error?: unknown; predictions?: unknown; size?: number; mtime?: number; model?: unknown };
+      try {
+        rec = JSON.parse(line);
+      } catch {
+        rec = {};
+      }
+      if (typeof rec !== 'object' || rec === null || typeof rec.path !== 'string') {
+        throw new UsageError(`${file} line ${lineNo}: not a JSON line classify -o writes; --resume reads FILE back, so it must hold only those`);
+      }
+      lastModel = rec.model;
+      if (rec.model !== this.model) this.previous.set(rec.path, '');
+      else if (Array.isArray(rec.predictions)) this.previous.set(rec.path, done(rec.size, rec.mtime));
+      else this.previous.set(rec.path, failed(rec.size, rec.mtime, String(rec.error)));
+    }
+    if (lineNo > 0 && lastModel !== this.model && !this.opts.reclassify) {
+      const was = typeof lastModel === 'string' ? `model ${lastModel}` : 'lines with no model fingerprint';
+      throw new UsageError(
+        `${file} was last written for another model (${was}; this one is ${this.model}): its answers are not reused. ` +
+          'Pass --reclassify to classify its inputs again with this model, or write to another file',
+      );
+    }
+  }
+
+  /** The inputs to classify, in order: with --resume, those FILE does not already answer (and
+   * each path once); every one stat'ed before it is read, never read when skipped. */
+  async *select(paths: AsyncIterable<PathLine>): AsyncGenerator<PathLine> {
+    try {
+      yield* this.skipDone(paths);
+    } catch (err) {
+      if (!this.writeError) throw err; // a destroyed stdin, after a write error, ends the input
+    }
+  }
+
+  private async *skipDone(paths: AsyncIterable<PathLine>): AsyncGenerator<PathLine> {
+    for await (const line of paths) {
+      const { path } = line;
+      // After a write error the input ends here, so what is in flight finishes before the run
+      // stops (stopping with decodes and batches in flight crashes the native engines).
+      if (this.writeError) return;
+      let size: number | undefined;
+      let mtime: number | undefined;
+      try {
+        const st = statSync(path);
+        size = st.size;
+        mtime = st.mtimeMs;
+      } catch {
+        // classifying it says why it cannot be read
+      }
+      let previous: string | undefined;
+      if (this.opts.resume) {
+        previous = this.previous.get(path);
+        this.previous.set(path, THIS_RUN);
+        if (previous === THIS_RUN || (previous === done(size, mtime) && size !== undefined)) {
+          this.skipped++;
+          continue;
+        }
+      }
+      this.pending.push({ path, size, mtime, previous });
+      yield line;
+    }
+  }
+
+  /** Appends an input's line whole. With --resume, a failure FILE already records for the same
+   * unchanged file is not written again, so a file that stays broken adds no line a night. */
+  write(outcome: Outcome): void {
+    const p = this.pending.shift();
+    if (!p || p.path !== outcome.path) throw new Error(`internal error: output out of step with input at ${JSON.stringify(outcome.path)}`);
+    if ('error' in outcome) {
+      this.failures++;
+      if (p.previous === failed(p.size, p.mtime, outcome.error)) return;
+    } else this.classified++;
+    const line =
+      this.opts.format === 'json' ? JSON.stringify({ ...jsonRecord(outcome), size: p.size, mtime: p.mtime, model: this.model }) : formatLine(outcome, this.opts.format);
+    if (this.writeError) return;
+    try {
+      this.sink.writeLine(line);
+    } catch (err) {
+      this.writeError = err as Error;
+      this.stopInput();
+    }
+  }
+
+  /** Syncs and closes FILE, or throws the write error that stopped the run (exit 2); with
+   * --resume, says on stderr what the run skipped. */
+  close(log: Log): void {
+    this.sink.close();
+    if (this.writeError) throw this.writeError;
+    if (this.opts.resume && !this.opts.quiet) {
+      log(`${this.opts.output}: ${this.skipped} input${this.skipped === 1 ? '' : 's'} skipped (answered before), ${this.classified} classified, ${this.failures} failed`);
+    }
+  }
+}
+
+/** FILE's whole lines from the start, decoded one at a time (FILE may be large). */
+function* readLines(fd: number): Generator<string> {
+  const chunk = Buffer.alloc(1 << 20);
+  let carry = Buffer.alloc(0);
+  let offset = 0;
+  for (;;) {
+    const n = readSync(fd, chunk, 0, chunk.length, offset);
+    if (n === 0) break;
+    offset += n;
+    const data = Buffer.concat([carry, chunk.subarray(0, n)]);
+    let start = 0;
+    for (let nl = data.indexOf(0x0a); nl >= 0; nl = data.indexOf(0x0a, start)) {
+      yield data.toString('utf8', start, nl);
+      start = nl + 1;
+    }
+    carry = Buffer.from(data.subarray(start));
+  }
+}

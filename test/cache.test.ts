@@ -1,0 +1,215 @@
+// --cache DIR: answers for identical bytes and model reused without decoding or inference; shared
+// by processes at once, bounded, and a damaged entry is a miss, never a wrong answer.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ContentCache, decodeEntry, encodeEntry } from '../src/cache.js';
+import { BIN, COLOUR, FIX, jsonLines, ROOT, runCli } from './helpers.js';
+
+let dir: string;
+let images: string[];
+/** path -> predictions from a run without --cache */
+let expected: Map<string, unknown>;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'classify-cache-'));
+  // Forty images of different colours, so that their answers differ.
+  images = await Promise.all(
+    Array.from({ length: 40 }, async (_, i) => {
+      const file = join(dir, `c${i}.png`);
+      const background = { r: (i * 37) % 256, g: (i * 91) % 256, b: (i * 53) % 256 };
+      await sharp({ create: { width: 16, height: 16, channels: 3, background } }).png().toFile(file);
+      return file;
+    }),
+  );
+  const r = await runCli(['-g', COLOUR], input(images));
+  expect(r.code).toBe(0);
+  expected = new Map(jsonLines(r.stdout).map((o) => [o.path, o.predictions]));
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const input = (ps: string[]) => ps.join('\n') + '\n';
+/** Every entry file in a cache folder. */
+const entries = (cache: string) =>
+  readdirSync(cache)
+    .filter((d) => /^[0-9a-f]{2}$/.test(d))
+    .flatMap((d) => readdirSync(join(cache, d)).map((f) => join(cache, d, f)));
+const keyOf = (entry: string) => entry.split('/').slice(-2).join('');
+const hitsAndMisses = (stderr: string) => /(\d+) hits, (\d+) misses/.exec(stderr)?.slice(1).map(Number);
+
+function expectRight(stdout: string, paths = images) {
+  const out = jsonLines(stdout);
+  expect(out.map((o) => o.path)).toEqual(paths);
+  for (const o of out) expect(o.predictions).toEqual(expected.get(o.path));
+}
+
+describe('cache entries', () => {
+  it('round-trip a score vector; a truncated, altered, misplaced or wrong-sized entry is a miss', () => {
+    const scores = Float32Array.from([0.7, 0.2, 0.1]);
+    const entry = encodeEntry('k1', scores);
+    expect(decodeEntry(entry, 'k1', 3)).toEqual(scores);
+    expect(decodeEntry(entry.subarray(0, entry.length - 1), 'k1', 3)).toBeUndefined();
+    expect(decodeEntry(entry.subarray(0, 20), 'k1', 3)).toBeUndefined();
+    const flipped = Buffer.from(entry);
+    flipped[9] ^= 1;
+    expect(decodeEntry(flipped, 'k1', 3)).toBeUndefined();
+    expect(decodeEntry(entry, 'k2', 3)).toBeUndefined();
+    expect(decodeEntry(entry, 'k1', 4)).toBeUndefined();
+    expect(decodeEntry(Buffer.alloc(0), 'k1', 3)).toBeUndefined();
+  });
+
+  it('eviction removes the least recently used beyond the bound, down to nine tenths; a hit counts as a use', async () => {
+    const folder = mkdtempSync(join(tmpdir(), 'classify-evict-'));
+    try {
+      const filler = ContentCache.open(folder, 1000);
+      const keys = Array.from({ length: 30 }, (_, i) => filler.key('fp', Buffer.from(`image ${i}`)));
+      keys.forEach((k, i) => {
+        filler.put(k, Float32Array.from([i]));
+        const t = 1_700_000_000 + i;
+        utimesSync(join(folder, k.slice(0, 2), k.slice(2)), t, t);
+      });
+      await filler.close();
+      // A stale temporary file, as a process killed between write and rename leaves.
+      writeFileSync(join(folder, '.tmp-1-dead'), 'x');
+      utimesSync(join(folder, '.tmp-1-dead'), 1_600_000_000, 1_600_000_000);
+      const small = ContentCache.open(folder, 10);
+      expect(small.get(keys[0], 1)).toEqual(Float32Array.from([0])); // the oldest, now used
+      await small.evict();
+      const left = new Set(entries(folder).map(keyOf));
+      expect(left.size).toBe(9);
+      expect([...left].sort()).toEqual([keys[0], ...keys.slice(22)].sort());
+      expect(readdirSync(folder).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('classify --cache', () => {
+  it('a second run answers every image from the cache, exactly as without it; a copy under another name is a hit', async () => {
+    const cache = join(dir, 'plain');
+    const first = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
+    expect(first.code).toBe(0);
+    expect(hitsAndMisses(first.stderr)).toEqual([0, 40]);
+    expectRight(first.stdout);
+    expect(entries(cache)).toHaveLength(40);
+    const copy = join(dir, 'copy of c5.png');
+    copyFileSync(images[5], copy);
+    expected.set(copy, expected.get(images[5]));
+    const second = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input([...images, copy]));
+    expect(second.code).toBe(0);
+    expect(hitsAndMisses(second.stderr)).toEqual([41, 0]);
+    expectRight(second.stdout, [...images, copy]);
+    // Another model does not see this one's answers.
+    const other = await runCli(['-g', join(FIX, 'models', 'colour-nhwc'), '--cache', cache, '-v'], input(images.slice(0, 3)));
+    expect(hitsAndMisses(other.stderr)).toEqual([0, 3]);
+  });
+
+  it('answers from the stored score vector without running the model: any --top-k, and a planted entry shows', async () => {
+    const cache = join(dir, 'planted');
+    const red = join(FIX, 'images', 'red.jpg');
+    expect((await runCli(['-g', COLOUR, '--cache', cache], input([red]))).code).toBe(0);
+    const [entry] = entries(cache);
+    const scores = decodeEntry(readFileSync(entry), keyOf(entry), 3)!;
+    expect(scores[0]).toBeGreaterThan(0.99); // red, green, blue
+    writeFileSync(entry, encodeEntry(keyOf(entry), Float32Array.from([0.1, 0.3, 0.6])));
+    const r = await runCli(['-g', COLOUR, '--cache', cache, '-k', '2'], input([red]));
+    expect(jsonLines(r.stdout)[0].predictions).toEqual([
+      { label: 'blue', score: 0.6 },
+      { label: 'green', score: 0.3 },
+    ]);
+  });
+
+  it('a truncated or corrupt entry is a miss: the right answer, and the entry written whole again', async () => {
+    const cache = join(dir, 'damaged');
+    expect((await runCli(['-g', COLOUR, '--cache', cache], input(images))).code).toBe(0);
+    const all = entries(cache);
+    const size = readFileSync(all[0]).length;
+    truncateSync(all[0], 10);
+    const flipped = readFileSync(all[1]);
+    flipped[12] ^= 0x40; // a score's bits
+    writeFileSync(all[1], flipped);
+    const r = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
+    expect(r.code).toBe(0);
+    expect(hitsAndMisses(r.stderr)).toEqual([38, 2]);
+    expectRight(r.stdout);
+    expect(readFileSync(all[0]).length).toBe(size);
+    expect(decodeEntry(readFileSync(all[1]), keyOf(all[1]), 3)).toBeDefined();
+  });
+
+  it('two processes filling one folder at once both answer right and leave whole entries only', async () => {
+    const cache = join(dir, 'shared');
+    const run = (paths: string[]) =>
+      new Promise<{ code: number | null; stdout: string }>((resolve) => {
+        const child: ChildProcess = spawn(process.execPath, [BIN, '-g', COLOUR, '--cache', cache, '-q'], { cwd: ROOT });
+        let stdout = '';
+        child.stdout!.setEncoding('utf8').on('data', (d) => (stdout += d));
+        child.on('close', (code) => resolve({ code, stdout }));
+        child.stdin!.end(input(paths));
+      });
+    const reversed = [...images].reverse();
+    const [a, b] = await Promise.all([run(images), run(reversed)]);
+    expect([a.code, b.code]).toEqual([0, 0]);
+    expectRight(a.stdout);
+    expectRight(b.stdout, reversed);
+    expect(entries(cache)).toHaveLength(40);
+    expect(readdirSync(cache).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
+    for (const e of entries(cache)) expect(decodeEntry(readFileSync(e), keyOf(e), 3)).toBeDefined();
+    const third = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
+    expect(hitsAndMisses(third.stderr)).toEqual([40, 0]);
+  });
+
+  it('--cache-entries bounds the folder: a run ends with at most that many entries', async () => {
+    const cache = join(dir, 'bounded');
+    const r = await runCli(['-g', COLOUR, '--cache', cache, '--cache-entries', '10'], input(images));
+    expect(r.code).toBe(0);
+    expectRight(r.stdout);
+    expect(entries(cache).length).toBeGreaterThan(0);
+    expect(entries(cache).length).toBeLessThanOrEqual(10);
+  });
+
+  it('a folder that cannot be a cache, or --cache with --remote, is a usage error', async () => {
+    const file = join(dir, 'a-file');
+    writeFileSync(file, '');
+    const r = await runCli(['-g', COLOUR, '--cache', join(file, 'sub')], input(images.slice(0, 1)));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--cache .*a-file\/sub: cannot use as a cache folder \(ENOTDIR\)/);
+    const remote = await runCli(['-r', 'http://127.0.0.1:9', '--cache', join(dir, 'c')], '');
+    expect(remote.code).toBe(2);
+    expect(remote.stderr).toMatch(/--cache needs the model here/);
+  });
+});
+
+describe('classify serve --cache', () => {
+  it('answers a repeated upload from the cache', async () => {
+    const cache = join(dir, 'serve');
+    const child = spawn(process.execPath, [BIN, 'serve', '-g', COLOUR, '--port', '0', '--cache', cache], { cwd: ROOT });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let stderr = '';
+        child.stderr.setEncoding('utf8').on('data', (d: string) => {
+          stderr += d;
+          const m = /listening on (http:\/\/\S+)/.exec(stderr);
+          if (m) resolve(m[1]);
+        });
+        child.once('exit', (code) => reject(new Error(`server exited ${code}: ${stderr}`)));
+      });
+      const post = async (query = '') => {
+        const res = await fetch(`${url}/${query}`, { method: 'POST', body: readFileSync(join(FIX, 'images', 'red.jpg')), headers: { 'Content-Type': 'image/jpeg' } });
+        return (await res.json()) as { predictions: { label: string; score: number }[] };
+      };
+      const first = await post();
+      expect(first.predictions[0].label).toBe('red');
+      const [entry] = entries(cache);
+      expect(entries(cache)).toHaveLength(1);
+      writeFileSync(entry, encodeEntry(keyOf(entry), Float32Array.from([0.2, 0.7, 0.1])));
+      expect((await post('?top_k=1')).predictions).toEqual([{ label: 'green', score: 0.7 }]);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});

@@ -1,0 +1,250 @@
+// -o FILE and --resume: killed runs resumed until done leave every path exactly once, with the
+// answer an uninterrupted run gives; changed files, other models and failures are classified again.
+import { spawn } from 'node:child_process';
+import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, COLOUR, FIX, jsonLines, ROOT, runCli } from './helpers.js';
+
+const COLOURS = ['red', 'green', 'blue', 'grey'];
+const NHWC = join(FIX, 'models', 'colour-nhwc');
+
+let dir: string;
+let paths: string[];
+/** path -> the predictions an uninterrupted run without -o prints */
+let expected: Map<string, unknown>;
+
+/** Small deterministic generator, so a failing kill sequence can be replayed from its seed. */
+function rng(seed: number) {
+  return () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'classify-resume-'));
+  // Copies, not links: a test changes one without changing the others.
+  paths = Array.from({ length: 320 }, (_, i) => {
+    const p = join(dir, `photo ${String(i).padStart(3, '0')}.jpg`);
+    copyFileSync(join(FIX, 'images', `${COLOURS[i % 4]}.jpg`), p);
+    return p;
+  });
+  const r = await runCli(['-g', COLOUR], paths.join('\n') + '\n');
+  expect(r.code).toBe(0);
+  expected = new Map(jsonLines(r.stdout).map((o) => [o.path, o.predictions]));
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const input = (ps: string[]) => ps.join('\n') + '\n';
+const fileLines = (file: string) => (existsSync(file) ? jsonLines(readFileSync(file, 'utf8')) : []);
+
+/** Starts a --resume run and SIGKILLs it once FILE holds `target` lines (or at once when 0). */
+function runAndKill(file: string, target: number, extra: string[] = []): Promise<'killed' | number> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, '-g', COLOUR, '-o', file, '--resume', '-q', '-b', '1', '--decode-jobs', '1', ...extra], {
+      cwd: ROOT,
+    });
+    let killed = false;
+    const poll = setInterval(() => {
+      let count = 0;
+      try {
+        for (const b of readFileSync(file)) if (b === 10) count++;
+      } catch {
+        // not created yet
+      }
+      if (count >= target) {
+        killed = child.kill('SIGKILL');
+        clearInterval(poll);
+      }
+    }, 1);
+    child.on('exit', (code) => {
+      clearInterval(poll);
+      resolve(killed && code === null ? 'killed' : (code ?? -1));
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input(paths));
+  });
+}
+
+describe('classify -o FILE --resume', () => {
+  it('after SIGKILLs at random points and resumed runs, FILE holds every path exactly once, in input order, with the right answer', async () => {
+    const seed = Date.now() % 100000;
+    const random = rng(seed);
+    const file = join(dir, 'killed.ndjson');
+    let kills = 0;
+    // The first kill lands during start-up, before any line; later ones at random line counts.
+    for (let round = 0; round < 8; round++) {
+      const have = round === 0 ? 0 : fileLines(file).length;
+      const target = round === 0 ? 0 : have + 1 + Math.floor(random() * 60);
+      const result = await runAndKill(file, target);
+      if (result === 'killed') kills++;
+      else expect(result, `seed ${seed}`).toBe(0);
+    }
+    expect(kills, `seed ${seed}`).toBeGreaterThanOrEqual(4);
+    const last = await runCli(['-g', COLOUR, '-o', file, '--resume'], input(paths));
+    expect(last.code).toBe(0);
+    const out = fileLines(file);
+    expect(out.map((o) => o.path), `seed ${seed}`).toEqual(paths);
+    for (const o of out) expect(o.predictions).toEqual(expected.get(o.path));
+    const report = /(\d+) inputs? skipped \(answered before\), (\d+) classified, 0 failed/.exec(last.stderr);
+    expect(Number(report?.[1]) + Number(report?.[2])).toBe(paths.length);
+  }, 120_000);
+
+  it('cuts a partial last line left by a kill mid-write, then appends whole lines after it', async () => {
+    const file = join(dir, 'partial.ndjson');
+    const first = await runCli(['-g', COLOUR, '-o', file, '--resume', '-q'], input(paths.slice(0, 10)));
+    expect(first.code).toBe(0);
+    const whole = readFileSync(file, 'utf8').split('\n');
+    // The 11th line, as a write cut short would leave it.
+    appendFileSync(file, whole[9].replace(paths[9], paths[10]).slice(0, 40));
+    const r = await runCli(['-g', COLOUR, '-o', file, '--resume'], input(paths.slice(0, 20)));
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/cut a partial last line \(40 bytes\)/);
+    expect(r.stderr).toMatch(/10 inputs skipped \(answered before\), 10 classified, 0 failed/);
+    expect(fileLines(file).map((o) => o.path)).toEqual(paths.slice(0, 20));
+  });
+
+  it('records size, mtime and the model fingerprint in each line; skips without reading the file', async () => {
+    const file = join(dir, 'fields.ndjson');
+    const own = join(dir, 'own.jpg');
+    copyFileSync(join(FIX, 'images', 'red.jpg'), own);
+    utimesSync(own, 1_700_000_000, 1_700_000_000);
+    expect((await runCli(['-g', COLOUR, '-o', file, '--resume'], input([own]))).code).toBe(0);
+    const [line] = fileLines(file);
+    const st = statSync(own);
+    expect(line).toMatchObject({ path: own, size: st.size, mtime: st.mtimeMs, model: expect.stringMatching(/^[0-9a-f]{16}$/) });
+    // Same size and mtime, other bytes (not an image at all): trusted as unchanged, so not read.
+    writeFileSync(own, Buffer.alloc(st.size, 'x'));
+    utimesSync(own, 1_700_000_000, 1_700_000_000);
+    const r = await runCli(['-g', COLOUR, '-o', file, '--resume'], input([own]));
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/1 input skipped/);
+    expect(fileLines(file)).toHaveLength(1);
+  });
+
+  it('classifies a modified file again; the newest line for a path is the one to believe', async () => {
+    const file = join(dir, 'modified.ndjson');
+    const some = paths.slice(0, 8).map((p, i) => {
+      const own = join(dir, `mod${i}.jpg`);
+      copyFileSync(p, own);
+      return own;
+    });
+    expect((await runCli(['-g', COLOUR, '-o', file, '--resume'], input(some))).code).toBe(0);
+    // mod0 was red: now blue, and mod1 only touched (same bytes, new mtime).
+    copyFileSync(join(FIX, 'images', 'blue.jpg'), some[0]);
+    const later = new Date(Date.now() + 5000);
+    utimesSync(some[1], later, later);
+    const r = await runCli(['-g', COLOUR, '-o', file, '--resume', '-k', '1'], input(some));
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/6 inputs skipped \(answered before\), 2 classified, 0 failed/);
+    const out = fileLines(file);
+    expect(out.slice(8).map((o) => [o.path, o.predictions[0].label])).toEqual([
+      [some[0], 'blue'],
+      [some[1], 'green'],
+    ]);
+    // And a third run has nothing left to do.
+    const again = await runCli(['-g', COLOUR, '-o', file, '--resume'], input(some));
+    expect(again.stderr).toMatch(/8 inputs skipped/);
+    expect(fileLines(file)).toHaveLength(10);
+  });
+
+  it('retries failed inputs: a fixed one gets its answer, one still broken is not written again', async () => {
+    const file = join(dir, 'failed.ndjson');
+    const broken = join(dir, 'broken.jpg');
+    const fixed = join(dir, 'fixed.jpg');
+    writeFileSync(broken, 'not an image');
+    writeFileSync(fixed, 'not an image either');
+    const list = input([paths[0], broken, fixed, join(dir, 'absent.jpg')]);
+    const first = await runCli(['-g', COLOUR, '-o', file, '--resume'], list);
+    expect(first.code).toBe(1);
+    expect(fileLines(file).map((o) => o.error ?? 'ok')).toEqual(['ok', 'not an image (unrecognised format)', 'not an image (unrecognised format)', 'no such file']);
+    copyFileSync(join(FIX, 'images', 'green.jpg'), fixed);
+    const second = await runCli(['-g', COLOUR, '-o', file, '--resume'], list);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/1 input skipped \(answered before\), 1 classified, 2 failed/);
+    // Both failures were tried again (stderr names them) but FILE already said so.
+    expect(second.stderr).toMatch(/broken\.jpg": not an image/);
+    const out = fileLines(file);
+    expect(out).toHaveLength(5);
+    expect(out[4]).toMatchObject({ path: fixed, predictions: [{ label: 'green' }, {}, {}] });
+  });
+
+  it('refuses with exit 2 a FILE written for another model or other preprocessing; --reclassify classifies again', async () => {
+    const file = join(dir, 'model.ndjson');
+    const some = paths.slice(0, 6);
+    expect((await runCli(['-g', COLOUR, '-o', file, '--resume'], input(some))).code).toBe(0);
+    const before = readFileSync(file);
+    for (const other of [['-g', NHWC], ['-g', COLOUR, '--mean', '10'], ['-g', COLOUR, '--softmax', 'on']]) {
+      const r = await runCli([...other, '-o', file, '--resume'], input(some));
+      expect(r.code, other.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/model\.ndjson was last written for another model \(model [0-9a-f]{16}; this one is [0-9a-f]{16}\).*--reclassify/);
+      expect(readFileSync(file).equals(before)).toBe(true);
+    }
+    const re = await runCli(['-g', NHWC, '-o', file, '--resume', '--reclassify'], input(some));
+    expect(re.code).toBe(0);
+    expect(re.stderr).toMatch(/0 inputs skipped \(answered before\), 6 classified/);
+    // Now FILE is this model's: resumed without --reclassify, nothing is left to do.
+    const after = await runCli(['-g', NHWC, '-o', file, '--resume'], input(some));
+    expect(after.code).toBe(0);
+    expect(after.stderr).toMatch(/6 inputs skipped/);
+    expect(fileLines(file)).toHaveLength(12);
+    expect(new Set(fileLines(file).map((o) => o.model)).size).toBe(2);
+  });
+
+  it('takes each path once per run; without --resume, -o appends every line as the filter prints it', async () => {
+    const file = join(dir, 'twice.ndjson');
+    const list = input([paths[0], paths[1], paths[0]]);
+    const resumed = await runCli(['-g', COLOUR, '-o', file, '--resume'], list);
+    expect(resumed.stderr).toMatch(/1 input skipped \(answered before\), 2 classified/);
+    expect(fileLines(file).map((o) => o.path)).toEqual([paths[0], paths[1]]);
+    const plain = await runCli(['-g', COLOUR, '-o', file, '-q'], list);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toBe('');
+    expect(plain.stderr).toBe('');
+    expect(fileLines(file).map((o) => o.path)).toEqual([paths[0], paths[1], paths[0], paths[1], paths[0]]);
+  });
+
+  it('-o with text and tsv appends those lines; --quiet keeps the resume report off stderr', async () => {
+    const file = join(dir, 'text.txt');
+    expect((await runCli(['-g', COLOUR, '-o', file, '-f', 'text', '-k', '1'], input([paths[0]]))).code).toBe(0);
+    expect(readFileSync(file, 'utf8')).toBe(`${paths[0]}: red (0.9975)\n`);
+    const q = await runCli(['-g', COLOUR, '-o', join(dir, 'quiet.ndjson'), '--resume', '-q'], input([paths[0]]));
+    expect(q.code).toBe(0);
+    expect(q.stderr).toBe('');
+  });
+
+  const devFull = existsSync('/dev/full');
+  if (!devFull) console.warn('skipping the disk-full test: this system has no /dev/full');
+  it.skipIf(!devFull)('a write error (disk full) ends the run with exit 74 and the reason, even while stdin stays open', async () => {
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [BIN, '-g', COLOUR, '-o', '/dev/full'], { cwd: ROOT });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+      child.on('exit', (code) => resolve({ code, stderr }));
+      child.stdin.write(input(paths.slice(0, 12))); // and never closed, as under tail -f
+    });
+    expect(r.code).toBe(74);
+    expect(r.stderr).toMatch(/classify: cannot write \/dev\/full: no space left on device \(ENOSPC\)/);
+  });
+
+  it('usage errors exit 2 before any input is read: --resume without -o or JSON, with --remote; a FILE not of JSON lines', async () => {
+    const cases: [string[], RegExp][] = [
+      [['-g', COLOUR, '--resume'], /--resume needs -o FILE/],
+      [['-g', COLOUR, '-o', join(dir, 'x.txt'), '--resume', '-f', 'tsv'], /--resume reads FILE back, which takes --format json/],
+      [['-g', COLOUR, '--reclassify'], /--reclassify goes with --resume/],
+      [['-r', 'http://127.0.0.1:9', '-o', join(dir, 'x.ndjson'), '--resume'], /--resume needs the model here/],
+      [['-g', COLOUR, '-o', dir], /cannot open for appending \(EISDIR\)/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runCli(args, input([paths[0]]));
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(message);
+    }
+    const text = join(dir, 'not-json.ndjson');
+    writeFileSync(text, `${paths[0]}: red (0.9975)\n`);
+    const r = await runCli(['-g', COLOUR, '-o', text, '--resume'], input([paths[0]]));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/not-json\.ndjson line 1: not a JSON line classify -o writes/);
+    expect(readFileSync(text, 'utf8')).toBe(`${paths[0]}: red (0.9975)\n`);
+  });
+});
