@@ -5,17 +5,23 @@ import { ModelError } from './backends/engine.js';
 import { startEngine, type WorkerEngine } from './backends/remote.js';
 import { type BatchStats, MicroBatcher } from './batcher.js';
 import { blankJpeg, decodeToRgb, ImageReader } from './image/decode.js';
-import { type Normalisation, TensorPacker } from './image/tensor.js';
-import { type BackendChoice, chooseNormalisation, engineSpec, readLabels, resolveModel } from './model.js';
+import { cropProblem, type ImageSteps, type Preprocessing, type PreprocessingKey } from './image/preprocessing.js';
+import { type Pixels, TensorPacker } from './image/tensor.js';
+import { type BackendChoice, choosePreprocessing, engineSpec, readLabels, resolveModel } from './model.js';
 import { Semaphore } from './semaphore.js';
 
 export interface ClassifierOptions {
   graph: string;
   labels?: string;
   backend: BackendChoice;
-  /** 0: chosen for the device (see DEFAULT_BATCH) */
+  /** preprocessing flags; each one left out comes from the model (see choosePreprocessing) */
   mean?: [number, number, number];
   std?: [number, number, number];
+  resize?: Preprocessing['resize'];
+  crop?: Preprocessing['crop'];
+  icc?: Preprocessing['icc'];
+  exifRotate?: boolean;
+  /** 0: chosen for the device (see DEFAULT_BATCH) */
   batchSize: number;
   maxDelayMs: number;
   /** 0: unbounded */
@@ -50,8 +56,9 @@ export interface ClassifierInfo {
   engine: string;
   engineNotes: string[];
   input: string;
-  normalisation: Normalisation;
-  normalisationSource: string;
+  preprocessing: Preprocessing;
+  /** where each preprocessing setting came from */
+  preprocessingSources: Record<PreprocessingKey, string>;
   batchSize: number;
   maxDelayMs: number;
   decodeJobs: number;
@@ -64,11 +71,12 @@ export class Classifier {
     private readonly engine: WorkerEngine,
     private readonly labels: string[],
     private readonly packer: TensorPacker,
-    private readonly batcher: MicroBatcher<Buffer, Float32Array>,
+    private readonly batcher: MicroBatcher<Pixels, Float32Array>,
     private readonly inbound: { count: number },
     private readonly decodeSlots: Semaphore,
     private readonly maxPixels: number,
     private readonly softmax: ClassifierOptions['softmax'],
+    private readonly steps: ImageSteps,
     private readonly files = new ImageReader(),
   ) {}
 
@@ -83,8 +91,14 @@ export class Classifier {
       await engine.dispose();
       throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
     }
-    const { source, ...norm } = chooseNormalisation(model, engine.normalisation, { mean: opts.mean, std: opts.std });
-    const packer = new TensorPacker(sig.height, sig.width, sig.layout, norm);
+    const flags = { mean: opts.mean, std: opts.std, resize: opts.resize, crop: opts.crop, icc: opts.icc, exifRotate: opts.exifRotate };
+    const { preprocessing, sources } = choosePreprocessing(model, engine.normalisation, flags);
+    const problem = cropProblem(preprocessing.crop, sig.height, sig.width);
+    if (problem) {
+      await engine.dispose();
+      throw new ModelError(model.file, `${problem} (crop from ${sources.crop})`);
+    }
+    const packer = new TensorPacker(sig.height, sig.width, sig.layout, preprocessing);
     const wanted = opts.batchSize > 0 ? opts.batchSize : engine.accelerated ? DEFAULT_BATCH.accelerator : DEFAULT_BATCH.cpu;
     const batchSize = Math.min(wanted, sig.maxBatch);
     const decodeJobs = opts.decodeJobs > 0 ? opts.decodeJobs : Math.max(2, availableParallelism() * 2);
@@ -100,7 +114,7 @@ export class Classifier {
       if (buf && buf.length >= batchSize * perImage) return buf;
       return sig.inputType === 'uint8' ? new Uint8Array(batchSize * perImage) : new Float32Array(batchSize * perImage);
     };
-    const runBatch = async (images: Buffer[]): Promise<Float32Array[]> => {
+    const runBatch = async (images: Pixels[]): Promise<Float32Array[]> => {
       const input = take();
       images.forEach((rgb, slot) =>
         input instanceof Float32Array ? packer.writeFloat(rgb, input, slot) : packer.writeUint8(rgb, input, slot),
@@ -125,14 +139,14 @@ export class Classifier {
       engine: engine.name,
       engineNotes: engine.notes,
       input: `${sig.inputName} ${sig.inputType} ${sig.layout} ${sig.height}x${sig.width}${sig.maxBatch === 1 ? ' (fixed batch of 1)' : ''}`,
-      normalisation: norm,
-      normalisationSource: source,
+      preprocessing,
+      preprocessingSources: sources,
       batchSize,
       maxDelayMs: opts.maxDelayMs,
       decodeJobs,
       classes: sig.outputSize,
     };
-    const classifier = new Classifier(info, engine, labels, packer, batcher, inbound, new Semaphore(decodeJobs), opts.maxPixels, opts.softmax);
+    const classifier = new Classifier(info, engine, labels, packer, batcher, inbound, new Semaphore(decodeJobs), opts.maxPixels, opts.softmax, preprocessing);
     await classifier.warmUp();
     warm = true;
     return classifier;
@@ -172,8 +186,18 @@ export class Classifier {
     return this.rank(await this.batcher.submit(rgb), topK, threshold);
   }
 
+  /** The model's input for one file, exactly as a batch would carry it (one image, packed and
+   * normalised): what the preprocessing does, observable, e.g. for parity with a framework. */
+  async preprocessFile(path: string): Promise<Float32Array | Uint8Array> {
+    const rgb = await this.decode(await this.files.read(path));
+    const out = this.engine.signature.inputType === 'uint8' ? new Uint8Array(this.packer.imageSize) : new Float32Array(this.packer.imageSize);
+    if (out instanceof Float32Array) this.packer.writeFloat(rgb, out, 0);
+    else this.packer.writeUint8(rgb, out, 0);
+    return out;
+  }
+
   /** Decodes in a decode slot, counted as inbound for the batcher until it is submitted. */
-  private async prepare(decode: () => Promise<Buffer>): Promise<Buffer> {
+  private async prepare(decode: () => Promise<Pixels>): Promise<Pixels> {
     this.inbound.count++;
     try {
       const rgb = await this.decodeSlots.run(decode);
@@ -195,8 +219,8 @@ export class Classifier {
     return this.engine.dispose();
   }
 
-  private decode(bytes: Buffer, maxPixels = this.maxPixels): Promise<Buffer> {
-    return decodeToRgb(bytes, { width: this.packer.width, height: this.packer.height, maxPixels });
+  private decode(bytes: Buffer, maxPixels = this.maxPixels): Promise<Pixels> {
+    return decodeToRgb(bytes, { width: this.packer.width, height: this.packer.height, maxPixels, steps: this.steps });
   }
 
   private rank(scores: Float32Array, topK: number, threshold: number): Prediction[] {
