@@ -24,7 +24,7 @@ const GAIN = 10;
 const LABELS = 'red\ngreen\nblue\n';
 const weights = new Float32Array([GAIN, 0, 0, 0, GAIN, 0, 0, 0, GAIN]);
 
-function colourModel({ layout = 'NCHW', batch = 'N', softmax = true, metadata, input = 'image', output = 'scores' } = {}) {
+function colourModel({ layout = 'NCHW', batch = 'N', softmax = true, metadata, input = 'image', output = 'scores', dims } = {}) {
   const nodes = [];
   let x = input;
   if (layout === 'NHWC') {
@@ -37,7 +37,7 @@ function colourModel({ layout = 'NCHW', batch = 'N', softmax = true, metadata, i
     { op: 'MatMul', inputs: ['mean_rgb', 'W'], outputs: [softmax ? 'logits' : output] },
   );
   if (softmax) nodes.push({ op: 'Softmax', inputs: ['logits'], outputs: [output], attrs: { axis: -1 } });
-  const shape = layout === 'NHWC' ? [batch, SIZE, SIZE, 3] : [batch, 3, SIZE, SIZE];
+  const shape = dims ?? (layout === 'NHWC' ? [batch, SIZE, SIZE, 3] : [batch, 3, SIZE, SIZE]);
   return encodeModel({
     name: 'dominant_colour',
     nodes,
@@ -60,10 +60,11 @@ write('models/colour-nhwc/classify.json', JSON.stringify({ mean: [0, 0, 0], std:
 write('models/colour-batch1/model.onnx', colourModel({ batch: 1, metadata: { mean: '0', std: '255' } }));
 write('models/colour-batch1/labels.txt', LABELS);
 // A Hugging Face export (the layout of transformers.js and Optimum): config.json with id2label,
-// preprocessor_config.json, onnx/model.onnx; Hugging Face's names (pixel_values in, logits out).
+// preprocessor_config.json, onnx/model.onnx; Hugging Face's names (pixel_values in, logits out)
+// and every dimension symbolic, as their exports have it (the size comes from crop_size).
 // A CLIP-style shorter-side resize and centre crop, bicubic, ViT-style normalisation: a test can
 // tell whether each applied (fixtures/decode/blue-centre.png is blue only once cropped).
-write('models/hf-colour/onnx/model.onnx', colourModel({ softmax: false, input: 'pixel_values', output: 'logits' }));
+write('models/hf-colour/onnx/model.onnx', colourModel({ softmax: false, input: 'pixel_values', output: 'logits', dims: ['batch_size', 'num_channels', 'height', 'width'] }));
 write(
   'models/hf-colour/config.json',
   JSON.stringify(

@@ -60,6 +60,9 @@ export interface ResolvedModel {
 export interface PreprocessingHints {
   source: string;
   values: Partial<Preprocessing>;
+  /** the size this preprocessing produces, for models whose input size is symbolic (Hugging Face
+   * exports leave every dimension but none fixed) */
+  inputSize?: { height: number; width: number };
 }
 
 const LABEL_FILES = ['labels.txt', 'output_labels.txt', 'retrained_labels.txt'];
@@ -242,6 +245,9 @@ export function huggingFaceHints(cfg: Record<string, unknown>, where: string): P
     values.crop = cropping && fixed && crop && (fixed.height !== crop.height || fixed.width !== crop.width) ? fixed : null;
   }
 
+  const cropSize = size2(cfg.crop_size);
+  const inputSize = cropping && cropSize ? cropSize : (size2(size) ?? (shorter !== undefined ? { height: shorter, width: shorter } : undefined));
+
   const rescale = cfg.do_rescale === false ? 1 : (num(cfg.rescale_factor) ?? 1 / 255);
   const round = (x: number) => Number(x.toPrecision(7));
   const triple = (v: unknown, what: string) => (v === undefined ? undefined : channelTriple(v, what, where, what === 'image_std'));
@@ -254,7 +260,7 @@ export function huggingFaceHints(cfg: Record<string, unknown>, where: string): P
     if (mean) values.mean = mean.map((m) => round(m / rescale)) as Normalisation['mean'];
     if (std) values.std = std.map((s) => round(s / rescale)) as Normalisation['std'];
   }
-  return { source: notes.length ? `${where} (${notes.join('; ')})` : where, values };
+  return { source: notes.length ? `${where} (${notes.join('; ')})` : where, values, inputSize };
 }
 
 /** Accepts 127.5, "127.5", [1,2,3] or "1,2,3" and returns one value per channel. */
@@ -273,7 +279,8 @@ export function channelTriple(value: unknown, what: string, where: string, posit
 
 /** What the engine thread loads for a resolved model. */
 export function engineSpec(model: ResolvedModel, opts: EngineOptions): EngineSpec {
-  return { backend: model.backend, format: model.format, runtime: model.runtime, file: model.file, options: opts };
+  const imageSize = model.hints.find((h) => h.inputSize)?.inputSize;
+  return { backend: model.backend, format: model.format, runtime: model.runtime, file: model.file, options: imageSize ? { ...opts, imageSize } : opts };
 }
 
 /** What a model's kind implies when nothing else says: TensorFlow decodes without colour

@@ -13,8 +13,8 @@ export interface Normalisation {
 
 /** Precomputed so the per-pixel work is one multiply-add. */
 export class TensorPacker {
-  private readonly scale: Float32Array;
-  private readonly offset: Float32Array;
+  private readonly scale: Float64Array;
+  private readonly offset: Float64Array;
   readonly imageSize: number;
 
   constructor(
@@ -23,8 +23,9 @@ export class TensorPacker {
     readonly layout: Layout,
     norm: Normalisation,
   ) {
-    this.scale = Float32Array.from(norm.std, (s) => 1 / s);
-    this.offset = Float32Array.from(norm.mean, (m, c) => -m / norm.std[c]);
+    // Float64: in float32, 1/127.5 makes 255 come out as 1.0000001 rather than 1.
+    this.scale = Float64Array.from(norm.std, (s) => 1 / s);
+    this.offset = Float64Array.from(norm.mean, (m, c) => -m / norm.std[c]);
     this.imageSize = height * width * 3;
   }
 
