@@ -380,10 +380,10 @@ for (const r of results.models) {
 {
   const sets = Object.keys(results.preprocessing[0]).filter((k) => k !== 'mode');
   const area = results.preprocessing[0];
-  console.log(`\n| resize mode | ${sets.map((s) => `${s}: ms per image (CPU ms) | vs area`).join(' | ')} |`);
+  console.log(`\n| resize mode | ${sets.map((s) => `${s}: ms per image (CPU ms) | CPU vs area`).join(' | ')} |`);
   console.log(`|---|${sets.map(() => '---|---|').join('')}`);
   for (const r of results.preprocessing) {
-    const cells = sets.map((s) => `${r[s].wallMs.toFixed(2)} (${r[s].cpuMs.toFixed(2)}) | ${(r[s].wallMs / area[s].wallMs).toFixed(2)}x`);
+    const cells = sets.map((s) => `${r[s].wallMs.toFixed(2)} (${r[s].cpuMs.toFixed(2)}) | ${(r[s].cpuMs / area[s].cpuMs).toFixed(2)}x`);
     console.log(`| ${r.mode} | ${cells.join(' | ')} |`);
   }
 }
