@@ -89,6 +89,13 @@ function bilinearTaps(inSize: number, outSize: number, start: number, count: num
   return taps;
 }
 
+/** TF's compute_lerp: two horizontal lerps, then one vertical, in float32. */
+function lerp2(tl: number, tr: number, bl: number, br: number, xl: number, yl: number): number {
+  const t = Math.fround(tl + Math.fround((tr - tl) * xl));
+  const b = Math.fround(bl + Math.fround((br - bl) * xl));
+  return t + Math.fround((b - t) * yl);
+}
+
 function resizeBilinearTf(src: Uint8Array, srcW: number, srcH: number, outW: number, outH: number, halfPixel: boolean, place: Placement): Float32Array {
   const xs = bilinearTaps(srcW, place.width, place.left, outW, halfPixel, 3);
   const ys = bilinearTaps(srcH, place.height, place.top, outH, halfPixel, srcW * 3);
@@ -99,17 +106,14 @@ function resizeBilinearTf(src: Uint8Array, srcW: number, srcH: number, outW: num
     const bottom = ys.hi[y];
     const yl = ys.frac[y];
     for (let x = 0; x < outW; x++) {
-      const left = xs.lo[x];
-      const right = xs.hi[x];
+      const tl = top + xs.lo[x];
+      const tr = top + xs.hi[x];
+      const bl = bottom + xs.lo[x];
+      const br = bottom + xs.hi[x];
       const xl = xs.frac[x];
-      for (let c = 0; c < 3; c++) {
-        // compute_lerp: two horizontal lerps, then one vertical, in float32.
-        const tl = src[top + left + c];
-        const bl = src[bottom + left + c];
-        const t = Math.fround(tl + Math.fround((src[top + right + c] - tl) * xl));
-        const b = Math.fround(bl + Math.fround((src[bottom + right + c] - bl) * xl));
-        out[o++] = t + Math.fround((b - t) * yl);
-      }
+      out[o++] = lerp2(src[tl], src[tr], src[bl], src[br], xl, yl);
+      out[o++] = lerp2(src[tl + 1], src[tr + 1], src[bl + 1], src[br + 1], xl, yl);
+      out[o++] = lerp2(src[tl + 2], src[tr + 2], src[bl + 2], src[br + 2], xl, yl);
     }
   }
   return out;
