@@ -10,6 +10,7 @@
 //   npm run bench -- --shared DIR the shared assets folder when it is not ../shared/assets
 //   npm run bench -- --only resume  only the -o --resume and --cache section
 //   npm run bench -- --resume-paths N paths for that section (default 10000, 2000 with --quick)
+//   npm run bench -- --preprocessing-only  only the cost of each resize mode (--images N passes)
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
@@ -19,7 +20,7 @@ import sharp from 'sharp';
 import { loadEngine } from '../dist/backends/index.js';
 import { decodeToRgb } from '../dist/image/decode.js';
 import { TensorPacker } from '../dist/image/tensor.js';
-import { resolveModel } from '../dist/model.js';
+import { choosePreprocessing, resolveModel } from '../dist/model.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = join(ROOT, 'bin', 'classify.js');
@@ -33,6 +34,7 @@ const devices = (flag('--device') ?? 'cpu').split(',');
 const images = flag('--images') ? Number(flag('--images')) : undefined;
 const onlySection = flag('--only');
 const resumePaths = Number(flag('--resume-paths') ?? (quick ? 2000 : 10000));
+const preprocessingOnly = args.includes('--preprocessing-only');
 
 if (!existsSync(SHARED)) {
   console.error(`bench: ${SHARED} is absent; the benchmark runs on the shared models and photos`);
@@ -65,7 +67,7 @@ const MODELS = [
   // The same frozen graph on TensorFlow.js, for the engine ratio.
   { name: 'mobilenetv2_224_random_frozen', graph: join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), n: quick ? 40 : 120, backend: 'tfjs' },
 ]
-  .filter((m) => !only || only.some((o) => m.name.includes(o)))
+  .filter((m) => !preprocessingOnly && (!only || only.some((o) => m.name.includes(o))))
   .map((m) => ({ ...m, n: images ? (m.backend ? Math.ceil(images / 4) : images) : m.n }))
   // TensorFlow.js has no device choice here: it runs once, on its own runtime.
   .flatMap((m) => (m.backend ? [{ ...m, device: 'cpu' }] : devices.map((device) => ({ ...m, device }))));
@@ -97,10 +99,10 @@ function runCli(graph, paths, extra) {
   });
 }
 
-async function decodeCeiling(graph, paths, engineSig, jobs) {
+async function decodeCeiling(graph, paths, engineSig, jobs, steps) {
   const packer = new TensorPacker(engineSig.height, engineSig.width, engineSig.layout, { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] });
   const out = new Float32Array(packer.imageSize);
-  const opts = { width: engineSig.width, height: engineSig.height, maxPixels: 1e8 };
+  const opts = { width: engineSig.width, height: engineSig.height, maxPixels: 1e8, steps };
   let next = 0;
   const start = now();
   await Promise.all(
@@ -147,23 +149,23 @@ async function loneBatchMs(engine) {
 }
 
 /** One photo decoded on its own, as a trickled path is: median of 20. */
-async function decodeOneMs(photo, sig) {
+async function decodeOneMs(photo, sig, steps) {
   const times = [];
   for (let i = 0; i < 20; i++) {
     const start = now();
-    await decodeToRgb(readFileSync(photo), { width: sig.width, height: sig.height, maxPixels: 1e8 });
+    await decodeToRgb(readFileSync(photo), { width: sig.width, height: sig.height, maxPixels: 1e8, steps });
     times.push(now() - start);
   }
   return times.sort((a, b) => a - b)[10];
 }
 
 /** The model loaded once, then each image read, decoded, run alone: no batching, no overlap. */
-async function oneAtATime(engine, paths, sig) {
+async function oneAtATime(engine, paths, sig, steps) {
   const packer = new TensorPacker(sig.height, sig.width, sig.layout, { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] });
   const input = new Float32Array(packer.imageSize);
   const start = now();
   for (const p of paths) {
-    packer.writeFloat(await decodeToRgb(readFileSync(p), { width: sig.width, height: sig.height, maxPixels: 1e8 }), input, 0);
+    packer.writeFloat(await decodeToRgb(readFileSync(p), { width: sig.width, height: sig.height, maxPixels: 1e8, steps }), input, 0);
     await engine.run(input, 1);
   }
   return paths.length / ((now() - start) / 1000);
@@ -238,14 +240,16 @@ for (const model of onlySection ? [] : MODELS) {
   const engine = await loadEngine({ backend: resolved.backend, format: resolved.format, runtime: resolved.runtime, file: resolved.file, options: { threads: 0, device: model.device } });
   const cliArgs = model.backend ? ['--backend', model.backend] : ['--device', model.device];
   const sig = engine.signature;
-  const r = { model: model.name, engine: engine.name, images: paths.length };
-  r.decode = await decodeCeiling(model.graph, paths, sig, availableParallelism() * 2);
+  // The preprocessing the CLI uses for this model by default, so that the ceilings compare.
+  const { preprocessing: steps } = choosePreprocessing(resolved, engine.normalisation);
+  const r = { model: model.name, engine: engine.name, images: paths.length, resize: steps.resize };
+  r.decode = await decodeCeiling(model.graph, paths, sig, availableParallelism() * 2, steps);
   const inf = await inferenceCeiling(engine, Math.min(paths.length, 200));
   r.inference = inf.best;
   r.inferenceBatch = inf.bestBatch;
   r.inferencePerBatch = inf.perBatch;
   r.combined = 1 / (1 / r.decode + 1 / r.inference);
-  r.oneAtATime = await oneAtATime(engine, paths.slice(0, Math.min(60, paths.length)), sig);
+  r.oneAtATime = await oneAtATime(engine, paths.slice(0, Math.min(60, paths.length)), sig, steps);
   r.loneBatchMs = await loneBatchMs(engine);
   await engine.dispose();
 
@@ -265,7 +269,7 @@ for (const model of onlySection ? [] : MODELS) {
   r.trickleMs = mid(trickles.map((t) => t.first));
   r.trickleMedianMs = mid(trickles.map((t) => t.median));
   r.inferenceMsBatch = 1000 / r.inferencePerBatch[1];
-  r.decodeMsOne = await decodeOneMs(photos[1], sig);
+  r.decodeMsOne = await decodeOneMs(photos[1], sig, steps);
   results.models.push(r);
   console.log(
     `${r.model} on ${r.engine}: decode ${fmt(r.decode)}, inference ${fmt(r.inference)} (batch ${r.inferenceBatch}), combined ${fmt(r.combined)}, ` +
@@ -273,7 +277,52 @@ for (const model of onlySection ? [] : MODELS) {
   );
 }
 
-if (!quick && !onlySection) {
+// ---- what exactness costs: decode + resize + pack per image, each resize mode ------------------
+/** One image at a time on one JS thread (libvips may use more): wall and process CPU ms per image,
+ * the files already in memory. Each mode alone (ICC ignored, no rotation), then the ONNX default. */
+async function preprocessingCosts(sets, passes) {
+  const size = 224;
+  const packer = new TensorPacker(size, size, 'NHWC', { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] });
+  const out = new Float32Array(packer.imageSize);
+  const plain = { crop: null, icc: 'ignore', exifRotate: false };
+  const modes = [
+    ['area', { ...plain, resize: 'area' }],
+    ['area, ICC applied, EXIF rotated (ONNX default)', { resize: 'area', crop: null, icc: 'apply', exifRotate: true }],
+    ['tf1', { ...plain, resize: 'tf1' }],
+    ['bilinear', { ...plain, resize: 'bilinear' }],
+    ['pil-bilinear', { ...plain, resize: 'pil-bilinear' }],
+    ['pil-bicubic', { ...plain, resize: 'pil-bicubic' }],
+    ['pil-bilinear, --crop 256', { ...plain, resize: 'pil-bilinear', crop: { shorter: 256 } }],
+  ];
+  const rows = [];
+  for (const [name, steps] of modes) {
+    const row = { mode: name };
+    for (const [set, files] of Object.entries(sets)) {
+      const bytes = files.map((f) => readFileSync(f));
+      const run = async (n) => {
+        for (let i = 0; i < n; i++) packer.writeFloat(await decodeToRgb(bytes[i % bytes.length], { width: size, height: size, maxPixels: 1e8, steps }), out, 0);
+      };
+      await run(Math.min(bytes.length * 2, passes)); // warm: libvips, JIT
+      const n = Math.max(passes, bytes.length);
+      const cpu = process.cpuUsage();
+      const start = now();
+      await run(n);
+      const used = process.cpuUsage(cpu);
+      row[set] = { wallMs: (now() - start) / n, cpuMs: (used.user + used.system) / 1000 / n };
+    }
+    rows.push(row);
+  }
+  return rows;
+}
+
+if (!onlySection || onlySection === 'preprocessing') {
+  const passes = images ?? (quick ? 100 : 400);
+  console.log(`\npreprocessing cost per image (decode + resize + pack to 224x224, one at a time, ${passes} images per cell)...`);
+  const sets = { 'flower photos': photos, '1600x1200 JPEGs': large };
+  results.preprocessing = await preprocessingCosts(sets, passes);
+}
+
+if (!quick && !preprocessingOnly && !onlySection) {
   const onnx = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_onnx'));
   if (onnx) {
     console.log('\nserve load test (mobilenetv2_224_random_onnx, loopback)...');
@@ -283,7 +332,7 @@ if (!quick && !onlySection) {
   }
 }
 
-if (rssLines > 0) {
+if (rssLines > 0 && !preprocessingOnly) {
   console.log(`\nmemory over ${rssLines} input lines (colour fixture model, the same photos repeated)...`);
   results.rss = await rssRun(join(ROOT, 'fixtures', 'models', 'colour'), rssLines);
   console.log(`\nagain with NODE_OPTIONS=${YOUNG_GEN_CAP}...`);
@@ -337,6 +386,16 @@ for (const r of results.models) {
       `${r.inferenceMsBatch.toFixed(0)} ms back to back; ` +
       `decoding that photo alone takes ${r.decodeMsOne.toFixed(0)} ms)`,
   );
+}
+{
+  const sets = Object.keys(results.preprocessing[0]).filter((k) => k !== 'mode');
+  const area = results.preprocessing[0];
+  console.log(`\n| resize mode | ${sets.map((s) => `${s}: ms per image (CPU ms) | CPU vs area`).join(' | ')} |`);
+  console.log(`|---|${sets.map(() => '---|---|').join('')}`);
+  for (const r of results.preprocessing) {
+    const cells = sets.map((s) => `${r[s].wallMs.toFixed(2)} (${r[s].cpuMs.toFixed(2)}) | ${(r[s].cpuMs / area[s].cpuMs).toFixed(2)}x`);
+    console.log(`| ${r.mode} | ${cells.join(' | ')} |`);
+  }
 }
 if (results.serve) {
   console.log('\n| concurrency | requests/s | p50 ms | p99 ms | mean batch | errors | vs CLI bulk |');

@@ -24,9 +24,9 @@ const GAIN = 10;
 const LABELS = 'red\ngreen\nblue\n';
 const weights = new Float32Array([GAIN, 0, 0, 0, GAIN, 0, 0, 0, GAIN]);
 
-function colourModel({ layout = 'NCHW', batch = 'N', softmax = true, metadata } = {}) {
+function colourModel({ layout = 'NCHW', batch = 'N', softmax = true, metadata, input = 'image', output = 'scores', dims } = {}) {
   const nodes = [];
-  let x = 'image';
+  let x = input;
   if (layout === 'NHWC') {
     nodes.push({ op: 'Transpose', inputs: [x], outputs: ['nchw'], attrs: { perm: [0, 3, 1, 2] } });
     x = 'nchw';
@@ -34,16 +34,16 @@ function colourModel({ layout = 'NCHW', batch = 'N', softmax = true, metadata } 
   nodes.push(
     { op: 'GlobalAveragePool', inputs: [x], outputs: ['pooled'] },
     { op: 'Flatten', inputs: ['pooled'], outputs: ['mean_rgb'], attrs: { axis: 1 } },
-    { op: 'MatMul', inputs: ['mean_rgb', 'W'], outputs: [softmax ? 'logits' : 'scores'] },
+    { op: 'MatMul', inputs: ['mean_rgb', 'W'], outputs: [softmax ? 'logits' : output] },
   );
-  if (softmax) nodes.push({ op: 'Softmax', inputs: ['logits'], outputs: ['scores'], attrs: { axis: -1 } });
-  const shape = layout === 'NHWC' ? [batch, SIZE, SIZE, 3] : [batch, 3, SIZE, SIZE];
+  if (softmax) nodes.push({ op: 'Softmax', inputs: ['logits'], outputs: [output], attrs: { axis: -1 } });
+  const shape = dims ?? (layout === 'NHWC' ? [batch, SIZE, SIZE, 3] : [batch, 3, SIZE, SIZE]);
   return encodeModel({
     name: 'dominant_colour',
     nodes,
     initializers: [{ name: 'W', dims: [3, 3], data: weights }],
-    inputs: [{ name: 'image', shape }],
-    outputs: [{ name: 'scores', shape: [batch, 3] }],
+    inputs: [{ name: input, shape }],
+    outputs: [{ name: output, shape: [batch, 3] }],
     metadata,
   });
 }
@@ -59,6 +59,45 @@ write('models/colour-nhwc/classify.json', JSON.stringify({ mean: [0, 0, 0], std:
 // A fixed batch dimension of 1, as many exported models have.
 write('models/colour-batch1/model.onnx', colourModel({ batch: 1, metadata: { mean: '0', std: '255' } }));
 write('models/colour-batch1/labels.txt', LABELS);
+// A Hugging Face export (the layout of transformers.js and Optimum): config.json with id2label,
+// preprocessor_config.json, onnx/model.onnx; Hugging Face's names (pixel_values in, logits out)
+// and every dimension symbolic, as their exports have it (the size comes from crop_size).
+// A CLIP-style shorter-side resize and centre crop, bicubic, ViT-style normalisation: a test can
+// tell whether each applied (fixtures/decode/blue-centre.png is blue only once cropped).
+write('models/hf-colour/onnx/model.onnx', colourModel({ softmax: false, input: 'pixel_values', output: 'logits', dims: ['batch_size', 'num_channels', 'height', 'width'] }));
+write(
+  'models/hf-colour/config.json',
+  JSON.stringify(
+    {
+      architectures: ['DominantColourForImageClassification'],
+      id2label: { 0: 'red', 1: 'green', 2: 'blue' },
+      label2id: { red: 0, green: 1, blue: 2 },
+      model_type: 'dominant-colour',
+    },
+    null,
+    2,
+  ) + '\n',
+);
+write(
+  'models/hf-colour/preprocessor_config.json',
+  JSON.stringify(
+    {
+      crop_size: { height: SIZE, width: SIZE },
+      do_center_crop: true,
+      do_normalize: true,
+      do_rescale: true,
+      do_resize: true,
+      image_mean: [0.5, 0.5, 0.5],
+      image_processor_type: 'CLIPImageProcessor',
+      image_std: [0.5, 0.5, 0.5],
+      resample: 3,
+      rescale_factor: 1 / 255,
+      size: { shortest_edge: 20 },
+    },
+    null,
+    2,
+  ) + '\n',
+);
 // Not a model at all.
 write('models/broken/model.onnx', Buffer.from('this is not an ONNX protobuf\n'.repeat(4)));
 write('models/broken/labels.txt', LABELS);
@@ -170,6 +209,42 @@ write(
   await sharp(halves, { raw: { width: 40, height: 20, channels: 3 } }).jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toBuffer(),
 );
 
+// ---- Images that test one preprocessing step each ----------------------------------------------
+rmSync(join(root, 'decode'), { recursive: true, force: true });
+// 40x20: the outer 12 columns on each side red, the middle 16 blue. Stretched whole to 16x16 it is
+// mostly red; its shorter side resized to 20 (itself) and the centre 16x16 cut out, all blue.
+const centre = Buffer.alloc(40 * 20 * 3);
+for (let y = 0; y < 20; y++) {
+  for (let x = 0; x < 40; x++) centre.set(x >= 12 && x < 28 ? [0, 0, 255] : [255, 0, 0], (y * 40 + x) * 3);
+}
+write('decode/blue-centre.png', await sharp(centre, { raw: { width: 40, height: 20, channels: 3 } }).png().toBuffer());
+// sRGB (200, 60, 60) written as Display P3 (sharp converts): stored about (184, 71, 65). With its
+// profile applied it reads about (200, 60, 60) again; taken as stored (as TensorFlow and PIL do),
+// about (184, 71, 65).
+write(
+  'decode/p3.jpg',
+  await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 200, g: 60, b: 60 } } })
+    .jpeg({ quality: 100, chromaSubsampling: '4:4:4' })
+    .withIccProfile('p3')
+    .toBuffer(),
+);
+// Benign libjpeg warnings, as some cameras' files carry: the pixels are all there.
+const findMarker = (b, m) => {
+  for (let i = 2; i < b.length - 1; i++) if (b[i] === 0xff && b[i + 1] === m) return i;
+  throw new Error(`no marker ${m.toString(16)}`);
+};
+const redJpeg = await photo(64, 48, [230, 40, 30], 8).jpeg({ quality: 90 }).toBuffer();
+{
+  // "Invalid SOS parameters for sequential JPEG": a baseline scan whose Ah/Al byte is not 0.
+  const b = Buffer.from(redJpeg);
+  const sos = findMarker(b, 0xda);
+  b[sos + 2 + b.readUInt16BE(sos + 2) - 1] = 0x01;
+  write('decode/sos-warning.jpg', b);
+  // "Corrupt JPEG data: 5 extraneous bytes before marker 0xdb".
+  const dqt = findMarker(redJpeg, 0xdb);
+  write('decode/extraneous-bytes.jpg', Buffer.concat([redJpeg.subarray(0, dqt), Buffer.from([1, 2, 3, 4, 5]), redJpeg.subarray(dqt)]));
+}
+
 // ---- Broken inputs ----------------------------------------------------------------------------
 write('broken/empty.jpg', Buffer.alloc(0));
 write('broken/not-an-image.jpg', Buffer.from('Just some text that happens to be named like a JPEG.\n'));
@@ -180,6 +255,14 @@ const bomb = await sharp({ create: { width: 12000, height: 12000, channels: 3, b
   .png({ palette: true, colours: 2, compressionLevel: 9 })
   .toBuffer();
 write('broken/bomb.png', bomb);
+// A 16x16 JPEG whose header says 10000x10000: libjpeg decodes the rest as grey with a warning.
+{
+  const b = Buffer.from(await sharp({ create: { width: 16, height: 16, channels: 3, background: '#ff0000' } }).jpeg().toBuffer());
+  const sof = findMarker(b, 0xc0);
+  b.writeUInt16BE(10000, sof + 5);
+  b.writeUInt16BE(10000, sof + 7);
+  write('broken/claims-10000x10000.jpg', b);
+}
 mkdirSync(join(root, 'broken', 'a-directory.jpg'), { recursive: true });
 write('broken/a-directory.jpg/.gitkeep', Buffer.alloc(0));
 

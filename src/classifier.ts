@@ -14,8 +14,9 @@ import { blankJpeg, DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
 import { DecodePool } from './image/decode-pool.js';
 import type { PrepareSpec } from './image/prepare.js';
 import { ImageSlots } from './image/slots.js';
-import type { Normalisation } from './image/tensor.js';
-import { type BackendChoice, chooseNormalisation, engineSpec, readLabels, resolveModel } from './model.js';
+import { cropProblem, type Preprocessing, type PreprocessingKey } from './image/preprocessing.js';
+import { slotView } from './image/slots.js';
+import { type BackendChoice, choosePreprocessing, engineSpec, readLabels, resolveModel } from './model.js';
 import { type Prediction, probabilities, rank, rankProbabilities, type SoftmaxWhen } from './ranking.js';
 
 export type { Prediction } from './ranking.js';
@@ -26,8 +27,13 @@ export interface ClassifierOptions {
   version?: string;
   labels?: string;
   backend: BackendChoice;
+  /** preprocessing flags; each one left out comes from the model (see choosePreprocessing) */
   mean?: [number, number, number];
   std?: [number, number, number];
+  resize?: Preprocessing['resize'];
+  crop?: Preprocessing['crop'];
+  icc?: Preprocessing['icc'];
+  exifRotate?: boolean;
   /** 0: chosen for the device (see DEFAULT_BATCH) */
   batchSize: number;
   maxDelayMs: number;
@@ -60,8 +66,9 @@ export interface ClassifierInfo {
   readonly engine: string;
   readonly engineNotes: readonly string[];
   readonly input: string;
-  readonly normalisation: Normalisation;
-  readonly normalisationSource: string;
+  readonly preprocessing: Preprocessing;
+  /** where each preprocessing setting came from */
+  readonly preprocessingSources: Readonly<Record<PreprocessingKey, string>>;
   readonly batchSize: number;
   readonly maxDelayMs: number;
   /** decode threads */
@@ -97,7 +104,10 @@ export class Classifier {
       if (labels.length !== sig.outputSize) {
         throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
       }
-      const { source, ...normalisation } = chooseNormalisation(model, engine.normalisation, { mean: opts.mean, std: opts.std });
+      const flags = { mean: opts.mean, std: opts.std, resize: opts.resize, crop: opts.crop, icc: opts.icc, exifRotate: opts.exifRotate };
+      const { preprocessing, sources } = choosePreprocessing(model, engine.normalisation, flags);
+      const problem = cropProblem(preprocessing.crop, sig.height, sig.width);
+      if (problem) throw new ModelError(model.file, `${problem} (crop from ${sources.crop})`);
       const wanted = opts.batchSize > 0 ? opts.batchSize : engine.accelerated ? DEFAULT_BATCH.accelerator : DEFAULT_BATCH.cpu;
       const batchSize = Math.min(wanted, sig.maxBatch);
       const decodeJobs = opts.decodeJobs > 0 ? opts.decodeJobs : availableParallelism();
@@ -106,7 +116,7 @@ export class Classifier {
         width: sig.width,
         layout: sig.layout,
         inputType: sig.inputType,
-        normalisation,
+        preprocessing,
         maxPixels: opts.maxPixels,
         maxFileSize: opts.maxFileSize ?? DEFAULT_MAX_FILE_SIZE,
       };
@@ -131,8 +141,8 @@ export class Classifier {
         engine: engine.name,
         engineNotes: Object.freeze([...engine.notes]),
         input: `${sig.inputName} ${sig.inputType} ${sig.layout} ${sig.height}x${sig.width}${sig.maxBatch === 1 ? ' (fixed batch of 1)' : ''}`,
-        normalisation: Object.freeze(normalisation),
-        normalisationSource: source,
+        preprocessing: Object.freeze(preprocessing),
+        preprocessingSources: Object.freeze(sources),
         batchSize,
         maxDelayMs: opts.maxDelayMs,
         decodeJobs,
@@ -187,6 +197,18 @@ export class Classifier {
   /** Ranks a vector from scoreBytes, exactly as a fresh answer is ranked. */
   rankScores(probs: Float32Array, topK: number, threshold = 0): Prediction[] {
     return rankProbabilities(probs, this.labels, topK, threshold);
+  }
+
+  /** The model's input for one file, exactly as a batch would carry it (one image, packed and
+   * normalised): what the preprocessing does, observable, e.g. for parity with a framework. */
+  async preprocessFile(path: string): Promise<Float32Array | Uint8Array> {
+    const slot = await this.slots.acquire();
+    try {
+      await this.decoder.file(path, slot);
+      return slotView(this.slots.buffer, this.slots.type, this.slots.imageSize, slot).slice();
+    } finally {
+      this.slots.release(slot);
+    }
   }
 
   /** images waiting for a batch */

@@ -8,7 +8,8 @@ import { DEFAULT_CACHE_ENTRIES } from './cache.js';
 import { type BackendChoice, BACKENDS } from './model.js';
 import { FORMATS } from './output/format.js';
 import type { ServeCommandOptions } from './serve/index.js';
-import { nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
+import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';
+import { crop, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
 
 const log = (line: string) => process.stderr.write(`classify: ${line}\n`);
 
@@ -25,6 +26,15 @@ export function addModelOptions(cmd: Command): Command {
     .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay'), 10)
     .option('--mean <r,g,b>', 'per-channel mean in 0-255 units, subtracted first', triple('--mean', false))
     .option('--std <r,g,b>', 'per-channel standard deviation in 0-255 units, divided by', triple('--std', true))
+    .option(
+      '--resize <mode>',
+      `how the image is resized: ${RESIZE_MODES.join(', ')} (default: from the model; else tf1 for frozen graphs, bilinear for other TensorFlow models, area for ONNX)`,
+      oneOf('--resize', RESIZE_MODES),
+    )
+    .option('--crop <size>', 'resize the shorter side to N, or the image to HxW, then cut out the centre at the input size; none: no crop (default: from the model, else none)', crop('--crop'))
+    .option('--icc <mode>', 'embedded colour profile: apply or ignore (default: from the model; else ignore for TensorFlow models, apply for ONNX)', oneOf('--icc', ICC_MODES))
+    .option('--exif-rotate', 'apply the EXIF orientation (default: from the model; else off for TensorFlow models, on for ONNX)')
+    .option('--no-exif-rotate', 'take the pixels as stored, ignoring the EXIF orientation')
     .option('--max-pixels <n>', 'refuse images with more pixels (decompression bombs)', positiveInt('--max-pixels'), 100_000_000)
     .option('--max-file-size <bytes>', 'refuse image files larger than this, before reading them', positiveInt('--max-file-size'), DEFAULT_MAX_FILE_SIZE)
     .addOption(

@@ -3,7 +3,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { ModelError } from './backends/engine.js';
 import { startEngine } from './backends/remote.js';
 import { translateFrozenGraph } from './convert/tf2onnx.js';
-import { type BackendChoice, chooseNormalisation, engineSpec, readLabels, resolveModel } from './model.js';
+import { describeSteps, formatCrop, type PreprocessingKey, RESIZE_MATCHES, toMetadata } from './image/preprocessing.js';
+import { type BackendChoice, choosePreprocessing, describeSources, engineSpec, readLabels, resolveModel } from './model.js';
 import type { Log } from './report.js';
 
 /** Writes the ONNX translation of a frozen graph, with its preprocessing in the metadata so that
@@ -11,10 +12,11 @@ import type { Log } from './report.js';
 export function convert(graph: string, out: string, opts: { inputNode?: string; outputNode?: string; verbose: boolean }, log: Log): void {
   const model = resolveModel(graph, undefined, 'auto', false);
   if (model.format !== 'frozen') throw new ModelError(model.file, `convert takes a frozen TensorFlow graph (.pb); this is a ${model.format} model`);
-  // First the plan alone, for its normalisation; then the translation that carries it.
+  // First the plan alone, for its normalisation; then the translation that carries the whole
+  // preprocessing (resize, colour, orientation, normalisation) in its metadata.
   const first = translateFrozenGraph(model.file, readFileSync(model.file), opts);
-  const norm = chooseNormalisation(model, first.plan.normalisation);
-  const metadata = { mean: norm.mean.join(','), std: norm.std.join(','), source: model.file };
+  const { preprocessing } = choosePreprocessing(model, first.plan.normalisation);
+  const metadata = { ...toMetadata(preprocessing), source: model.file };
   const t = translateFrozenGraph(model.file, readFileSync(model.file), { ...opts, metadata });
   try {
     writeFileSync(out, t.onnx);
@@ -35,7 +37,19 @@ export interface ModelInfo {
   input: { name: string; type: string; layout: string; height: number; width: number; maxBatch: number | 'any' };
   output: { name: string; size: number };
   labels: { file: string; count: number; first: string[] } | { file: string | null; problem: string };
-  preprocessing: { mean: number[]; std: number[]; source: string; resize: string };
+  preprocessing: {
+    resize: string;
+    /** none, the shorter side (256) or HEIGHTxWIDTH */
+    crop: string;
+    icc: string;
+    exifRotate: boolean;
+    mean: number[];
+    std: number[];
+    /** what the resize mode reproduces */
+    matches: string;
+    description: string;
+    sources: Record<PreprocessingKey, string>;
+  };
 }
 
 export async function info(graph: string, opts: { labels?: string; backend: BackendChoice; inputNode?: string; outputNode?: string; threads: number; device: string }): Promise<ModelInfo> {
@@ -52,7 +66,7 @@ export async function info(graph: string, opts: { labels?: string; backend: Back
       labels = { file: model.labelsFile, count: list.length, first: list.slice(0, 5) };
       if (list.length !== sig.outputSize) labels = { file: model.labelsFile, problem: `${list.length} labels for ${sig.outputSize} outputs` };
     }
-    const norm = chooseNormalisation(model, engine.normalisation);
+    const { preprocessing: p, sources } = choosePreprocessing(model, engine.normalisation);
     return {
       file: model.file,
       format: model.format,
@@ -62,8 +76,15 @@ export async function info(graph: string, opts: { labels?: string; backend: Back
       output: { name: sig.outputName, size: sig.outputSize },
       labels,
       preprocessing: {
-        ...norm,
-        resize: `RGB, EXIF orientation applied, alpha flattened on white, resized to ${sig.width}x${sig.height} without cropping`,
+        resize: p.resize,
+        crop: formatCrop(p.crop),
+        icc: p.icc,
+        exifRotate: p.exifRotate,
+        mean: p.mean,
+        std: p.std,
+        matches: RESIZE_MATCHES[p.resize],
+        description: describeSteps(p),
+        sources,
       },
     };
   } finally {
@@ -81,8 +102,10 @@ export function formatInfo(i: ModelInfo): string {
     'problem' in i.labels
       ? `labels        ${i.labels.file ?? '-'}: ${i.labels.problem}`
       : `labels        ${i.labels.file} (${i.labels.count}: ${i.labels.first.join(', ')}${i.labels.count > i.labels.first.length ? ', ...' : ''})`,
-    `preprocessing (x - [${i.preprocessing.mean.join(', ')}]) / [${i.preprocessing.std.join(', ')}] from ${i.preprocessing.source}`,
-    `              ${i.preprocessing.resize}`,
+    `preprocessing ${i.preprocessing.description}`,
+    `              ${i.preprocessing.resize}: ${i.preprocessing.matches}`,
+    `              (x - [${i.preprocessing.mean.join(', ')}]) / [${i.preprocessing.std.join(', ')}]`,
+    `              ${describeSources(i.preprocessing.sources)}`,
   ];
   return lines.join('\n') + '\n';
 }

@@ -45,8 +45,8 @@ export function modelFingerprint(info: ClassifierInfo, opts: FingerprintOptions)
     preprocessing: PREPROCESSING,
     files: files.map((f) => [relative(dirname(info.model), f), sha256(readFileSync(f))]),
     labels: sha256(readFileSync(info.labelsFile)),
-    mean: info.normalisation.mean,
-    std: info.normalisation.std,
+    // every step of the model's preprocessing: resize mode, crop, colour, rotation, mean, std
+    steps: info.preprocessing,
     softmax: opts.softmax,
     inputNode: opts.inputNode ?? null,
     outputNode: opts.outputNode ?? null,

@@ -1,6 +1,7 @@
 // One way to reject a bad flag value, in the words sharp uses:
 // "Expected positive integer for --batch-size but received -1".
 import { InvalidArgumentError } from 'commander';
+import { parseCrop } from './image/preprocessing.js';
 import { channelTriple } from './model.js';
 
 function reject(expected: string, flag: string, raw: string): never {
@@ -43,5 +44,13 @@ export const triple = (flag: string, positive: boolean) => (raw: string) => {
     return channelTriple(raw, flag, flag, positive);
   } catch {
     reject(`one or three comma-separated ${positive ? 'positive ' : ''}numbers`, flag, raw);
+  }
+};
+
+export const crop = (flag: string) => (raw: string) => {
+  try {
+    return parseCrop(raw);
+  } catch {
+    reject('none, a positive integer (the shorter side) or HEIGHTxWIDTH', flag, raw);
   }
 };

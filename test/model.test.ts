@@ -39,13 +39,25 @@ describe('resolveModel', () => {
     const m = resolveModel(COLOUR);
     expect(m.file).toBe(join(COLOUR, 'model.onnx'));
     expect(m.labelsFile).toBe(join(COLOUR, 'labels.txt'));
-    expect(m.normalisation).toEqual({ mean: [0, 0, 0], std: [255, 255, 255] });
+    expect(m.hints).toEqual([{ source: `${join(COLOUR, 'model.onnx')} metadata`, values: { mean: [0, 0, 0], std: [255, 255, 255] } }]);
   });
 
-  it('prefers classify.json beside the model', () => {
+  it('reads classify.json beside the model', () => {
     const m = resolveModel(join(FIX, 'models', 'colour-nhwc', 'model.onnx'));
-    expect(m.normalisationSource).toMatch(/classify\.json$/);
-    expect(m.normalisation.std).toEqual([255, 255, 255]);
+    expect(m.hints[0].source).toMatch(/classify\.json$/);
+    expect(m.hints[0].values.std).toEqual([255, 255, 255]);
+  });
+
+  it('finds a Hugging Face export: onnx/model.onnx, labels from config.json id2label, preprocessor_config.json', () => {
+    const hf = join(FIX, 'models', 'hf-colour');
+    const m = resolveModel(hf);
+    expect(m.file).toBe(join(hf, 'onnx', 'model.onnx'));
+    expect(m.labelsFile).toBe(join(hf, 'config.json'));
+    expect(readLabels(m.labelsFile)).toEqual(['red', 'green', 'blue']);
+    expect(m.hints.map((h) => h.source)).toEqual([join(hf, 'preprocessor_config.json')]);
+    expect(m.hints[0].inputSize).toEqual({ height: 16, width: 16 });
+    // The model file named directly finds the same configuration one folder up.
+    expect(resolveModel(join(hf, 'onnx', 'model.onnx')).labelsFile).toBe(join(hf, 'config.json'));
   });
 
   it('names the file and the reason when there is nothing to load', () => {

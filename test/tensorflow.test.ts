@@ -10,6 +10,8 @@ import { FIX, jsonLines, runCli, SHARED, sharedAvailable } from './helpers.js';
 const frozen = join(FIX, 'models', 'colour-frozen');
 const img = (name: string) => join('fixtures', 'images', name);
 const options = { threads: 0, device: 'cpu' };
+/** What a frozen graph gets by default, for an ONNX twin that should see the same pixels. */
+const TF_PREPROCESSING = ['--resize', 'tf1', '--icc', 'ignore', '--no-exif-rotate'];
 /** A little-endian float32 file, copied out (small Buffers share one pooled ArrayBuffer). */
 const f32 = (file: string) => {
   const b = readFileSync(file);
@@ -20,7 +22,7 @@ describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
   it('classifies like the ONNX twin of the same model', async () => {
     const paths = ['red.jpg', 'green.jpg', 'blue.jpg', 'blue-alpha.png'].map(img);
     const tf = await runCli(['-g', frozen, '-v', '--backend', 'tfjs'], paths.join('\n'));
-    const onnx = await runCli(['-g', join(FIX, 'models', 'colour')], paths.join('\n'));
+    const onnx = await runCli(['-g', join(FIX, 'models', 'colour'), ...TF_PREPROCESSING], paths.join('\n'));
     expect(tf.code).toBe(0);
     expect(tf.stderr).toMatch(/engine TensorFlow\.js [\d.]+ \((wasm|cpu)\)/);
     expect(tf.stderr).toMatch(/labels .*output_labels\.txt/);
@@ -163,7 +165,7 @@ describe.runIf(sharedAvailable('TensorFlow parity tests'))('shared frozen graphs
     expect(tf.code).toBe(0);
     expect(tf.stderr).toMatch(/fed after its decode and resize, at "Mul"/);
     const norm = /normalisation mean ([\d.]+),[\d.]+,[\d.]+ std ([\d.]+),/.exec(tf.stderr)!;
-    const onnx = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_onnx'), '--mean', norm[1], '--std', norm[2], '-k', '3', photo]);
+    const onnx = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_onnx'), '--mean', norm[1], '--std', norm[2], ...TF_PREPROCESSING, '-k', '3', photo]);
     const translated = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), '-v', '-k', '3', photo]);
     expect(translated.stderr).toMatch(/engine onnxruntime-node/);
     const [b] = jsonLines(onnx.stdout);

@@ -225,6 +225,8 @@ describe('classify convert and classify info', () => {
     expect(r.stdout).toMatch(/^input +"image" float32 NCHW 16x16, batch any$/m);
     expect(r.stdout).toMatch(/^output +"scores" 3 scores$/m);
     expect(r.stdout).toMatch(/^labels +.*labels\.txt \(3: red, green, blue\)$/m);
-    expect(r.stdout).toMatch(/^preprocessing \(x - \[0, 0, 0\]\) \/ \[255, 255, 255\] from .*metadata$/m);
+    expect(r.stdout).toMatch(/^preprocessing resize area \(the whole image to the input size\), embedded ICC profile applied, EXIF orientation applied, alpha flattened on white$/m);
+    expect(r.stdout).toMatch(/^ +\(x - \[0, 0, 0\]\) \/ \[255, 255, 255\]$/m);
+    expect(r.stdout).toMatch(/^ +resize, crop, icc, exif_rotate from classify's default for models that say nothing; mean, std from .*metadata$/m);
   });
 });

@@ -23,6 +23,8 @@ export interface EngineOptions {
   device: string;
   inputNode?: string;
   outputNode?: string;
+  /** the image size the model's preprocessing produces, for an input whose size is symbolic */
+  imageSize?: { height: number; width: number };
 }
 
 export interface BackendLoad {

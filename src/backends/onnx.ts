@@ -109,10 +109,13 @@ function signatureOf(session: OrtSession, file: string, opts: EngineOptions): Om
     throw new ModelError(file, `input "${input.name}" has shape [${shape.join(',')}]; expected an image batch of rank 4`);
   }
   let layout: Layout;
-  if (shape[1] === 3) layout = 'NCHW';
+  // Hugging Face exports (PyTorch, so NCHW) name every dimension; their preprocessor config
+  // gives the image size.
+  const symbolic = opts.imageSize && shape.slice(1).every((d) => typeof d !== 'number');
+  if (shape[1] === 3 || symbolic) layout = 'NCHW';
   else if (shape[3] === 3) layout = 'NHWC';
   else throw new ModelError(file, `input "${input.name}" has shape [${shape.join(',')}]: neither NCHW nor NHWC with 3 channels`);
-  const [h, w] = layout === 'NCHW' ? [shape[2], shape[3]] : [shape[1], shape[2]];
+  const [h, w] = symbolic ? [opts.imageSize!.height, opts.imageSize!.width] : layout === 'NCHW' ? [shape[2], shape[3]] : [shape[1], shape[2]];
   if (typeof h !== 'number' || typeof w !== 'number' || h <= 0 || w <= 0) {
     throw new ModelError(file, `input "${input.name}" has no fixed image size (shape [${shape.join(',')}])`);
   }

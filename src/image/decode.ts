@@ -1,7 +1,11 @@
-// Image bytes -> RGB pixels at the model's input size, with sharp (libvips, off the JS thread).
+// Image bytes -> RGB pixels at the model's input size: sharp (libvips, off the JS thread) decodes,
+// and resizes in the fast mode; the exact modes resize in resize.ts.
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
-import sharp from 'sharp';
+import sharp, { type Region, type Sharp } from 'sharp';
+import { type ImageSteps, isExact, VIEWER_STEPS } from './preprocessing.js';
+import { placement, resizeRgb, type Sampling } from './resize.js';
+import type { Pixels } from './tensor.js';
 
 /** Why one input could not be classified. `kind` lets callers map it (HTTP status, counters). */
 export type InputErrorKind = 'not-found' | 'not-a-file' | 'permission' | 'empty' | 'not-an-image' | 'corrupt' | 'too-large' | 'read';
@@ -21,6 +25,8 @@ export interface DecodeOptions {
   height: number;
   /** images with more pixels than this are refused before decoding (decompression bombs) */
   maxPixels: number;
+  /** decoding and resizing; default VIEWER_STEPS */
+  steps?: ImageSteps;
 }
 
 // libvips keeps its own threads; sharp's cache only helps when the same file is read again.
@@ -114,24 +120,44 @@ export class ImageReader {
   }
 }
 
-/** Decodes, applies EXIF orientation, flattens alpha onto white, resizes (no crop) to the
- * model's size and returns packed RGB bytes (height * width * 3). */
-export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Buffer> {
+/** Decodes and resizes to the model's size as `opts.steps` say (default: VIEWER_STEPS, what
+ * classify always did), returning packed RGB (height * width * 3). */
+export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Pixels> {
   if (bytes.length === 0) throw new InputError('empty', 'empty file');
+  if (jpegClaimsMoreThanItHolds(bytes)) throw corrupt();
+  const steps = opts.steps ?? VIEWER_STEPS;
   try {
-    const { data, info } = await sharp(bytes, { limitInputPixels: opts.maxPixels, failOn: 'error' })
-      .rotate()
-      .flatten({ background: '#ffffff' })
-      .resize(opts.width, opts.height, { fit: 'fill' })
-      .toColourspace('srgb')
-      .raw()
-      .toBuffer({ resolveWithObject: true });
+    let image = sharp(bytes, { limitInputPixels: opts.maxPixels, failOn: 'error', ignoreIcc: steps.icc === 'ignore' });
+    if (steps.exifRotate) image = image.rotate();
+    if (!isExact(steps.resize)) return await areaResize(image, opts, steps);
+    // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the resize in JS.
+    // Alpha is dropped, as TensorFlow's decoders (channels=3) and PIL's convert('RGB') do.
+    const { data, info } = await image.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new InputError('corrupt', `decoded to ${info.channels} channels, expected 3`);
-    return data;
+    const place = placement(info.width, info.height, opts.width, opts.height, steps.crop);
+    return resizeRgb(data, info.width, info.height, opts.width, opts.height, steps.resize as Sampling, place);
   } catch (err) {
     if (err instanceof InputError) throw err;
     throw await describeSharpError(bytes, opts, err as Error);
   }
+}
+
+/** libvips' antialiased resize, JPEGs shrunk while decoding; alpha flattened onto white. */
+async function areaResize(image: Sharp, opts: DecodeOptions, steps: ImageSteps): Promise<Buffer> {
+  let window: Region | undefined;
+  let [width, height] = [opts.width, opts.height];
+  if (steps.crop) {
+    const meta = await image.metadata();
+    const [w, h] = steps.exifRotate && meta.autoOrient ? [meta.autoOrient.width, meta.autoOrient.height] : [meta.width, meta.height];
+    const place = placement(w, h, opts.width, opts.height, steps.crop);
+    ({ width, height } = place);
+    window = { left: place.left, top: place.top, width: opts.width, height: opts.height };
+  }
+  image = image.flatten({ background: '#ffffff' }).resize(width, height, { fit: 'fill' });
+  if (window) image = image.extract(window);
+  const { data, info } = await image.toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3) throw new InputError('corrupt', `decoded to ${info.channels} channels, expected 3`);
+  return data;
 }
 
 /** A grey JPEG of the given size, for warming the decoder up. */
@@ -147,7 +173,60 @@ async function describeSharpError(bytes: Buffer, opts: DecodeOptions, err: Error
     const size = meta?.width && meta?.height ? `${meta.width}x${meta.height} ` : '';
     return new InputError('too-large', `image ${size}exceeds the pixel limit of ${opts.maxPixels} (--max-pixels)`);
   }
-  // libvips' detail is sometimes only "Unknown error" for the same file: say what is certain.
-  const detail = msg.split('\n')[0].trim();
-  return new InputError('corrupt', /unknown error/i.test(detail) ? 'corrupt or truncated image' : `corrupt or truncated image (${detail})`);
+  // No detail from libvips: its messages come from process-wide buffers that concurrent decodes
+  // clear and fill, so the same file would read differently from run to run.
+  return corrupt();
+}
+
+const corrupt = () => new InputError('corrupt', 'corrupt or truncated image');
+
+/** A JPEG whose header claims more 8x8 blocks than its compressed data could code: libjpeg would
+ * decode the missing part as flat grey with only a warning, and a blank image would be classified.
+ * Each block takes at least one bit of Huffman-coded data (two in a sequential scan: a DC code and
+ * an end-of-block code), so this never refuses a real photo. Reads the header only. */
+export function jpegClaimsMoreThanItHolds(bytes: Uint8Array): boolean {
+  if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return false;
+  let pos = 2;
+  let blocks = 0;
+  let bitsPerBlock = 0;
+  while (pos + 4 <= bytes.length) {
+    if (bytes[pos] !== 0xff) return false; // not where a marker should be: libjpeg's to judge
+    const marker = bytes[pos + 1];
+    if (marker === 0xff) {
+      pos++; // fill byte
+      continue;
+    }
+    const length = (bytes[pos + 2] << 8) | bytes[pos + 3];
+    const segment = pos + 4;
+    // SOF0/1 (sequential Huffman) and SOF2 (progressive Huffman); arithmetic coding can code a
+    // flat image in almost nothing, so it is not judged.
+    if ((marker === 0xc0 || marker === 0xc1 || marker === 0xc2) && segment + 6 <= bytes.length) {
+      const height = (bytes[segment + 1] << 8) | bytes[segment + 2];
+      const width = (bytes[segment + 3] << 8) | bytes[segment + 4];
+      const components = bytes[segment + 5];
+      const factors: [number, number][] = [];
+      for (let c = 0; c < components && segment + 6 + c * 3 + 1 < bytes.length; c++) {
+        const f = bytes[segment + 6 + c * 3 + 1];
+        factors.push([f >> 4, f & 15]);
+      }
+      const hMax = Math.max(1, ...factors.map(([h]) => h));
+      const vMax = Math.max(1, ...factors.map(([, v]) => v));
+      for (const [h, v] of factors) blocks += Math.ceil(Math.ceil((width * h) / hMax) / 8) * Math.ceil(Math.ceil((height * v) / vMax) / 8);
+      bitsPerBlock = marker === 0xc2 ? 1 : 2;
+    }
+    if (marker === 0xda) {
+      if (bitsPerBlock === 0) return false;
+      // Everything from here to the end of the image (EOI), later scans and tables included.
+      const eoi = lastIndexOfEoi(bytes);
+      const data = (eoi > segment ? eoi : bytes.length) - segment;
+      return data * 8 < blocks * bitsPerBlock;
+    }
+    pos = segment - 2 + length;
+  }
+  return false;
+}
+
+function lastIndexOfEoi(bytes: Uint8Array): number {
+  for (let i = bytes.length - 2; i >= 0; i--) if (bytes[i] === 0xff && bytes[i + 1] === 0xd9) return i;
+  return -1;
 }

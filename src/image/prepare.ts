@@ -1,7 +1,8 @@
 // One image from bytes to the model's packed input: what a decode worker runs for each job.
 import type { Layout } from '../backends/engine.js';
 import { decodeToRgb } from './decode.js';
-import { type Normalisation, TensorPacker } from './tensor.js';
+import type { Preprocessing } from './preprocessing.js';
+import { TensorPacker } from './tensor.js';
 
 /** Everything a decode worker needs to know about the model's input. */
 export interface PrepareSpec {
@@ -9,7 +10,8 @@ export interface PrepareSpec {
   width: number;
   layout: Layout;
   inputType: 'float32' | 'uint8';
-  normalisation: Normalisation;
+  /** decoding and resizing steps, and the normalisation */
+  preprocessing: Preprocessing;
   maxPixels: number;
   maxFileSize: number;
 }
@@ -18,7 +20,7 @@ export class Preparer {
   private readonly packer: TensorPacker;
 
   constructor(readonly spec: PrepareSpec) {
-    this.packer = new TensorPacker(spec.height, spec.width, spec.layout, spec.normalisation);
+    this.packer = new TensorPacker(spec.height, spec.width, spec.layout, spec.preprocessing);
   }
 
   get imageSize(): number {
@@ -31,6 +33,7 @@ export class Preparer {
       width: this.spec.width,
       height: this.spec.height,
       maxPixels,
+      steps: this.spec.preprocessing,
     });
     if (dst instanceof Float32Array) this.packer.writeFloat(rgb, dst, 0);
     else this.packer.writeUint8(rgb, dst, 0);

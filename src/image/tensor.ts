@@ -1,5 +1,9 @@
-// Packs decoded RGB bytes into a model's input batch: layout and normalisation.
+// Packs decoded RGB pixels into a model's input batch: layout and normalisation.
 import type { Layout } from '../backends/engine.js';
+
+/** RGB pixels at the model's size, HWC, in 0-255: 8-bit, or float where the resize that made them
+ * keeps fractions (TensorFlow resizes in float, and rounding would change the model's input). */
+export type Pixels = Uint8Array | Float32Array;
 
 export interface Normalisation {
   /** per-channel (R, G, B) mean and standard deviation in 0-255 pixel units: x' = (x - mean) / std */
@@ -9,8 +13,8 @@ export interface Normalisation {
 
 /** Precomputed so the per-pixel work is one multiply-add. */
 export class TensorPacker {
-  private readonly scale: Float32Array;
-  private readonly offset: Float32Array;
+  private readonly scale: Float64Array;
+  private readonly offset: Float64Array;
   readonly imageSize: number;
 
   constructor(
@@ -19,8 +23,9 @@ export class TensorPacker {
     readonly layout: Layout,
     norm: Normalisation,
   ) {
-    this.scale = Float32Array.from(norm.std, (s) => 1 / s);
-    this.offset = Float32Array.from(norm.mean, (m, c) => -m / norm.std[c]);
+    // Float64: in float32, 1/127.5 makes 255 come out as 1.0000001 rather than 1.
+    this.scale = Float64Array.from(norm.std, (s) => 1 / s);
+    this.offset = Float64Array.from(norm.mean, (m, c) => -m / norm.std[c]);
     this.imageSize = height * width * 3;
   }
 
@@ -28,7 +33,7 @@ export class TensorPacker {
    * a process (12 and 2 ms for 224x224 on the 2-core machine, then 0.15 ms). `rgb` must come from
    * the decoder: a Buffer made elsewhere has another V8 map, and code optimised for that one would
    * be thrown away at the first real image. */
-  warmUp(rgb: Uint8Array): void {
+  warmUp(rgb: Pixels): void {
     const floats = new Float32Array(this.imageSize);
     const bytes = new Uint8Array(this.imageSize);
     for (let i = 0; i < 2; i++) {
@@ -37,8 +42,9 @@ export class TensorPacker {
     }
   }
 
-  /** Writes one image (packed RGB, HWC) into slot `slot` of a float batch. */
-  writeFloat(rgb: Uint8Array, dst: Float32Array, slot: number): void {
+  /** Writes one image (packed RGB, HWC) into slot `slot` of a float batch. A classifier only ever
+   * passes one kind of `rgb` (its resize mode decides), so the loop stays monomorphic. */
+  writeFloat(rgb: Pixels, dst: Float32Array, slot: number): void {
     const base = slot * this.imageSize;
     const [s0, s1, s2] = this.scale;
     const [o0, o1, o2] = this.offset;
@@ -60,9 +66,10 @@ export class TensorPacker {
     }
   }
 
-  /** uint8 models take raw pixels: only the layout changes. */
-  writeUint8(rgb: Uint8Array, dst: Uint8Array, slot: number): void {
+  /** uint8 models take raw pixels: only the layout changes (float pixels are rounded). */
+  writeUint8(rgb: Pixels, dst: Uint8Array, slot: number): void {
     const base = slot * this.imageSize;
+    if (rgb instanceof Float32Array) rgb = Uint8ClampedArray.from(rgb.subarray(0, this.imageSize)) as unknown as Uint8Array;
     if (this.layout === 'NHWC') {
       dst.set(rgb.subarray(0, this.imageSize), base);
       return;
