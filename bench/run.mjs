@@ -387,7 +387,7 @@ for (const r of results.models) {
       `decoding that photo alone takes ${r.decodeMsOne.toFixed(0)} ms)`,
   );
 }
-{
+if (results.preprocessing) {
   const sets = Object.keys(results.preprocessing[0]).filter((k) => k !== 'mode');
   const area = results.preprocessing[0];
   console.log(`\n| resize mode | ${sets.map((s) => `${s}: ms per image (CPU ms) | CPU vs area`).join(' | ')} |`);

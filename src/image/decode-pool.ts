@@ -97,7 +97,7 @@ export class DecodePool {
       worker.queued.push(job);
       if (!this.flushQueued) {
         this.flushQueued = true;
-        queueMicrotask(() => this.flush());
+        setImmediate(() => this.flush());
       }
     });
   }
