@@ -8,7 +8,7 @@
 //   npm run bench -- --device cpu,auto each model on each device, with the ratio between them
 //   npm run bench -- --images N   paths per model (default 400, 1200 for the small graphs; 150 and 400 with --quick)
 //   npm run bench -- --shared DIR the shared assets folder when it is not ../shared/assets
-//   npm run bench -- --only resume  only the -o --resume and --cache section
+//   npm run bench -- --only SECTION  one section: imagesets (image sets vs OpenCV, stages, threads), preprocessing, resume
 //   npm run bench -- --resume-paths N paths for that section (default 10000, 2000 with --quick)
 //   npm run bench -- --preprocessing-only  only the cost of each resize mode (--images N passes)
 import { spawn, spawnSync } from 'node:child_process';
@@ -21,6 +21,7 @@ import { loadEngine } from '../dist/backends/index.js';
 import { decodeToRgb } from '../dist/image/decode.js';
 import { TensorPacker } from '../dist/image/tensor.js';
 import { choosePreprocessing, resolveModel } from '../dist/model.js';
+import { cameraPhotos, imageSets, openCvLoop, reportImageSets, stageCosts } from './throughput.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = join(ROOT, 'bin', 'classify.js');
@@ -177,28 +178,10 @@ function processPerImage(graph, paths, extra) {
   return paths.length / ((now() - start) / 1000);
 }
 
-function openCvLoop(model, paths, sig) {
-  // Debian's python3-opencv belongs to Debian's python3, which another python3 on PATH may hide.
-  const python = ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import cv2'], { stdio: 'ignore' }).status === 0);
-  if (!python) return { skipped: "Debian's python3-opencv is not installed" };
+function openCvLoopFor(model, paths, sig) {
   if (!model.graph.endsWith('.pb') && !existsSync(join(model.graph, 'output_graph.pb'))) return { skipped: 'not a TensorFlow graph' };
   const pb = model.graph.endsWith('.pb') ? model.graph : join(model.graph, 'output_graph.pb');
-  const script = `
-import cv2, sys, time
-net = cv2.dnn.readNetFromTensorflow(sys.argv[1])
-paths = sys.argv[4:]
-size = (int(sys.argv[3]), int(sys.argv[2]))
-start = time.time()
-for p in paths:
-    img = cv2.imread(p)
-    blob = cv2.dnn.blobFromImage(img, 1/127.5, size, (127.5, 127.5, 127.5), swapRB=True)
-    net.setInput(blob)
-    net.forward()
-print(len(paths) / (time.time() - start))
-`;
-  const r = spawnSync(python, ['-c', script, pb, String(sig.height), String(sig.width), ...paths], { encoding: 'utf8' });
-  if (r.status !== 0) return { skipped: `OpenCV failed: ${r.stderr.trim().split('\n').pop()}` };
-  return { ips: Number(r.stdout.trim()) };
+  return openCvLoop(pb, paths, sig.height, sig.width);
 }
 
 /** Time from writing one path (model already loaded) to its line arriving: the first path, and
@@ -259,7 +242,7 @@ for (const model of onlySection ? [] : MODELS) {
   r.endToEnd = paths.length / (full.seconds - empty.seconds);
   r.endToEndWithStartup = paths.length / full.seconds;
   r.processPerImage = processPerImage(model.graph, photos.slice(0, quick ? 3 : 5), cliArgs);
-  const cv = openCvLoop(model, paths.slice(0, 100), sig);
+  const cv = openCvLoopFor(model, paths.slice(0, 100), sig);
   r.opencv = cv.ips;
   r.opencvNote = cv.skipped;
   // A process's first result is one sample: take the median over three processes.
@@ -322,6 +305,13 @@ if (!onlySection || onlySection === 'preprocessing') {
   results.preprocessing = await preprocessingCosts(sets, passes);
 }
 
+if (!preprocessingOnly && (!onlySection || onlySection === 'imagesets')) {
+  console.log('\nimage sets (mobilenet_v1_0.25_128 frozen graph) against the OpenCV loop, and decode threads...');
+  const camera = await cameraPhotos(work, photos);
+  results.stages = await stageCosts(join(SHARED, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb'), photos, quick ? 20 : 80);
+  results.imageSets = await imageSets({ bin: BIN, shared: SHARED, photos, large, camera, quick });
+}
+
 if (!quick && !preprocessingOnly && !onlySection) {
   const onnx = results.models.find((m) => m.model.startsWith('mobilenetv2_224_random_onnx'));
   if (onnx) {
@@ -346,6 +336,7 @@ if (!onlySection || onlySection === 'resume') {
 }
 
 // ---- report ------------------------------------------------------------------------------------
+if (results.imageSets) reportImageSets(results.imageSets, results.stages);
 const pad = (s, n) => String(s).padEnd(n);
 if (results.models.length > 0) {
   console.log('\n| model | engine | decode | inference (batch) | combined | classify | vs combined | one at a time | vs it | process per image | vs it | OpenCV loop | vs it | first result (ms) |');

@@ -43,7 +43,7 @@ export function addModelOptions(cmd: Command): Command {
     .addOption(new Option('--backend <name>', 'inference engine (TensorFlow models: tfjs picks the best TF.js runtime)').choices(BACKENDS).default('auto'))
     .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto')
     .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads'), 0)
-    .option('--decode-jobs <n>', 'images decoded at once (0: twice the core count)', nonNegativeInt('--decode-jobs'), 0)
+    .option('--decode-jobs <n>', 'decode threads: each reads, decodes, resizes and packs images (0: one per core)', nonNegativeInt('--decode-jobs'), 0)
     .option('--input-node <name>', 'model input to feed (default: the only image input)')
     .option('--output-node <name>', 'model output to read (default: the first)')
     .option('--cache <dir>', 'reuse answers for identical image bytes and model from this folder (shared safely by several processes)')

@@ -15,5 +15,5 @@ export function describeClassifier(info: ClassifierInfo, log: Log): void {
   log(`preprocessing ${describeSteps(p)}`);
   log(`normalisation mean ${p.mean.join(',')} std ${p.std.join(',')}`);
   log(`preprocessing settings: ${describeSources(info.preprocessingSources)}`);
-  log(`batch size ${info.batchSize}, max delay ${info.maxDelayMs} ms, ${info.decodeJobs} decode jobs`);
+  log(`batch size ${info.batchSize}, max delay ${info.maxDelayMs} ms, ${info.decodeJobs} decode threads, ${info.inFlight} images in flight`);
 }

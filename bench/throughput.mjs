@@ -1,0 +1,183 @@
+// npm run bench's image-set section: where each image's CPU goes, end to end on three image sets
+// against the OpenCV loop a user would write, and how decoding scales with threads. One model,
+// the issue's: ImageNet MobileNet v1 0.25 128 (frozen graph), with its default preprocessing
+// (retrain.py's exact tf1 resize) unless a row says otherwise.
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { loadEngine } from '../dist/backends/index.js';
+import { decodeToRgb } from '../dist/image/decode.js';
+import { resizeRgb } from '../dist/image/resize.js';
+import { TensorPacker } from '../dist/image/tensor.js';
+import { resolveModel } from '../dist/model.js';
+
+const now = () => performance.now();
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Camera-size JPEGs (4032x3024, quality 90): real photos scaled up, with grain so that they
+ * compress like a camera's. */
+export async function cameraPhotos(work, photos, n = 4) {
+  const files = [];
+  for (let i = 0; i < n; i++) {
+    const file = join(work, `camera${i}.jpg`);
+    const noise = Buffer.alloc(1008 * 756 * 3);
+    for (let j = 0; j < noise.length; j++) noise[j] = (j * 2654435761 + i * 131) % 253;
+    const base = await sharp(photos[i % photos.length]).resize(4032, 3024, { fit: 'fill' }).toBuffer();
+    const grain = await sharp(noise, { raw: { width: 1008, height: 756, channels: 3 } }).resize(4032, 3024).png().toBuffer();
+    await sharp(base).composite([{ input: grain, blend: 'soft-light' }]).jpeg({ quality: 90 }).toFile(file);
+    files.push(file);
+  }
+  return files;
+}
+
+/** CPU ms per image of `step` over `inputs` (each run `passes` times), one at a time. */
+async function cpuPerImage(inputs, passes, step) {
+  for (const x of inputs.slice(0, 10)) await step(x); // warm: libvips, the JIT
+  const before = process.cpuUsage();
+  let n = 0;
+  for (let p = 0; p < passes; p++) for (const x of inputs) (await step(x), n++);
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / 1000 / n;
+}
+
+/** Per-stage CPU per image on one thread, the stages the CLI runs for the default (tf1) path. */
+export async function stageCosts(graph, photos, passes) {
+  const model = resolveModel(graph);
+  const engine = await loadEngine({ backend: model.backend, format: model.format, runtime: model.runtime, file: model.file, options: { threads: 0, device: 'cpu' } });
+  const sig = engine.signature;
+  const norm = { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] };
+  const packer = new TensorPacker(sig.height, sig.width, sig.layout, norm);
+  const out = new Float32Array(packer.imageSize);
+  const bytes = photos.map((p) => readFileSync(p));
+  const decoded = [];
+  for (const b of bytes) decoded.push(await sharp(b, { ignoreIcc: true, failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true }));
+  const steps = { resize: 'tf1', crop: null, icc: 'ignore', exifRotate: false };
+  const r = {};
+  r.read = await cpuPerImage(photos, passes, async (p) => readFileSync(p));
+  r.decode = await cpuPerImage(bytes, passes, (b) => sharp(b, { ignoreIcc: true, failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer());
+  r.resizePack = await cpuPerImage(decoded, passes * 4, async ({ data, info }) =>
+    packer.writeFloat(resizeRgb(data, info.width, info.height, sig.width, sig.height, 'tf1'), out, 0),
+  );
+  r.decodeResizePack = await cpuPerImage(bytes, passes, async (b) => packer.writeFloat(await decodeToRgb(b, { width: sig.width, height: sig.height, maxPixels: 1e8, steps }), out, 0));
+  const batch = new Float32Array(2 * packer.imageSize).fill(0.1);
+  r.inference = (await cpuPerImage([batch], passes * 5, (x) => engine.run(x, 2))) / 2;
+  await engine.dispose();
+  return r;
+}
+
+/** The CLI over `paths`: wall seconds, the process's CPU seconds, and its --verbose summary. */
+function runCli(bin, graph, paths, extra = []) {
+  return new Promise((resolve, reject) => {
+    const start = now();
+    const child = spawn('/usr/bin/time', ['-f', '%U %S', process.execPath, bin, '-g', graph, '-v', '-k', '1', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let lines = 0;
+    let err = '';
+    child.stdout.on('data', (d) => {
+      for (const b of d) if (b === 10) lines++;
+    });
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`classify exited ${code}: ${err}`));
+      const [user, sys] = err.trim().split('\n').pop().split(' ').map(Number);
+      const main = /main thread CPU ([\d.]+) ms per image/.exec(err);
+      resolve({ seconds: (now() - start) / 1000, cpuSeconds: user + sys, lines, mainMs: main ? Number(main[1]) : undefined });
+    });
+    child.stdin.end(paths.map((p) => p + '\n').join(''));
+  });
+}
+
+/** Images/s through the CLI with its start-up (an empty input, same flags) taken off; median of
+ * `runs`. Also process CPU and main-thread CPU per image. */
+async function endToEnd(bin, graph, paths, extra, runs) {
+  const empty = [];
+  const full = [];
+  for (let i = 0; i < runs; i++) {
+    empty.push(await runCli(bin, graph, [], extra));
+    full.push(await runCli(bin, graph, paths, extra));
+  }
+  const startup = median(empty.map((e) => e.seconds));
+  const startupCpu = median(empty.map((e) => e.cpuSeconds));
+  const best = full.sort((a, b) => a.seconds - b.seconds)[Math.floor(runs / 2)];
+  if (best.lines !== paths.length) throw new Error(`classify wrote ${best.lines} lines for ${paths.length} paths`);
+  return {
+    ips: paths.length / (best.seconds - startup),
+    cpuMs: ((best.cpuSeconds - startupCpu) * 1000) / paths.length,
+    mainMs: best.mainMs,
+  };
+}
+
+/** The 10-line OpenCV-dnn Python loop over `paths` (images/s), or why it cannot run. */
+export function openCvLoop(pb, paths, height, width) {
+  // Debian's python3-opencv belongs to Debian's python3, which another python3 on PATH may hide.
+  const python = ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import cv2'], { stdio: 'ignore' }).status === 0);
+  if (!python) return { skipped: "Debian's python3-opencv is not installed" };
+  const script = `
+import cv2, sys, time
+net = cv2.dnn.readNetFromTensorflow(sys.argv[1])
+paths = sys.argv[4:]
+size = (int(sys.argv[3]), int(sys.argv[2]))
+start = time.time()
+for p in paths:
+    img = cv2.imread(p)
+    blob = cv2.dnn.blobFromImage(img, 1/127.5, size, (127.5, 127.5, 127.5), swapRB=True)
+    net.setInput(blob)
+    net.forward()
+print(len(paths) / (time.time() - start))
+`;
+  const r = spawnSync(python, ['-c', script, pb, String(height), String(width), ...paths], { encoding: 'utf8' });
+  if (r.status !== 0) return { skipped: `OpenCV failed: ${r.stderr.trim().split('\n').pop()}` };
+  return { ips: Number(r.stdout.trim()) };
+}
+
+/** The image sets end to end against the OpenCV loop, and the decode-thread sweep. */
+export async function imageSets({ bin, shared, photos, large, camera, quick }) {
+  const graph = join(shared, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb');
+  const repeat = (files, n) => Array.from({ length: n }, (_, i) => files[i % files.length]);
+  const runs = quick ? 1 : 3;
+  const sets = [
+    { name: 'flower photos (the seed\'s kind, 240-500 px)', paths: repeat(photos, quick ? 400 : 1200), extra: [] },
+    { name: 'mixed (1 in 10 is 1600x1200)', paths: Array.from({ length: quick ? 400 : 1200 }, (_, i) => (i % 10 === 9 ? large[i % large.length] : photos[i % photos.length])), extra: [] },
+    { name: 'camera-size (4032x3024), default tf1', paths: repeat(camera, quick ? 16 : 48), extra: [] },
+    { name: 'camera-size (4032x3024), fast mode --resize area', paths: repeat(camera, quick ? 40 : 160), extra: ['--resize', 'area'] },
+  ];
+  const rows = [];
+  for (const set of sets) {
+    const cli = await endToEnd(bin, graph, set.paths, set.extra, runs);
+    const cv = openCvLoop(graph, set.paths.slice(0, Math.min(set.paths.length, quick ? 40 : 200)), 128, 128);
+    rows.push({ set: set.name, images: set.paths.length, ...cli, opencv: cv.ips, opencvNote: cv.skipped });
+    console.log(`${set.name}: classify ${cli.ips.toFixed(0)} img/s, OpenCV loop ${cv.ips ? cv.ips.toFixed(0) : cv.skipped}`);
+  }
+  const sweep = [];
+  const flowers = sets[0].paths;
+  for (let threads = 1; threads <= availableParallelism(); threads *= 2) {
+    const r = await endToEnd(bin, graph, flowers, ['--decode-jobs', String(threads)], runs);
+    sweep.push({ threads, ...r });
+    console.log(`decode threads ${threads}: ${r.ips.toFixed(0)} img/s`);
+  }
+  return { rows, sweep };
+}
+
+export function reportImageSets(r, stages) {
+  if (stages) {
+    const f = (x) => x.toFixed(3);
+    console.log('\nCPU per image, one thread, flower photos, MobileNet v1 0.25 128 with its default (tf1, exact) preprocessing:');
+    console.log('| read | decode (sharp, full size) | resize + pack (tf1) | decode + resize + pack | inference (batch 2) | main thread (CLI, flowers row) |');
+    console.log('|---|---|---|---|---|---|');
+    console.log(
+      `| ${f(stages.read)} ms | ${f(stages.decode)} ms | ${f(stages.resizePack)} ms | ${f(stages.decodeResizePack)} ms | ${f(stages.inference)} ms | ${r.rows[0].mainMs?.toFixed(3) ?? '-'} ms |`,
+    );
+  }
+  console.log('\n| image set (MobileNet v1 0.25 128) | images | classify img/s | process CPU ms/img | main thread CPU ms/img | OpenCV loop img/s | vs OpenCV |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const row of r.rows) {
+    console.log(
+      `| ${row.set} | ${row.images} | ${row.ips.toFixed(0)} | ${row.cpuMs.toFixed(2)} | ${row.mainMs?.toFixed(3) ?? '-'} | ${row.opencv ? row.opencv.toFixed(0) : row.opencvNote} | ${row.opencv ? (row.ips / row.opencv).toFixed(2) + 'x' : '-'} |`,
+    );
+  }
+  console.log('\n| decode threads (flower photos) | classify img/s | vs 1 thread |');
+  console.log('|---|---|---|');
+  for (const s of r.sweep) console.log(`| ${s.threads} | ${s.ips.toFixed(0)} | ${(s.ips / r.sweep[0].ips).toFixed(2)}x |`);
+}
