@@ -13,7 +13,8 @@ export interface BulkOptions extends OutputOptions, FingerprintOptions {
   verbose: boolean;
 }
 
-interface PathClassifier {
+/** What the filter classifies with: a loaded model or remote servers, and either through the cache. */
+export interface PathClassifier {
   classifyPath(path: string, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }>;
   close(): Promise<void>;
 }

@@ -6,7 +6,7 @@
 //   BatchRunner  one batch through the engine thread, scores back per image
 //   rank         scores to the top-k labels
 import { availableParallelism } from 'node:os';
-import { startEngine, type WorkerEngine } from './backends/remote.js';
+import { startEngine, type WorkerEngine } from './backends/engine-thread.js';
 import { type BatchStats, MicroBatcher, QueueFullError } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
 import { ModelError } from './errors.js';

@@ -2,12 +2,12 @@
 import { Command, CommanderError, Option } from 'commander';
 import { createRequire } from 'node:module';
 import { EXIT, ModelError, OutputError, UsageError } from './errors.js';
-import { type FilterOptions, runFilter } from './filter.js';
+import { type FilterOptions, runFilter } from './commands/filter.js';
 import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
 import { DEFAULT_CACHE_ENTRIES } from './cache.js';
 import { type BackendChoice, BACKENDS } from './model.js';
 import { FORMATS } from './output/format.js';
-import type { ServeCommandOptions } from './serve/index.js';
+import type { ServeCommandOptions } from './commands/serve.js';
 import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';
 import { crop, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
 
@@ -101,7 +101,7 @@ export function buildProgram(): Command {
   addModelOptions(serve);
   serve.action(async (raw: Record<string, unknown>) => {
     requireGraph(serve, raw);
-    const { runServe } = await import('./serve/index.js');
+    const { runServe } = await import('./commands/serve.js');
     process.exitCode = await runServe({ ...raw, maxDelayMs: raw.maxDelay } as unknown as ServeCommandOptions, log);
   });
 
@@ -115,7 +115,7 @@ export function buildProgram(): Command {
     .option('-v, --verbose', 'say what was written', false)
     .exitOverride()
     .action(async (graph: string, out: string, raw: { inputNode?: string; outputNode?: string; verbose: boolean }) => {
-      const { convert } = await import('./commands.js');
+      const { convert } = await import('./commands/convert.js');
       convert(graph, out, raw, log);
     });
 
@@ -131,7 +131,7 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON', false)
     .exitOverride()
     .action(async (model: string, raw: { labels?: string; backend: BackendChoice; device: string; inputNode?: string; outputNode?: string; json: boolean }) => {
-      const { info, formatInfo } = await import('./commands.js');
+      const { info, formatInfo } = await import('./commands/info.js');
       const i = await info(model, { ...raw, threads: 0 });
       process.stdout.write(raw.json ? JSON.stringify(i, null, 2) + '\n' : formatInfo(i));
     });

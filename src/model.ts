@@ -2,8 +2,9 @@
 // preprocessing. Everything here fails with a ModelError naming the file and the reason.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { type Engine, type EngineOptions, ModelError } from './backends/engine.js';
-import type { EngineSpec, ModelFormat } from './backends/index.js';
+import type { Engine, EngineOptions } from './backends/engine.js';
+import type { EngineSpec, ModelFormat } from './backends/load.js';
+import { ModelError } from './errors.js';
 import type { TfjsRuntime } from './backends/tfjs.js';
 import {
   ICC_MODES,

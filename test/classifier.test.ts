@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-// The built module: its engine thread is dist/backends/worker.js.
+// The built module: its engine thread is dist/backends/thread-entry.js.
 import { Classifier, type ClassifierOptions } from '../dist/classifier.js';
 import type { BatchStats } from '../src/batcher.js';
 import { COLOUR, FIX } from './helpers.js';

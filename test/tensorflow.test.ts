@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadEngine } from '../src/backends/index.js';
+import { loadEngine } from '../src/backends/load.js';
 import { encodeGraphDef } from '../src/proto/graphdef.js';
 import { FIX, jsonLines, runCli, SHARED, sharedAvailable } from './helpers.js';
 

@@ -44,14 +44,3 @@ export interface Engine extends BackendLoad {
   run(input: Float32Array | Uint8Array, batch: number): Promise<Float32Array>;
   dispose(): Promise<void>;
 }
-
-/** A model failed to load or is unusable: exit status 2, reported with the file it came from. */
-export class ModelError extends Error {
-  constructor(
-    readonly file: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'ModelError';
-  }
-}

@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { ConstValue, GraphJson, NodeJson } from '../proto/graphdef.js';
-import { type Engine, type EngineOptions, ModelError, type ModelSignature } from './engine.js';
+import { ModelError } from '../errors.js';
+import type { Engine, EngineOptions, ModelSignature } from './engine.js';
 import { type GraphPlan, planGraph, readFrozenGraph, unsupportedOps } from './tf-graph.js';
 
 export type TfjsRuntime = 'auto' | 'node-gpu' | 'node' | 'wasm' | 'cpu';

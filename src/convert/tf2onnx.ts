@@ -6,7 +6,7 @@
 import type { ConstValue, NodeJson } from '../proto/graphdef.js';
 import { decodeString, inputNode } from '../proto/graphdef.js';
 import { type AttributeValue, type OnnxNode, type OnnxTensor, encodeModel } from '../proto/onnx.js';
-import { ModelError } from '../backends/engine.js';
+import { ModelError } from '../errors.js';
 import { type GraphPlan, readFrozenGraph, unsupportedOps } from '../backends/tf-graph.js';
 
 /** TF ops this translator covers (Const and Placeholder are handled as values and inputs). */

@@ -2,17 +2,17 @@
 // place where a line of stdin becomes a line of stdout.
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
-import { type BulkOptions, setUpBulk } from './bulk.js';
-import { Classifier, type ClassifierOptions, type Prediction } from './classifier.js';
-import { RemoteClassifier, RemoteImageError } from './remote/client.js';
-import { InputError } from './image/decode.js';
-import { EXIT } from './errors.js';
-import { type PathLine, pathsFromArgs, pathsFromStream } from './input.js';
-import { type Format, formatLine, type Outcome } from './output/format.js';
-import { loadNewestWorking } from './model.js';
-import { inOrder } from './pipeline.js';
-import { Progress } from './progress.js';
-import { describeClassifier, type Log } from './report.js';
+import { type BulkOptions, type PathClassifier, setUpBulk } from '../bulk.js';
+import { Classifier, type ClassifierOptions } from '../classifier.js';
+import { RemoteClassifier, RemoteImageError } from '../remote/client.js';
+import { InputError } from '../image/decode.js';
+import { EXIT } from '../errors.js';
+import { inOrder } from '../in-order.js';
+import { type PathLine, pathsFromArgs, pathsFromStream } from '../input.js';
+import { type Format, formatLine, type Outcome } from '../output/format.js';
+import { loadNewestWorking } from '../model.js';
+import { Progress } from '../progress.js';
+import { describeClassifier, type Log } from '../report.js';
 
 export interface FilterOptions extends ClassifierOptions, BulkOptions {
   /** classify on these servers instead of loading the model here */
@@ -35,14 +35,6 @@ export interface FilterIO {
   log: Log;
 }
 
-export { EXIT };
-
-/** What the filter needs: a local model or remote servers. */
-interface PathClassifier {
-  classifyPath(path: string, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }>;
-  close(): Promise<void>;
-}
-
 /** Loads the model or reaches the servers (failing before any input is read), then streams. */
 export async function runFilter(opts: FilterOptions, args: string[], io: FilterIO): Promise<number> {
   let classifier: PathClassifier;
@@ -62,7 +54,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
       log: opts.quiet ? undefined : note,
     });
     if (opts.verbose) io.log(`remote: ${remote.backends} backend${remote.backends === 1 ? '' : 's'}, up to ${opts.remoteInFlight} requests in flight each`);
-    classifier = { classifyPath: (p, k, t) => remote.classifyFile(p, k, t), close: () => remote.close() };
+    classifier = remote;
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
   } else {
     local = await loadNewestWorking(opts.graph, (graph, version) => Classifier.load({ ...opts, graph, version }), io.log);

@@ -1,13 +1,13 @@
-// Starting and stopping the server: load once, listen, drain on SIGTERM/SIGINT.
+// `classify serve`: load once, listen, drain on SIGTERM/SIGINT. The server itself is src/serve/.
+import { join } from 'node:path';
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache.js';
 import { Classifier, type ClassifierOptions } from '../classifier.js';
-import { describeClassifier, type Log } from '../report.js';
 import { UsageError } from '../errors.js';
-import { join } from 'node:path';
 import { loadNewestWorking } from '../model.js';
-import { ServerMetrics } from './metrics.js';
-import { watchVersions } from './versions.js';
-import { ClassifyServer, type ServeOptions } from './server.js';
+import { describeClassifier, type Log } from '../report.js';
+import { ServerMetrics } from '../serve/metrics.js';
+import { ClassifyServer, type ServeOptions } from '../serve/server.js';
+import { watchVersions } from '../serve/versions.js';
 
 export type ServeCommandOptions = ClassifierOptions &
   ServeOptions & {
