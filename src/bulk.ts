@@ -3,7 +3,7 @@
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from './cache.js';
 import type { Classifier, Prediction } from './classifier.js';
 import { type FingerprintOptions, modelFingerprint } from './fingerprint.js';
-import type { Log } from './report.js';
+import type { Log } from './log.js';
 import { OutputFile, type OutputOptions } from './resume.js';
 
 export interface BulkOptions extends OutputOptions, FingerprintOptions {

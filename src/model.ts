@@ -19,7 +19,7 @@ import {
 } from './image/preprocessing.js';
 import type { Normalisation } from './image/tensor.js';
 import { decodeMetadata } from './proto/onnx.js';
-import type { Log } from './report.js';
+import type { Log } from './log.js';
 
 /** --backend: an engine, or a TF.js runtime by name. */
 export const BACKENDS = ['auto', 'onnx', 'tfjs', 'tfjs-node-gpu', 'tfjs-node', 'tfjs-wasm', 'tfjs-cpu'] as const;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadEngine } from '../src/backends/load.js';
-import { encodeGraphDef } from '../src/proto/graphdef.js';
+import { encodeGraphDef } from '../src/tensorflow/graphdef.js';
 import { FIX, jsonLines, runCli, SHARED, sharedAvailable } from './helpers.js';
 
 const frozen = join(FIX, 'models', 'colour-frozen');

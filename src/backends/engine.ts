@@ -1,7 +1,6 @@
 // The one interface every inference runtime sits behind. Nothing outside src/backends/ imports
 // a runtime (onnxruntime-node, TensorFlow.js) directly.
-
-export type Layout = 'NCHW' | 'NHWC';
+import type { Layout } from '../image/layout.js';
 
 /** What the rest of the program needs to know about a loaded model's input and output. */
 export interface ModelSignature {

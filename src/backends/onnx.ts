@@ -5,7 +5,8 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from 'onnxruntime-node';
 import { ModelError } from '../errors.js';
-import type { Engine, EngineOptions, Layout, ModelSignature } from './engine.js';
+import type { Layout } from '../image/layout.js';
+import type { Engine, EngineOptions, ModelSignature } from './engine.js';
 
 type Ort = typeof import('onnxruntime-node');
 

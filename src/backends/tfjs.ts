@@ -5,10 +5,10 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import type { ConstValue, GraphJson, NodeJson } from '../proto/graphdef.js';
+import type { ConstValue, GraphJson, NodeJson } from '../tensorflow/graphdef.js';
 import { ModelError } from '../errors.js';
 import type { Engine, EngineOptions, ModelSignature } from './engine.js';
-import { type GraphPlan, planGraph, readFrozenGraph, unsupportedOps } from './tf-graph.js';
+import { type GraphPlan, planGraph, readFrozenGraph, unsupportedOps } from '../tensorflow/plan.js';
 
 export type TfjsRuntime = 'auto' | 'node-gpu' | 'node' | 'wasm' | 'cpu';
 export type TfModelFormat = 'frozen' | 'tfjs-graph' | 'saved-model';

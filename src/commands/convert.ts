@@ -4,7 +4,7 @@ import { translateFrozenGraph } from '../convert/tf2onnx.js';
 import { ModelError } from '../errors.js';
 import { toMetadata } from '../image/preprocessing.js';
 import { choosePreprocessing, resolveModel } from '../model.js';
-import type { Log } from '../report.js';
+import type { Log } from '../log.js';
 
 /** Writes the ONNX translation of a frozen graph, with its preprocessing in the metadata so that
  * `classify --graph OUT.onnx` preprocesses exactly as the graph did. */

@@ -12,7 +12,8 @@ import { type PathLine, pathsFromArgs, pathsFromStream } from '../input.js';
 import { type Format, formatLine, type Outcome } from '../output/format.js';
 import { loadNewestWorking } from '../model.js';
 import { Progress } from '../progress.js';
-import { describeClassifier, type Log } from '../report.js';
+import type { Log } from '../log.js';
+import { describeClassifier } from '../report.js';
 
 export interface FilterOptions extends ClassifierOptions, BulkOptions {
   /** classify on these servers instead of loading the model here */

@@ -4,7 +4,8 @@ import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache
 import { Classifier, type ClassifierOptions } from '../classifier.js';
 import { UsageError } from '../errors.js';
 import { loadNewestWorking } from '../model.js';
-import { describeClassifier, type Log } from '../report.js';
+import type { Log } from '../log.js';
+import { describeClassifier } from '../report.js';
 import { ServerMetrics } from '../serve/metrics.js';
 import { ClassifyServer, type ServeOptions } from '../serve/server.js';
 import { watchVersions } from '../serve/versions.js';

@@ -3,11 +3,10 @@
 // and only convolutions and pools are wrapped in transposes, which ONNX Runtime's layout
 // optimizer cancels between neighbours. Constants are folded first and batch norms (folded or
 // not) are merged into the convolution before them, so the runtime sees fused Conv+bias.
-import type { ConstValue, NodeJson } from '../proto/graphdef.js';
-import { decodeString, inputNode } from '../proto/graphdef.js';
+import { type ConstValue, decodeString, inputNode, type NodeJson } from '../tensorflow/graphdef.js';
 import { type AttributeValue, type OnnxNode, type OnnxTensor, encodeModel } from '../proto/onnx.js';
 import { ModelError } from '../errors.js';
-import { type GraphPlan, readFrozenGraph, unsupportedOps } from '../backends/tf-graph.js';
+import { type GraphPlan, readFrozenGraph, unsupportedOps } from '../tensorflow/plan.js';
 
 /** TF ops this translator covers (Const and Placeholder are handled as values and inputs). */
 export const TRANSLATED_OPS = new Set([

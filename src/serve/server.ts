@@ -10,7 +10,7 @@ import { InputError, type InputErrorKind } from '../image/decode.js';
 import { QueueFullError } from '../batcher.js';
 import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';
 import type { ServerMetrics } from './metrics.js';
-import type { Log } from '../report.js';
+import type { Log } from '../log.js';
 import { jsonRecord, type Outcome } from '../output/format.js';
 
 export interface ServeOptions {

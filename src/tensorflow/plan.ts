@@ -1,6 +1,6 @@
 // Reading a TensorFlow graph as a classifier: which node to feed, which to read, what lies between,
 // and the preprocessing its authors used. Runtime-independent: any engine that runs TF graphs uses it.
-import { type AttrJson, type ConstValue, constValue, decodeGraphDef, decodeString, type GraphJson, inputNode, type NodeJson, shapeOf } from '../proto/graphdef.js';
+import { type AttrJson, type ConstValue, constValue, decodeGraphDef, decodeString, type GraphJson, inputNode, type NodeJson, shapeOf } from './graphdef.js';
 import { ModelError } from '../errors.js';
 
 export interface GraphPlan {
