@@ -1,12 +1,13 @@
 // The main thread's handle on an engine that lives in its own thread (entry: thread-entry.ts).
 import { Worker } from 'node:worker_threads';
 import { ModelError } from '../errors.js';
+import type { ImpliedNormalisation } from '../image/preprocessing.js';
 import type { Engine } from './engine.js';
 import type { EngineSpec } from './load.js';
 import type { Reply, SharedSlots } from './thread-entry.js';
 
 type Ready =
-  | { ready: true; name: string; signature: Engine['signature']; notes: string[]; normalisation?: Engine['normalisation']; accelerated: boolean }
+  | { ready: true; name: string; signature: Engine['signature']; notes: string[]; normalisation?: ImpliedNormalisation; accelerated: boolean }
   | { ready: false; file: string; message: string };
 
 export interface WorkerEngine extends Engine {

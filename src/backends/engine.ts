@@ -1,6 +1,7 @@
 // The one interface every inference runtime sits behind. Nothing outside src/backends/ imports
 // a runtime (onnxruntime-node, TensorFlow.js) directly.
 import type { Layout } from '../image/layout.js';
+import type { ImpliedNormalisation } from '../image/preprocessing.js';
 
 /** What the rest of the program needs to know about a loaded model's input and output. */
 export interface ModelSignature {
@@ -35,7 +36,7 @@ export interface BackendLoad {
   /** informational lines for --verbose (fallbacks taken, providers tried) */
   notes: string[];
   /** preprocessing the model's format implies (TF graphs); flags and classify.json override */
-  normalisation?: { mean: [number, number, number]; std: [number, number, number]; source: string };
+  normalisation?: ImpliedNormalisation;
 }
 
 /** A loaded model. run() takes `batch` images packed in the signature's layout. */

@@ -15,9 +15,12 @@ import { Progress } from '../progress.js';
 import type { Log } from '../log.js';
 import { describeClassifier } from '../report.js';
 
-export interface FilterOptions extends ClassifierOptions, BulkOptions {
-  /** classify on these servers instead of loading the model here */
-  remote?: string[];
+/** Where the model is: loaded here from --graph, or on the --remote servers. */
+export type ModelPlace = { graph: string; remote?: undefined } | { remote: string[]; graph?: undefined };
+
+export type FilterOptions = FilterSettings & ModelPlace;
+
+interface FilterSettings extends Omit<ClassifierOptions, 'graph'>, BulkOptions {
   remoteInFlight: number;
   remoteTimeout: number;
   withVersion: boolean;

@@ -25,7 +25,10 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
   if (opts.maxBuffered < opts.maxBody) {
     throw new UsageError(`Expected --max-buffered of at least --max-body (${opts.maxBody}) but received ${opts.maxBuffered}`);
   }
-  const classifier = await loadNewestWorking(opts.graph, (graph, version) => Classifier.load({ ...opts, graph, version, observe: metrics.observeBatch }), log);
+  // --max-queue is the server's one bound on images in flight (a request over it gets 503 before
+  // any work); the batcher, which only ever holds some of those images, gets none of its own.
+  const load = (graph: string, version?: string) => Classifier.load({ ...opts, maxQueue: 0, graph, version, observe: metrics.observeBatch });
+  const classifier = await loadNewestWorking(opts.graph, load, log);
   if (opts.verbose) describeClassifier(classifier.info, log);
   metrics.setModel(classifier.info);
 
@@ -44,7 +47,7 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
       ? watchVersions(
           opts.graph,
           () => server.model.info.version,
-          (version) => Classifier.load({ ...opts, graph: join(opts.graph, version), version, observe: metrics.observeBatch }),
+          (version) => load(join(opts.graph, version), version),
           (next) => server.swap(next),
           log,
           opts.watchInterval,
