@@ -19,7 +19,7 @@ import {
   VIEWER_STEPS,
 } from './image/preprocessing.js';
 import type { Normalisation } from './image/tensor.js';
-import { decodeMetadata } from './proto/onnx.js';
+import { readMetadata } from './proto/onnx.js';
 import type { Log } from './log.js';
 
 /** --backend: an engine, or a TF.js runtime by name. */
@@ -190,7 +190,7 @@ function preprocessingHints(file: string, dirs: string[], format: ModelFormat): 
   if (format !== 'onnx') return hints;
   let meta: Record<string, string>;
   try {
-    meta = decodeMetadata(readFileSync(file));
+    meta = readMetadata(file);
   } catch (err) {
     throw new ModelError(file, `not a valid ONNX model: ${(err as Error).message}`);
   }

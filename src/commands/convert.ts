@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { translateFrozenGraph } from '../convert/tf2onnx.js';
 import { ModelError } from '../errors.js';
 import { toMetadata } from '../image/preprocessing.js';
+import type { GraphPlan } from '../tensorflow/plan.js';
 import { choosePreprocessing, resolveModel } from '../model.js';
 import type { Log } from '../log.js';
 
@@ -11,12 +12,10 @@ import type { Log } from '../log.js';
 export function convert(graph: string, out: string, opts: { inputNode?: string; outputNode?: string; verbose: boolean }, log: Log): void {
   const model = resolveModel(graph, undefined, 'auto', false);
   if (model.format !== 'frozen') throw new ModelError(model.file, `convert takes a frozen TensorFlow graph (.pb); this is a ${model.format} model`);
-  // First the plan alone, for its normalisation; then the translation that carries the whole
-  // preprocessing (resize, colour, orientation, normalisation) in its metadata.
-  const first = translateFrozenGraph(model.file, readFileSync(model.file), opts);
-  const { preprocessing } = choosePreprocessing(model, first.plan.normalisation);
-  const metadata = { ...toMetadata(preprocessing), source: model.file };
-  const t = translateFrozenGraph(model.file, readFileSync(model.file), { ...opts, metadata });
+  // One translation; its metadata carries the whole preprocessing (resize, colour, orientation,
+  // and the normalisation that only the graph's plan knows).
+  const metadata = (plan: GraphPlan) => ({ ...toMetadata(choosePreprocessing(model, plan.normalisation).preprocessing), source: model.file });
+  const t = translateFrozenGraph(model.file, readFileSync(model.file), { inputNode: opts.inputNode, outputNode: opts.outputNode, metadata });
   try {
     writeFileSync(out, t.onnx);
   } catch (err) {

@@ -27,7 +27,8 @@ export interface Translation {
 export function translateFrozenGraph(
   file: string,
   bytes: Uint8Array,
-  opts: { inputNode?: string; outputNode?: string; metadata?: Record<string, string> },
+  /** `metadata`: what the model file's metadata_props say, from the plan (its normalisation) */
+  opts: { inputNode?: string; outputNode?: string; metadata?: (plan: GraphPlan) => Record<string, string> },
 ): Translation {
   const start = performance.now();
   const { plan, constOf, define } = readFrozenGraph(file, bytes, opts);
@@ -35,7 +36,7 @@ export function translateFrozenGraph(
   if (missing.length > 0) throw new UntranslatableError(file, missing);
 
   const t = new Translator(plan, constOf, define);
-  const onnx = t.build(opts.metadata);
+  const onnx = t.build(opts.metadata?.(plan));
   return { onnx, plan, folded: t.folded, ms: performance.now() - start };
 }
 

@@ -214,7 +214,7 @@ export function foldGlobalBatchNorm(nodes: NodeJson[], constOf: PlanOptions['con
     const shift = Float32Array.from(beta.values, (b, c) => b - mean.values[c] * scale[c]);
     define(`${n.name}/folded_scale`, { dtype: 'float32', shape: [scale.length], values: scale });
     define(`${n.name}/folded_shift`, { dtype: 'float32', shape: [shift.length], values: shift });
-    const T = { type: 'DT_FLOAT' };
+    const T: AttrJson = { type: 'DT_FLOAT' };
     return [
       { name: `${n.name}/folded_scale`, op: 'Const', attr: { dtype: T } },
       { name: `${n.name}/folded_shift`, op: 'Const', attr: { dtype: T } },
