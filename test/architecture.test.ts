@@ -81,6 +81,12 @@ describe('the import graph of src/', () => {
     expect(g.get('backends/thread-entry.ts')).toContain('backends/load.ts');
   });
 
+  it('ARCHITECTURE.md names every source file (by its path, or by its name in its room)', () => {
+    const doc = readFileSync(join(ROOT, 'ARCHITECTURE.md'), 'utf8');
+    const unnamed = [...importGraph().keys()].filter((m) => !doc.includes(`src/${m}`) && !doc.includes('`' + m.split('/').pop() + '`'));
+    expect(unnamed).toEqual([]);
+  });
+
   it('has no cycle between modules', () => {
     expect(cycles(importGraph())).toEqual([]);
   });
