@@ -17,7 +17,7 @@ import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { loadEngine } from '../dist/backends/index.js';
+import { loadEngine } from '../dist/backends/load.js';
 import { decodeToRgb } from '../dist/image/decode.js';
 import { TensorPacker } from '../dist/image/tensor.js';
 import { choosePreprocessing, resolveModel } from '../dist/model.js';

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { encodeModel } from '../dist/proto/onnx.js';
-import { encodeGraphDef } from '../dist/proto/graphdef.js';
+import { encodeGraphDef } from '../dist/tensorflow/graphdef.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 const write = (rel, bytes) => {

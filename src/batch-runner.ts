@@ -1,6 +1,6 @@
 // One batch through the engine: the engine thread gathers the batch's prepared slots into its
 // input (nothing is copied on the main thread), runs it, and the scores come back per image.
-import type { WorkerEngine } from './backends/remote.js';
+import type { WorkerEngine } from './backends/engine-thread.js';
 import type { ImageSlots } from './image/slots.js';
 
 export class BatchRunner {

@@ -3,7 +3,7 @@
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from './cache.js';
 import type { Classifier, Prediction } from './classifier.js';
 import { type FingerprintOptions, modelFingerprint } from './fingerprint.js';
-import type { Log } from './report.js';
+import type { Log } from './log.js';
 import { OutputFile, type OutputOptions } from './resume.js';
 
 export interface BulkOptions extends OutputOptions, FingerprintOptions {
@@ -13,7 +13,8 @@ export interface BulkOptions extends OutputOptions, FingerprintOptions {
   verbose: boolean;
 }
 
-interface PathClassifier {
+/** What the filter classifies with: a loaded model or remote servers, and either through the cache. */
+export interface PathClassifier {
   classifyPath(path: string, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }>;
   close(): Promise<void>;
 }

@@ -6,7 +6,7 @@
 //   BatchRunner  one batch through the engine thread, scores back per image
 //   rank         scores to the top-k labels
 import { availableParallelism } from 'node:os';
-import { startEngine, type WorkerEngine } from './backends/remote.js';
+import { startEngine, type WorkerEngine } from './backends/engine-thread.js';
 import { type BatchStats, MicroBatcher, QueueFullError } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
 import { ModelError } from './errors.js';
@@ -171,14 +171,11 @@ export class Classifier {
     this.warm = true;
   }
 
-  /** Classifies a file on disk. Throws InputError for an unreadable or undecodable image. */
-  async classifyFile(path: string, topK: number, threshold = 0): Promise<Prediction[]> {
-    return this.classifyPrepared((slot) => this.decoder.file(path, slot), topK, threshold);
-  }
-
-  /** Classifies a file on disk, saying which model version answered. */
+  /** Classifies a file on disk, saying which model version answered. Throws InputError for an
+   * unreadable or undecodable image. */
   async classifyPath(path: string, topK: number, threshold = 0): Promise<{ predictions: Prediction[]; version?: string }> {
-    return { predictions: await this.classifyFile(path, topK, threshold), version: this.info.version };
+    const predictions = await this.classifyPrepared((slot) => this.decoder.file(path, slot), topK, threshold);
+    return { predictions, version: this.info.version };
   }
 
   /** Classifies image bytes (an upload). Slots go round the groups in turn (the server passes the

@@ -1,13 +1,16 @@
 // Command-line parsing: flags to options, errors to exit codes. No classification logic here.
-import { Command, CommanderError, Option } from 'commander';
+// The commands' options are typed from these definitions (@commander-js/extra-typings): each
+// command's options are held to exactly what the command takes, so a flag renamed here or there
+// fails to compile.
+import { Command, CommanderError, Option, type OptionValues } from '@commander-js/extra-typings';
 import { createRequire } from 'node:module';
+import { type FilterOptions, type ModelPlace, runFilter } from './commands/filter.js';
+import type { ServeCommandOptions } from './commands/serve.js';
 import { EXIT, ModelError, OutputError, UsageError } from './errors.js';
-import { type FilterOptions, runFilter } from './filter.js';
 import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
 import { DEFAULT_CACHE_ENTRIES } from './cache.js';
-import { type BackendChoice, BACKENDS } from './model.js';
+import { BACKENDS } from './model.js';
 import { FORMATS } from './output/format.js';
-import type { ServeCommandOptions } from './serve/index.js';
 import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';
 import { crop, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
 
@@ -17,11 +20,30 @@ const log = (line: string) => process.stderr.write(`classify: ${line}\n`);
 const PROVIDERS = ['cpu', 'webgpu', 'cuda', 'tensorrt'] as const;
 const DEVICES = ['auto', ...PROVIDERS] as const;
 
-/** Flags every command that loads a model shares. */
-export function addModelOptions(cmd: Command): Command {
+/** The README's first examples, word for word (test/cli.test.ts holds them to it). */
+const EXAMPLES = `
+Examples:
+  ls *.jpg | classify --graph model
+  find photos -type f | classify -g model -o labels.ndjson --resume   # nightly: only new, changed or failed photos
+`;
+
+/** A command's options, held to what it takes: a required one missing, or one it does not know
+ * (a flag renamed on one side only), is a compile error. */
+const exactly =
+  <Target>() =>
+  <T extends Target>(opts: T & Record<Exclude<keyof T, keyof Target>, never>): Target =>
+    opts;
+
+/** Which model: the first flags of every command that loads one. */
+function modelFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
   return cmd
     .option('-g, --graph <model>', 'model (required): .onnx, frozen graph .pb, TF.js model.json, SavedModel, or a folder holding one')
-    .option('-l, --labels <file>', 'labels file, one per line or "index:label" (default: labels.txt beside the model)')
+    .option('-l, --labels <file>', 'labels file, one per line or "index:label" (default: labels.txt beside the model)');
+}
+
+/** How the model is run: batching, preprocessing, engine. */
+function runFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
+  return cmd
     .option('-b, --batch-size <n>', 'images per inference batch (0: 2 on CPU, 16 on a GPU)', nonNegativeInt('--batch-size'), 0)
     .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay'), 10)
     .option('--mean <r,g,b>', 'per-channel mean in 0-255 units, subtracted first', triple('--mean', false))
@@ -37,72 +59,85 @@ export function addModelOptions(cmd: Command): Command {
     .option('--no-exif-rotate', 'take the pixels as stored, ignoring the EXIF orientation')
     .option('--max-pixels <n>', 'refuse images with more pixels (decompression bombs)', positiveInt('--max-pixels'), 100_000_000)
     .option('--max-file-size <bytes>', 'refuse image files larger than this, before reading them', positiveInt('--max-file-size'), DEFAULT_MAX_FILE_SIZE)
-    .addOption(
-      new Option('--softmax <when>', 'turn raw scores into probabilities').choices(['auto', 'on', 'off']).default('auto'),
-    )
-    .addOption(new Option('--backend <name>', 'inference engine (TensorFlow models: tfjs picks the best TF.js runtime)').choices(BACKENDS).default('auto'))
-    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto')
+    .addOption(new Option('--softmax <when>', 'turn raw scores into probabilities').choices(['auto', 'on', 'off'] as const).default('auto' as const))
+    .addOption(new Option('--backend <name>', 'inference engine (TensorFlow models: tfjs picks the best TF.js runtime)').choices(BACKENDS).default('auto' as const))
+    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto' as const)
     .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads'), 0)
     .option('--decode-jobs <n>', 'decode threads: each reads, decodes, resizes and packs images (0: one per core)', nonNegativeInt('--decode-jobs'), 0)
     .option('--input-node <name>', 'model input to feed (default: the only image input)')
-    .option('--output-node <name>', 'model output to read (default: the first)')
+    .option('--output-node <name>', 'model output to read (default: the first)');
+}
+
+function answerFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
+  return cmd
+    .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), 5)
+    .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0);
+}
+
+function cacheFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
+  return cmd
     .option('--cache <dir>', 'reuse answers for identical image bytes and model from this folder (shared safely by several processes)')
-    .option('--cache-entries <n>', 'most answers --cache keeps; the least recently used go first', positiveInt('--cache-entries'), DEFAULT_CACHE_ENTRIES)
+    .option('--cache-entries <n>', 'most answers --cache keeps; the least recently used go first', positiveInt('--cache-entries'), DEFAULT_CACHE_ENTRIES);
+}
+
+function chatterFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
+  return cmd
     .option('-q, --quiet', 'no progress line, no per-image diagnostics on stderr', false)
     .option('-v, --verbose', 'describe the model, engine and settings on stderr', false);
 }
 
 // Checked here, not with requiredOption(): commander would demand the top-level --graph even
 // when a subcommand (serve) has its own.
-function requireGraph(cmd: Command, raw: Record<string, unknown>): void {
-  if (typeof raw.graph !== 'string') cmd.error("error: required option '-g, --graph <model>' not specified", { exitCode: EXIT.usage });
+function requireGraph(cmd: Command<unknown[], OptionValues>, graph: string | undefined): string {
+  if (graph === undefined) cmd.error("error: required option '-g, --graph <model>' not specified", { exitCode: EXIT.usage });
+  return graph;
 }
 
 function version(): string {
   return createRequire(import.meta.url)('../package.json').version as string;
 }
 
-export function buildProgram(): Command {
-  const program = new Command('classify')
+export function buildProgram() {
+  const base = new Command('classify')
     .description('Classify images: paths on stdin (or as arguments), one line of predictions per path on stdout.')
+    .argument('[paths...]', 'image paths (default: read from stdin, one per line)');
+  const withModel = modelFlags(base).addOption(new Option('-f, --format <format>', 'output format').choices(FORMATS).default('json' as const));
+  const program = chatterFlags(
+    cacheFlags(
+      runFlags(answerFlags(withModel).option('-0, --null', 'paths on stdin are NUL-separated (find -print0)', false))
+        .option('--with-version', 'add the model version to each JSON line', false)
+        .option('-o, --output <file>', 'append lines to FILE (each written whole; JSON lines also record size, mtime and model) instead of stdout')
+        .option('--resume', 'with -o: skip inputs FILE already answers for this model, unchanged since; retry failed ones', false)
+        .option('--reclassify', 'with --resume: accept a FILE last written for another model (its answers are not reused)', false),
+    )
+      .option('-r, --remote <urls>', 'classify on classify serve backends (comma-separated URLs) instead of loading --graph', (v: string) => v.split(',').filter(Boolean))
+      .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), 8)
+      .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), 30000),
+  )
     .version(version())
-    .argument('[paths...]', 'image paths (default: read from stdin, one per line)')
-    .addOption(new Option('-f, --format <format>', 'output format').choices(FORMATS).default('json'))
-    .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), 5)
-    .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0)
-    .option('-0, --null', 'paths on stdin are NUL-separated (find -print0)', false)
-    .option('--with-version', 'add the model version to each JSON line', false)
-    .option('-o, --output <file>', 'append lines to FILE (each written whole; JSON lines also record size, mtime and model) instead of stdout')
-    .option('--resume', 'with -o: skip inputs FILE already answers for this model, unchanged since; retry failed ones', false)
-    .option('--reclassify', 'with --resume: accept a FILE last written for another model (its answers are not reused)', false)
-    .option('-r, --remote <urls>', 'classify on classify serve backends (comma-separated URLs) instead of loading --graph', (v: string) => v.split(',').filter(Boolean))
-    .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), 8)
-    .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), 30000)
+    .addHelpText('after', EXAMPLES)
     .enablePositionalOptions()
     .showHelpAfterError('(classify --help for usage)')
     .exitOverride();
-  addModelOptions(program);
 
-  const serve = program
-    .command('serve')
+  const serve = chatterFlags(
+    cacheFlags(runFlags(answerFlags(modelFlags(program.command('serve')))))
+      .option('--host <address>', 'address to listen on (binding beyond loopback is explicit)', '127.0.0.1')
+      .option('-p, --port <port>', 'port (0: any free port)', nonNegativeInt('--port'), 9876)
+      .option('--max-body <bytes>', 'largest request body accepted', positiveInt('--max-body'), 20 * 1024 * 1024)
+      .option('--max-buffered <bytes>', 'request bodies held in memory at once, all requests together, before requests get 503', positiveInt('--max-buffered'), 256 * 1024 * 1024)
+      .option('--body-timeout <ms>', "longest a request's body may take to arrive (then 408)", positiveInt('--body-timeout'), 60_000)
+      .option('--drain-timeout <ms>', 'after SIGTERM, longest to wait for requests in flight before closing their connections', nonNegativeInt('--drain-timeout'), 20_000)
+      .option('--max-queue <n>', 'images in flight before requests get 503', positiveInt('--max-queue'), 256)
+      .option('--max-files <n>', 'images in one multipart request', positiveInt('--max-files'), 64)
+      .option('--watch-interval <ms>', 'how often a folder of model versions is checked for a new one', positiveInt('--watch-interval'), 2000),
+  )
     .description('Serve the model over HTTP: POST / with an image, GET /healthz, /readyz, /metrics.')
-    .option('--host <address>', 'address to listen on (binding beyond loopback is explicit)', '127.0.0.1')
-    .option('-p, --port <port>', 'port (0: any free port)', nonNegativeInt('--port'), 9876)
-    .option('--max-body <bytes>', 'largest request body accepted', positiveInt('--max-body'), 20 * 1024 * 1024)
-    .option('--max-buffered <bytes>', 'request bodies held in memory at once, all requests together, before requests get 503', positiveInt('--max-buffered'), 256 * 1024 * 1024)
-    .option('--body-timeout <ms>', "longest a request's body may take to arrive (then 408)", positiveInt('--body-timeout'), 60_000)
-    .option('--drain-timeout <ms>', 'after SIGTERM, longest to wait for requests in flight before closing their connections', nonNegativeInt('--drain-timeout'), 20_000)
-    .option('--max-queue <n>', 'images in flight before requests get 503', positiveInt('--max-queue'), 256)
-    .option('--max-files <n>', 'images in one multipart request', positiveInt('--max-files'), 64)
-    .option('--watch-interval <ms>', 'how often a folder of model versions is checked for a new one', positiveInt('--watch-interval'), 2000)
-    .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), 5)
-    .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0)
     .exitOverride();
-  addModelOptions(serve);
-  serve.action(async (raw: Record<string, unknown>) => {
-    requireGraph(serve, raw);
-    const { runServe } = await import('./serve/index.js');
-    process.exitCode = await runServe({ ...raw, maxDelayMs: raw.maxDelay } as unknown as ServeCommandOptions, log);
+  serve.action(async ({ graph, maxDelay, ...rest }) => {
+    const opts = exactly<ServeCommandOptions>()({ ...rest, graph: requireGraph(serve, graph), maxDelayMs: maxDelay });
+    const { runServe } = await import('./commands/serve.js');
+    process.exitCode = await runServe(opts, log);
   });
 
   program
@@ -114,9 +149,9 @@ export function buildProgram(): Command {
     .option('--output-node <name>', 'graph node to read (default: final_result, else the softmax)')
     .option('-v, --verbose', 'say what was written', false)
     .exitOverride()
-    .action(async (graph: string, out: string, raw: { inputNode?: string; outputNode?: string; verbose: boolean }) => {
-      const { convert } = await import('./commands.js');
-      convert(graph, out, raw, log);
+    .action(async (graph, out, opts) => {
+      const { convert } = await import('./commands/convert.js');
+      convert(graph, out, exactly<Parameters<typeof convert>[2]>()(opts), log);
     });
 
   program
@@ -124,28 +159,28 @@ export function buildProgram(): Command {
     .description("Print a model's inputs, outputs, labels, preprocessing and chosen engine.")
     .argument('<model>', 'any model --graph accepts')
     .option('-l, --labels <file>', 'labels file (default: beside the model)')
-    .addOption(new Option('--backend <name>', 'inference engine').choices(BACKENDS).default('auto'))
-    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto')
+    .addOption(new Option('--backend <name>', 'inference engine').choices(BACKENDS).default('auto' as const))
+    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto' as const)
     .option('--input-node <name>', 'model input to feed')
     .option('--output-node <name>', 'model output to read')
     .option('--json', 'print JSON', false)
     .exitOverride()
-    .action(async (model: string, raw: { labels?: string; backend: BackendChoice; device: string; inputNode?: string; outputNode?: string; json: boolean }) => {
-      const { info, formatInfo } = await import('./commands.js');
-      const i = await info(model, { ...raw, threads: 0 });
-      process.stdout.write(raw.json ? JSON.stringify(i, null, 2) + '\n' : formatInfo(i));
+    .action(async (model, { json, ...rest }) => {
+      const { info, formatInfo } = await import('./commands/info.js');
+      const i = await info(model, exactly<Parameters<typeof info>[1]>()({ ...rest, threads: 0 }));
+      process.stdout.write(json ? JSON.stringify(i, null, 2) + '\n' : formatInfo(i));
     });
 
-  program.action(async (paths: string[], raw: Record<string, unknown>) => {
-    if (raw.remote && raw.graph) program.error('error: --remote and --graph exclude each other (the servers hold the model)', { exitCode: EXIT.usage });
-    if (!raw.remote) requireGraph(program, raw);
+  program.action(async (paths, { graph, remote, maxDelay, null: nul, ...rest }) => {
+    if (remote && graph) program.error('error: --remote and --graph exclude each other (the servers hold the model)', { exitCode: EXIT.usage });
     const usage = (message: string) => program.error(`error: ${message}`, { exitCode: EXIT.usage });
-    if (raw.resume && !raw.output) usage('--resume needs -o FILE: it reads back the file it appends to');
-    if (raw.resume && raw.format !== 'json') usage('--resume reads FILE back, which takes --format json');
-    if (raw.reclassify && !raw.resume) usage('--reclassify goes with --resume');
-    if (raw.remote && raw.resume) usage('--resume needs the model here (--graph) to fingerprint it; the --remote servers hold theirs');
-    if (raw.remote && raw.cache) usage('--cache needs the model here; give it to the servers instead (classify serve --cache DIR)');
-    const opts = { ...raw, maxDelayMs: raw.maxDelay, nul: raw.null, remoteTimeout: raw.remoteTimeout, remoteInFlight: raw.remoteInFlight } as unknown as FilterOptions;
+    const place: ModelPlace = remote ? { remote } : { graph: requireGraph(program, graph) };
+    if (rest.resume && !rest.output) usage('--resume needs -o FILE: it reads back the file it appends to');
+    if (rest.resume && rest.format !== 'json') usage('--resume reads FILE back, which takes --format json');
+    if (rest.reclassify && !rest.resume) usage('--reclassify goes with --resume');
+    if (remote && rest.resume) usage('--resume needs the model here (--graph) to fingerprint it; the --remote servers hold theirs');
+    if (remote && rest.cache) usage('--cache needs the model here; give it to the servers instead (classify serve --cache DIR)');
+    const opts = exactly<FilterOptions>()({ ...rest, ...place, maxDelayMs: maxDelay, nul });
     process.exitCode = await runFilter(opts, paths, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, log });
   });
   return program;

@@ -1,6 +1,6 @@
-// Exit codes and the errors that map to them, in one place. Per-image errors (InputError) are
-// that image's output line, never an exit by themselves.
-export { ModelError } from './backends/engine.js';
+// Exit codes and the errors that map to them, in one place. Per-image errors (InputError,
+// RemoteImageError, QueueFullError) are that image's output line, never an exit by themselves.
+// No imports: the engine and decode threads load this too.
 
 /** Exit codes, documented in the README's table. */
 export const EXIT = {
@@ -23,6 +23,17 @@ export class UsageError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'UsageError';
+  }
+}
+
+/** A model failed to load or is unusable: exit status 2, reported with the file it came from. */
+export class ModelError extends Error {
+  constructor(
+    readonly file: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ModelError';
   }
 }
 

@@ -2,11 +2,13 @@
 // preprocessing. Everything here fails with a ModelError naming the file and the reason.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { type Engine, type EngineOptions, ModelError } from './backends/engine.js';
-import type { EngineSpec, ModelFormat } from './backends/index.js';
+import type { EngineOptions } from './backends/engine.js';
+import type { EngineSpec, ModelFormat } from './backends/load.js';
+import { ModelError } from './errors.js';
 import type { TfjsRuntime } from './backends/tfjs.js';
 import {
   ICC_MODES,
+  type ImpliedNormalisation,
   type ImageSteps,
   type Preprocessing,
   PREPROCESSING_KEYS,
@@ -17,8 +19,8 @@ import {
   VIEWER_STEPS,
 } from './image/preprocessing.js';
 import type { Normalisation } from './image/tensor.js';
-import { decodeMetadata } from './proto/onnx.js';
-import type { Log } from './report.js';
+import { readMetadata } from './proto/onnx.js';
+import type { Log } from './log.js';
 
 /** --backend: an engine, or a TF.js runtime by name. */
 export const BACKENDS = ['auto', 'onnx', 'tfjs', 'tfjs-node-gpu', 'tfjs-node', 'tfjs-wasm', 'tfjs-cpu'] as const;
@@ -72,8 +74,8 @@ export interface ResolvedModel {
   runtime: TfjsRuntime;
   format: ModelFormat;
   file: string;
-  /** undefined only when resolved with requireLabels false (classify info) */
-  labelsFile: string;
+  /** absent only where labels are not required (classify info, convert) */
+  labelsFile?: string;
   /** preprocessing found with the model, first to last: classify.json, ONNX metadata, a Hugging
    * Face preprocessor_config.json. Flags come before them, the model's kind after. */
   hints: PreprocessingHints[];
@@ -132,6 +134,12 @@ function findModelFile(graph: string): string {
   throw new ModelError(graph, `folder holds no model (looked for ${MODEL_FILES.map(([n]) => n).join(', ')}, or a single .pb)`);
 }
 
+/** A model whose labels were found: what classifying needs. */
+export type LabelledModel = ResolvedModel & { labelsFile: string };
+
+/** Throws ModelError when no labels file is found, unless `requireLabels` is false. */
+export function resolveModel(graph: string, labels?: string, backend?: BackendChoice): LabelledModel;
+export function resolveModel(graph: string, labels: string | undefined, backend: BackendChoice, requireLabels: false): ResolvedModel;
 export function resolveModel(graph: string, labels?: string, backend: BackendChoice = 'auto', requireLabels = true): ResolvedModel {
   let version: string | undefined;
   const latest = versionsOf(graph)[0];
@@ -157,7 +165,7 @@ export function resolveModel(graph: string, labels?: string, backend: BackendCho
   if (!labelsFile && requireLabels) {
     throw new ModelError(file, `no labels file beside it (looked for ${LABEL_FILES.join(', ')}, or ${HF_CONFIG} with id2label); pass --labels FILE`);
   }
-  return { version, backend: engine, runtime, format, file, labelsFile: labelsFile ?? '', hints: preprocessingHints(file, dirs, format) };
+  return { version, backend: engine, runtime, format, file, labelsFile, hints: preprocessingHints(file, dirs, format) };
 }
 
 function hfLabelsFile(dirs: string[]): string | undefined {
@@ -182,7 +190,7 @@ function preprocessingHints(file: string, dirs: string[], format: ModelFormat): 
   if (format !== 'onnx') return hints;
   let meta: Record<string, string>;
   try {
-    meta = decodeMetadata(readFileSync(file));
+    meta = readMetadata(file);
   } catch (err) {
     throw new ModelError(file, `not a valid ONNX model: ${(err as Error).message}`);
   }
@@ -285,7 +293,7 @@ export function huggingFaceHints(cfg: Record<string, unknown>, where: string): P
 }
 
 /** Accepts 127.5, "127.5", [1,2,3] or "1,2,3" and returns one value per channel. */
-export function channelTriple(value: unknown, what: string, where: string, positive = false): [number, number, number] {
+export function channelTriple(value: unknown, what: string, where: string, positive = false): Normalisation['mean'] {
   const parts = Array.isArray(value) ? value : typeof value === 'number' ? [value] : String(value).split(',');
   const nums = parts.map((v) => (typeof v === 'number' ? v : Number(String(v).trim())));
   const ok = (nums.length === 1 || nums.length === 3) && nums.every((n) => Number.isFinite(n) && (!positive || n > 0));
@@ -295,7 +303,7 @@ export function channelTriple(value: unknown, what: string, where: string, posit
       `Expected one or three ${positive ? 'positive ' : ''}numbers for ${what} but received ${JSON.stringify(value)}`,
     );
   }
-  return (nums.length === 1 ? [nums[0], nums[0], nums[0]] : nums) as [number, number, number];
+  return (nums.length === 1 ? [nums[0], nums[0], nums[0]] : nums) as Normalisation['mean'];
 }
 
 /** What the engine thread loads for a resolved model. */
@@ -327,7 +335,7 @@ export interface ChosenPreprocessing {
 /** The preprocessing that applies, each setting from the first that states it: flags,
  * classify.json, ONNX metadata, preprocessor_config.json, the graph's own constants (TF graphs),
  * the model's kind, ImageNet's statistics. */
-export function choosePreprocessing(model: ResolvedModel, implied: Engine['normalisation'], flags: Partial<Preprocessing> = {}): ChosenPreprocessing {
+export function choosePreprocessing(model: ResolvedModel, implied: ImpliedNormalisation | undefined, flags: Partial<Preprocessing> = {}): ChosenPreprocessing {
   const layers: PreprocessingHints[] = [
     { source: 'flags', values: flags },
     ...model.hints,

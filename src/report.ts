@@ -1,9 +1,8 @@
 // What --verbose says about a loaded model, shared by the filter and the server.
 import type { ClassifierInfo } from './classifier.js';
 import { describeSteps } from './image/preprocessing.js';
+import type { Log } from './log.js';
 import { describeSources } from './model.js';
-
-export type Log = (line: string) => void;
 
 export function describeClassifier(info: ClassifierInfo, log: Log): void {
   const p = info.preprocessing;

@@ -12,7 +12,7 @@
 import { readSync, statSync } from 'node:fs';
 import { AppendFile } from './output/sink.js';
 import { type Format, formatLine, jsonRecord, type Outcome } from './output/format.js';
-import type { Log } from './report.js';
+import type { Log } from './log.js';
 import { UsageError } from './errors.js';
 import type { PathLine } from './input.js';
 

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-// The built module: its engine thread is dist/backends/worker.js.
+// The built module: its engine thread is dist/backends/thread-entry.js.
 import { Classifier, type ClassifierOptions } from '../dist/classifier.js';
 import type { BatchStats } from '../src/batcher.js';
 import { COLOUR, FIX } from './helpers.js';
@@ -25,7 +25,7 @@ describe('Classifier', () => {
     const classifier = await Classifier.load(options({ observe: (s) => seen.push(s) }));
     try {
       expect(seen).toEqual([]);
-      expect((await classifier.classifyFile(join(FIX, 'images', 'red.jpg'), 1))[0].label).toBe('red');
+      expect((await classifier.classifyPath(join(FIX, 'images', 'red.jpg'), 1)).predictions[0].label).toBe('red');
       expect(seen.map((s) => s.size)).toEqual([1]);
     } finally {
       await classifier.close();
@@ -35,7 +35,7 @@ describe('Classifier', () => {
   it('loads under a --max-pixels smaller than its warm-up image, and holds real images to it', async () => {
     const classifier = await Classifier.load(options({ maxPixels: 10 }));
     try {
-      await expect(classifier.classifyFile(join(FIX, 'images', 'red.jpg'), 1)).rejects.toThrow(/exceeds the pixel limit of 10/);
+      await expect(classifier.classifyPath(join(FIX, 'images', 'red.jpg'), 1)).rejects.toThrow(/exceeds the pixel limit of 10/);
     } finally {
       await classifier.close();
     }

@@ -1,6 +1,6 @@
 // The CLI end to end, as a child process: stdin to stdout, exit codes, stderr.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -306,5 +306,38 @@ describe('classify: usage and model errors exit 2 before reading stdin', () => {
     const r = await runCli(['--help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/--batch-size/);
+  });
+});
+
+describe('--help and the README say the same', () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  /** The long flags of a README section's tables and lists, up to the next heading. */
+  const readmeFlags = (heading: string) => {
+    const start = readme.indexOf(heading);
+    const section = readme.slice(start, readme.indexOf('\n#', start + heading.length));
+    return new Set(section.split('\n').filter((l) => l.startsWith('| `-')).flatMap((l) => [...l.split(' | ')[0].matchAll(/--[a-z0-9-]+/g)].map((m) => m[0])));
+  };
+  /** The long flags --help lists, in its order. */
+  const helpFlags = (text: string) => [...text.matchAll(/^ {2}(?:-\w, )?(--[a-z0-9-]+)/gm)].map((m) => m[1]);
+
+  it('the filter: --graph first, every flag in the README table and no other, the README\'s first examples', async () => {
+    const r = await runCli(['--help']);
+    const flags = helpFlags(r.stdout);
+    expect(flags[0]).toBe('--graph');
+    expect(new Set(flags)).toEqual(readmeFlags('### Flags'));
+    const examples = lines(r.stdout.slice(r.stdout.indexOf('Examples:'))).slice(1);
+    expect(examples).toHaveLength(2);
+    for (const example of examples) expect(readme).toContain(example.trim());
+  });
+
+  it('serve: --graph first, every flag in the README table and no other', async () => {
+    const r = await runCli(['serve', '--help']);
+    const flags = helpFlags(r.stdout);
+    expect(flags[0]).toBe('--graph');
+    const listed = readmeFlags('| serve flag |');
+    const start = readme.indexOf('| all model flags |');
+    for (const m of readme.slice(start, readme.indexOf('\n', start)).matchAll(/--[a-z0-9-]+/g)) listed.add(m[0]);
+    for (const short of readme.slice(start, readme.indexOf('\n', start)).matchAll(/`-([qv])`/g)) listed.add(short[1] === 'q' ? '--quiet' : '--verbose');
+    expect(new Set(flags)).toEqual(new Set([...listed, '--help']));
   });
 });

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ModelError } from '../src/backends/engine.js';
+import { ModelError } from '../src/errors.js';
 import { vulkanPresent } from '../src/backends/onnx.js';
 import { channelTriple, readLabels, resolveModel } from '../src/model.js';
 import { COLOUR, FIX } from './helpers.js';

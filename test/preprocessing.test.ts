@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-// The built module: its engine thread is dist/backends/worker.js.
+// The built module: its engine thread is dist/backends/thread-entry.js.
 import { Classifier, type ClassifierOptions } from '../dist/classifier.js';
-import { loadEngine } from '../src/backends/index.js';
+import { loadEngine } from '../src/backends/load.js';
 import { decodeToRgb, InputError, jpegClaimsMoreThanItHolds } from '../src/image/decode.js';
 import { type ImageSteps, VIEWER_STEPS } from '../src/image/preprocessing.js';
 import { choosePreprocessing, huggingFaceHints, readLabels, resolveModel } from '../src/model.js';

@@ -142,11 +142,11 @@ describe('backends left out and back', () => {
     const flaky = await fakeBackend((req, res, body) => (++calls === 1 ? json(500, '{"error":"oops"}')(req, res) : goodAnswer(req, res, body)));
     const log: string[] = [];
     const remote = await RemoteClassifier.connect({ urls: [flaky.url], maxInFlight: 1, timeoutMs: 5000, ejectMs: 50, log: (l) => log.push(l) });
-    await expect(remote.classifyFile(IMAGES[0], 1, 0)).rejects.toThrow(new RemoteImageError(`all backends failed (127.0.0.1:${flaky.port}: HTTP 500 oops)`));
+    await expect(remote.classifyPath(IMAGES[0], 1, 0)).rejects.toThrow(new RemoteImageError(`all backends failed (127.0.0.1:${flaky.port}: HTTP 500 oops)`));
     // Still out: the next image is not sent, and says why.
-    await expect(remote.classifyFile(IMAGES[0], 1, 0)).rejects.toThrow(`all backends failed (127.0.0.1:${flaky.port}: left out after HTTP 500 oops)`);
+    await expect(remote.classifyPath(IMAGES[0], 1, 0)).rejects.toThrow(`all backends failed (127.0.0.1:${flaky.port}: left out after HTTP 500 oops)`);
     await new Promise((r) => setTimeout(r, 120));
-    expect((await remote.classifyFile(IMAGES[0], 1, 0)).predictions).toEqual([{ label: inputs(1)[0].label, score: 0.9 }]);
+    expect((await remote.classifyPath(IMAGES[0], 1, 0)).predictions).toEqual([{ label: inputs(1)[0].label, score: 0.9 }]);
     expect(log).toEqual([`backend 127.0.0.1:${flaky.port} left out: HTTP 500 oops`, `backend 127.0.0.1:${flaky.port} is back`]);
     await remote.close();
   });

@@ -3,8 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadEngine } from '../src/backends/index.js';
-import { encodeGraphDef } from '../src/proto/graphdef.js';
+import { loadEngine } from '../src/backends/load.js';
+import { encodeGraphDef } from '../src/tensorflow/graphdef.js';
 import { FIX, jsonLines, runCli, SHARED, sharedAvailable } from './helpers.js';
 
 const frozen = join(FIX, 'models', 'colour-frozen');

@@ -3,8 +3,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadEngine } from '../src/backends/index.js';
-import { encodeGraphDef, type NodeJson } from '../src/proto/graphdef.js';
+import { loadEngine } from '../src/backends/load.js';
+import { encodeGraphDef, type NodeJson } from '../src/tensorflow/graphdef.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'classify-tf2onnx-'));
 const options = { threads: 1, device: 'cpu' };

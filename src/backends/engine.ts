@@ -1,7 +1,7 @@
 // The one interface every inference runtime sits behind. Nothing outside src/backends/ imports
 // a runtime (onnxruntime-node, TensorFlow.js) directly.
-
-export type Layout = 'NCHW' | 'NHWC';
+import type { Layout } from '../image/layout.js';
+import type { ImpliedNormalisation } from '../image/preprocessing.js';
 
 /** What the rest of the program needs to know about a loaded model's input and output. */
 export interface ModelSignature {
@@ -36,22 +36,11 @@ export interface BackendLoad {
   /** informational lines for --verbose (fallbacks taken, providers tried) */
   notes: string[];
   /** preprocessing the model's format implies (TF graphs); flags and classify.json override */
-  normalisation?: { mean: [number, number, number]; std: [number, number, number]; source: string };
+  normalisation?: ImpliedNormalisation;
 }
 
 /** A loaded model. run() takes `batch` images packed in the signature's layout. */
 export interface Engine extends BackendLoad {
   run(input: Float32Array | Uint8Array, batch: number): Promise<Float32Array>;
   dispose(): Promise<void>;
-}
-
-/** A model failed to load or is unusable: exit status 2, reported with the file it came from. */
-export class ModelError extends Error {
-  constructor(
-    readonly file: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'ModelError';
-  }
 }

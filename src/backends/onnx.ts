@@ -1,10 +1,12 @@
-// ONNX Runtime backend. Runs inside the engine worker (see worker.ts): session.run() blocks
+// ONNX Runtime backend. Runs inside the engine thread (see thread-entry.ts): session.run() blocks
 // the thread it is called on for the whole inference.
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from 'onnxruntime-node';
-import { type Engine, type EngineOptions, type Layout, ModelError, type ModelSignature } from './engine.js';
+import { ModelError } from '../errors.js';
+import type { Layout } from '../image/layout.js';
+import type { Engine, EngineOptions, ModelSignature } from './engine.js';
 
 type Ort = typeof import('onnxruntime-node');
 

@@ -5,9 +5,10 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import type { ConstValue, GraphJson, NodeJson } from '../proto/graphdef.js';
-import { type Engine, type EngineOptions, ModelError, type ModelSignature } from './engine.js';
-import { type GraphPlan, planGraph, readFrozenGraph, unsupportedOps } from './tf-graph.js';
+import type { ConstValue, GraphJson, NodeJson } from '../tensorflow/graphdef.js';
+import { ModelError } from '../errors.js';
+import type { Engine, EngineOptions, ModelSignature } from './engine.js';
+import { type GraphPlan, planGraph, readFrozenGraph, unsupportedOps } from '../tensorflow/plan.js';
 
 export type TfjsRuntime = 'auto' | 'node-gpu' | 'node' | 'wasm' | 'cpu';
 export type TfModelFormat = 'frozen' | 'tfjs-graph' | 'saved-model';
@@ -89,17 +90,6 @@ async function openRuntime(wanted: TfjsRuntime, file: string, notes: string[]): 
   throw new ModelError(file, 'no TensorFlow.js runtime could start');
 }
 
-/** The op types TF.js's graph executor maps, read from the converter's own op lists. */
-function tfjsOps(): Set<string> {
-  const dir = join(dirname(require.resolve('@tensorflow/tfjs-converter/package.json')), 'dist', 'operations', 'op_list');
-  const ops = new Set<string>();
-  const { readdirSync } = require('node:fs') as typeof import('node:fs');
-  for (const f of readdirSync(dir).filter((f) => f.endsWith('.js'))) {
-    for (const m of readFileSync(join(dir, f), 'utf8').matchAll(/'tfOpName':\s*'([^']+)'/g)) ops.add(m[1]);
-  }
-  return ops;
-}
-
 interface Artifacts {
   nodes: NodeJson[];
   weightSpecs: { name: string; shape: number[]; dtype: string }[];
@@ -173,9 +163,6 @@ export async function loadTfjs(file: string, format: TfModelFormat, runtime: Tfj
   }
   notes.push(...plan.notes);
 
-  const missing = unsupportedOps(plan.nodes, tfjsOps());
-  if (missing.length > 0) throw new ModelError(file, `TensorFlow.js cannot run these ops: ${missing.join(', ')}`);
-
   const { tf, name } = await openRuntime(runtime, file, notes);
   let model: GraphModel;
   try {
@@ -209,7 +196,7 @@ export async function loadTfjs(file: string, format: TfModelFormat, runtime: Tfj
   try {
     outputSize = (await run(new Float32Array(size), 1)).length;
   } catch (err) {
-    throw new ModelError(file, `test inference failed: ${(err as Error).message}`);
+    throw new ModelError(file, cannotRun(err as Error, plan) ?? `test inference failed: ${(err as Error).message}`);
   }
   // Graphs that reshape to a fixed batch of one say so only when run with two.
   let maxBatch = Infinity;
@@ -238,6 +225,14 @@ export async function loadTfjs(file: string, format: TfModelFormat, runtime: Tfj
     run,
     dispose: async () => model.dispose(),
   };
+}
+
+/** TF.js's own word on an op it has no kernel for, which its executor gives at the first run
+ * ("Unknown op 'X'. File an issue ..."), said as the op and a node of this graph that uses it. */
+function cannotRun(err: Error, plan: GraphPlan): string | undefined {
+  const op = /Unknown op '([^']+)'/.exec(err.message)?.[1];
+  if (op === undefined) return undefined;
+  return `TensorFlow.js cannot run these ops: ${unsupportedOps(plan.nodes.filter((n) => n.op === op), new Set()).join(', ') || op}`;
 }
 
 async function loadSavedModel(tf: Tf, name: string, file: string, opts: EngineOptions, notes: string[]): Promise<Engine> {

@@ -3,11 +3,10 @@
 // and only convolutions and pools are wrapped in transposes, which ONNX Runtime's layout
 // optimizer cancels between neighbours. Constants are folded first and batch norms (folded or
 // not) are merged into the convolution before them, so the runtime sees fused Conv+bias.
-import type { ConstValue, NodeJson } from '../proto/graphdef.js';
-import { decodeString, inputNode } from '../proto/graphdef.js';
+import { type ConstValue, decodeString, inputNode, type NodeJson } from '../tensorflow/graphdef.js';
 import { type AttributeValue, type OnnxNode, type OnnxTensor, encodeModel } from '../proto/onnx.js';
-import { ModelError } from '../backends/engine.js';
-import { type GraphPlan, readFrozenGraph, unsupportedOps } from '../backends/tf-graph.js';
+import { ModelError } from '../errors.js';
+import { type GraphPlan, readFrozenGraph, unsupportedOps } from '../tensorflow/plan.js';
 
 /** TF ops this translator covers (Const and Placeholder are handled as values and inputs). */
 export const TRANSLATED_OPS = new Set([
@@ -28,7 +27,8 @@ export interface Translation {
 export function translateFrozenGraph(
   file: string,
   bytes: Uint8Array,
-  opts: { inputNode?: string; outputNode?: string; metadata?: Record<string, string> },
+  /** `metadata`: what the model file's metadata_props say, from the plan (its normalisation) */
+  opts: { inputNode?: string; outputNode?: string; metadata?: (plan: GraphPlan) => Record<string, string> },
 ): Translation {
   const start = performance.now();
   const { plan, constOf, define } = readFrozenGraph(file, bytes, opts);
@@ -36,7 +36,7 @@ export function translateFrozenGraph(
   if (missing.length > 0) throw new UntranslatableError(file, missing);
 
   const t = new Translator(plan, constOf, define);
-  const onnx = t.build(opts.metadata);
+  const onnx = t.build(opts.metadata?.(plan));
   return { onnx, plan, folded: t.folded, ms: performance.now() - start };
 }
 

@@ -1,5 +1,5 @@
 // One image from bytes to the model's packed input: what a decode worker runs for each job.
-import type { Layout } from '../backends/engine.js';
+import type { Layout } from './layout.js';
 import { decodeToRgb } from './decode.js';
 import type { Preprocessing } from './preprocessing.js';
 import { TensorPacker } from './tensor.js';

@@ -21,6 +21,12 @@ export interface ImageSteps {
 
 export interface Preprocessing extends ImageSteps, Normalisation {}
 
+/** A normalisation the model's format implies, and where it was found (a TF graph's own
+ * constants, a default for its kind). Flags and classify.json override it. */
+export interface ImpliedNormalisation extends Normalisation {
+  source: string;
+}
+
 export type PreprocessingKey = keyof Preprocessing;
 export const PREPROCESSING_KEYS: PreprocessingKey[] = ['resize', 'crop', 'icc', 'exifRotate', 'mean', 'std'];
 

@@ -1,5 +1,5 @@
 // Packs decoded RGB pixels into a model's input batch: layout and normalisation.
-import type { Layout } from '../backends/engine.js';
+import type { Layout } from './layout.js';
 
 /** RGB pixels at the model's size, HWC, in 0-255: 8-bit, or float where the resize that made them
  * keeps fractions (TensorFlow resizes in float, and rounding would change the model's input). */

@@ -1,77 +1,18 @@
-// The part of ONNX's onnx.proto (field numbers as published by the ONNX project) that this
-// project reads and writes: enough to build a model and to read its metadata.
+// ONNX model files: writing one (the translator's output) and reading a model's metadata, with
+// ONNX's own schema.
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 
-const SCHEMA = `
-syntax = "proto3";
-package onnx;
-message StringStringEntryProto { string key = 1; string value = 2; }
-message OperatorSetIdProto { string domain = 1; int64 version = 2; }
-message TensorShapeProto {
-  message Dimension { int64 dim_value = 1; string dim_param = 2; string denotation = 3; }
-  repeated Dimension dim = 1;
-}
-message TypeProto {
-  message Tensor { int32 elem_type = 1; TensorShapeProto shape = 2; }
-  Tensor tensor_type = 1;
-  string denotation = 6;
-}
-message ValueInfoProto { string name = 1; TypeProto type = 2; string doc_string = 3; }
-message TensorProto {
-  repeated int64 dims = 1;
-  int32 data_type = 2;
-  repeated float float_data = 4;
-  repeated int32 int32_data = 5;
-  repeated int64 int64_data = 7;
-  string name = 8;
-  bytes raw_data = 9;
-  string doc_string = 12;
-}
-message AttributeProto {
-  string name = 1;
-  float f = 2;
-  int64 i = 3;
-  bytes s = 4;
-  TensorProto t = 5;
-  repeated float floats = 7;
-  repeated int64 ints = 8;
-  repeated bytes strings = 9;
-  string doc_string = 13;
-  int32 type = 20;
-}
-message NodeProto {
-  repeated string input = 1;
-  repeated string output = 2;
-  string name = 3;
-  string op_type = 4;
-  repeated AttributeProto attribute = 5;
-  string doc_string = 6;
-  string domain = 7;
-}
-message GraphProto {
-  repeated NodeProto node = 1;
-  string name = 2;
-  repeated TensorProto initializer = 5;
-  string doc_string = 10;
-  repeated ValueInfoProto input = 11;
-  repeated ValueInfoProto output = 12;
-  repeated ValueInfoProto value_info = 13;
-}
-message ModelProto {
-  int64 ir_version = 1;
-  string producer_name = 2;
-  string producer_version = 3;
-  string domain = 4;
-  int64 model_version = 5;
-  string doc_string = 6;
-  GraphProto graph = 7;
-  repeated OperatorSetIdProto opset_import = 8;
-  repeated StringStringEntryProto metadata_props = 14;
-}
-`;
+/** ONNX's own onnx.proto, vendored (src/proto/vendor/README.md says which version and whence).
+ * The same path from src/proto/ and dist/proto/, which sit side by side. */
+const SCHEMA = fileURLToPath(new URL('../../src/proto/vendor/onnx/onnx.proto', import.meta.url));
 
-const root = protobuf.parse(SCHEMA, { keepCase: true }).root;
+const root = new protobuf.Root().loadSync(SCHEMA, { keepCase: true });
 const ModelProto = root.lookupType('onnx.ModelProto');
+const StringStringEntryProto = root.lookupType('onnx.StringStringEntryProto');
+/** ModelProto's metadata_props, by its number in the schema rather than by hand. */
+const METADATA_FIELD = ModelProto.fields.metadata_props.id;
 
 export const TensorType = { FLOAT: 1, UINT8: 2, INT32: 6, INT64: 7 } as const;
 const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, FLOATS: 6, INTS: 7 } as const;
@@ -165,10 +106,76 @@ export function encodeModel(g: OnnxGraph): Uint8Array {
   return ModelProto.encode(ModelProto.fromObject(model)).finish();
 }
 
-/** Reads only a model file's metadata_props (key/value strings), e.g. preprocessing hints. */
+/** A model's metadata_props (key/value strings, e.g. preprocessing hints), from its bytes. */
 export function decodeMetadata(bytes: Uint8Array): Record<string, string> {
-  const model = ModelProto.decode(bytes) as unknown as { metadata_props?: { key: string; value: string }[] };
+  return scanMetadata((at, length) => bytes.subarray(at, at + length), bytes.length);
+}
+
+/** A model file's metadata_props, read without reading the model: only the top-level fields'
+ * headers and the metadata itself, a few small reads whatever the model's size (the graph and
+ * its weights, nearly all of the file, are skipped over unread). Throws for a file that is not
+ * a protobuf message. */
+export function readMetadata(file: string): Record<string, string> {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    return scanMetadata((at, length) => {
+      const buf = Buffer.alloc(Math.max(0, Math.min(length, size - at)));
+      let got = 0;
+      for (let n = -1; got < buf.length && n !== 0; got += n) n = readSync(fd, buf, got, buf.length - got, at + got);
+      return buf.subarray(0, got);
+    }, size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Walks a ModelProto's top-level fields (protobuf wire format), decoding metadata_props and
+ * skipping everything else by its length. */
+function scanMetadata(read: (at: number, length: number) => Uint8Array, size: number): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const { key, value } of model.metadata_props ?? []) out[key] = value;
+  let at = 0;
+  // A varint is at most 10 bytes; read a little ahead and decode from that window.
+  const varint = (): number => {
+    const window = read(at, 10);
+    let value = 0;
+    for (let i = 0; i < window.length; i++) {
+      value += (window[i] & 0x7f) * 2 ** (7 * i);
+      if ((window[i] & 0x80) === 0) {
+        at += i + 1;
+        return value;
+      }
+    }
+    throw new Error(`truncated varint at offset ${at}`);
+  };
+  while (at < size) {
+    const start = at;
+    const tag = varint();
+    const [field, wireType] = [Math.floor(tag / 8), tag % 8];
+    switch (wireType) {
+      case 0:
+        varint();
+        break;
+      case 1:
+        at += 8;
+        break;
+      case 2: {
+        const length = varint();
+        if (field === METADATA_FIELD) {
+          const { key, value } = StringStringEntryProto.decode(read(at, length)) as unknown as { key?: string; value?: string };
+          if (key !== undefined) out[key] = value ?? '';
+        }
+        at += length;
+        break;
+      }
+      case 5:
+        at += 4;
+        break;
+      default:
+        throw new Error(`invalid wire type ${wireType} at offset ${start}`);
+    }
+    if (field === 0) throw new Error(`invalid field number 0 at offset ${start}`);
+    if (at > size) throw new Error(`field ${field} at offset ${start} runs past the end of the file`);
+  }
   return out;
 }

@@ -82,7 +82,7 @@ export class RemoteClassifier {
     return this.pool.size;
   }
 
-  async classifyFile(path: string, topK: number, threshold: number): Promise<Answer> {
+  async classifyPath(path: string, topK: number, threshold: number): Promise<Answer> {
     const bytes = await this.files.read(path);
     const tried = new Set<string>();
     const failures: string[] = [];

@@ -7,10 +7,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { CachingClassifier } from '../cache.js';
 import type { Classifier } from '../classifier.js';
 import { InputError, type InputErrorKind } from '../image/decode.js';
-import { QueueFullError } from '../batcher.js';
 import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';
 import type { ServerMetrics } from './metrics.js';
-import type { Log } from '../report.js';
+import type { Log } from '../log.js';
 import { jsonRecord, type Outcome } from '../output/format.js';
 
 export interface ServeOptions {
@@ -276,7 +275,6 @@ export class ClassifyServer {
     } catch (err) {
       this.metrics.images.inc({ outcome: 'failed' });
       if (err instanceof InputError) return { outcome: { path, error: err.message }, status: STATUS_OF[err.kind] };
-      if (err instanceof QueueFullError) return { outcome: { path, error: err.message }, status: 503 };
       return { outcome: { path, error: `inference failed: ${(err as Error).message}` }, status: 500 };
     }
   }

@@ -1,6 +1,7 @@
-// Chooses and loads a backend for a model. Runs inside the engine worker.
+// Chooses and loads a backend for a model. Runs inside the engine thread (thread-entry.ts).
 import { readFileSync } from 'node:fs';
-import { type Engine, type EngineOptions, ModelError } from './engine.js';
+import { ModelError } from '../errors.js';
+import type { Engine, EngineOptions } from './engine.js';
 
 import type { TfjsRuntime, TfModelFormat } from './tfjs.js';
 

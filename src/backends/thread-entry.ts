@@ -2,8 +2,8 @@
 // main thread stays free for reading input, decoding callbacks and writing output.
 import { parentPort, workerData } from 'node:worker_threads';
 import { slotView, type SlotType } from '../image/slots.js';
-import { ModelError } from './engine.js';
-import { type EngineSpec, loadEngine } from './index.js';
+import { ModelError } from '../errors.js';
+import { type EngineSpec, loadEngine } from './load.js';
 
 export type Request =
   | { id: number; input: Float32Array | Uint8Array; batch: number }

@@ -1,5 +1,8 @@
-// The part of TensorFlow's GraphDef schema (tensorflow/core/framework/*.proto, field numbers as
-// TensorFlow publishes them) needed to read a frozen graph, plus helpers over its nodes.
+// Reading a frozen GraphDef into TF.js's GraphDef types, plus helpers over its nodes. The schema
+// below is the part of TensorFlow's tensorflow/core/framework/*.proto that a frozen graph uses,
+// with TensorFlow's field numbers: no package this project can install ships those .proto files
+// (src/proto/vendor/README.md). The types are tfjs-converter's, so TF.js reads what this writes.
+import type { AttrValue, DataType, IAttrValue, IGraphDef, INodeDef, ITensor, IVersionDef } from '@tensorflow/tfjs-converter/dist/data/compiled_api.js';
 import protobuf from 'protobufjs';
 
 const SCHEMA = `
@@ -71,41 +74,16 @@ message GraphDef {
 const root = protobuf.parse(SCHEMA).root;
 const GraphDefType = root.lookupType('tensorflow.GraphDef');
 
-/** An attr value in protobuf-JSON form: what TF.js's GraphModel reads in modelTopology. */
-export interface AttrJson {
-  s?: string; // base64
-  i?: string;
-  f?: number;
-  b?: boolean;
-  type?: string;
-  shape?: { dim?: { size: string }[]; unknownRank?: boolean };
-  tensor?: TensorJson;
-  list?: { s?: string[]; i?: string[]; f?: number[]; b?: boolean[]; type?: string[]; shape?: unknown[] };
-}
+/** A DataType by name, as protobuf JSON spells it ("DT_FLOAT"). */
+export type DataTypeName = keyof typeof DataType;
 
-export interface TensorJson {
-  dtype?: string;
-  tensorShape?: { dim?: { size: string }[] };
-  tensorContent?: string; // base64
-  floatVal?: number[];
-  intVal?: number[];
-  int64Val?: string[];
-  boolVal?: boolean[];
-  doubleVal?: number[];
-}
-
-export interface NodeJson {
-  name: string;
-  op: string;
-  input?: string[];
-  device?: string;
-  attr?: Record<string, AttrJson>;
-}
-
-export interface GraphJson {
-  node: NodeJson[];
-  versions?: { producer?: number; minConsumer?: number };
-}
+/** TF.js's own GraphDef types (tfjs-converter's compiled_api), in the protobuf-JSON form that
+ * model.json holds and tf.io.fromMemory() takes: enums by name, bytes in base64, int64 as text. */
+export type TensorJson = Omit<ITensor, 'dtype' | 'tensorContent'> & { dtype?: DataTypeName; tensorContent?: string };
+type ListJson = Omit<AttrValue.IListValue, 'type' | 'tensor'> & { type?: DataTypeName[]; tensor?: TensorJson[] };
+export type AttrJson = Omit<IAttrValue, 'type' | 'tensor' | 'list'> & { type?: DataTypeName; tensor?: TensorJson; list?: ListJson };
+export type NodeJson = Omit<INodeDef, 'name' | 'op' | 'attr'> & { name: string; op: string; attr?: Record<string, AttrJson> };
+export type GraphJson = Omit<IGraphDef, 'node' | 'versions'> & { node: NodeJson[]; versions?: IVersionDef };
 
 export function decodeGraphDef(bytes: Uint8Array): GraphJson {
   const msg = GraphDefType.decode(bytes);
@@ -119,7 +97,7 @@ export function encodeGraphDef(graph: GraphJson): Uint8Array {
 /** "name:1" and "^name" (control input) both refer to node "name". */
 export const inputNode = (input: string) => input.replace(/^\^/, '').replace(/:\d+$/, '');
 
-export const decodeString = (b64: string | undefined) => (b64 === undefined ? '' : Buffer.from(b64, 'base64').toString('latin1'));
+export const decodeString = (b64: string | null | undefined) => (b64 == null ? '' : Buffer.from(b64, 'base64').toString('latin1'));
 
 export const shapeOf = (shape: AttrJson['shape'] | TensorJson['tensorShape']): number[] =>
   (shape?.dim ?? []).map((d) => Number(d.size));
@@ -135,7 +113,7 @@ export function constValue(t: TensorJson): ConstValue {
   const shape = shapeOf(t.tensorShape);
   const count = shape.reduce((a, b) => a * b, 1);
   const content = t.tensorContent ? Buffer.from(t.tensorContent, 'base64') : undefined;
-  const fill = <T extends Float32Array | Int32Array | Uint8Array>(out: T, vals: ArrayLike<number> | undefined): T => {
+  const fill = <T extends Float32Array | Int32Array | Uint8Array>(out: T, vals: ArrayLike<number> | null | undefined): T => {
     const src = vals ?? [];
     for (let i = 0; i < count; i++) out[i] = src.length === 0 ? 0 : src[Math.min(i, src.length - 1)];
     return out;

@@ -1,7 +1,8 @@
 // Reading a TensorFlow graph as a classifier: which node to feed, which to read, what lies between,
 // and the preprocessing its authors used. Runtime-independent: any engine that runs TF graphs uses it.
-import { type AttrJson, type ConstValue, constValue, decodeGraphDef, decodeString, type GraphJson, inputNode, type NodeJson, shapeOf } from '../proto/graphdef.js';
-import { ModelError } from './engine.js';
+import { type AttrJson, type ConstValue, constValue, decodeGraphDef, decodeString, type GraphJson, inputNode, type NodeJson, shapeOf } from './graphdef.js';
+import type { ImpliedNormalisation } from '../image/preprocessing.js';
+import { ModelError } from '../errors.js';
 
 export interface GraphPlan {
   inputName: string;
@@ -11,7 +12,7 @@ export interface GraphPlan {
   /** the nodes the output needs, the input turned into a Placeholder, in graph order */
   nodes: NodeJson[];
   /** set when the graph's own preprocessing is skipped (fed after DecodeJpeg) and must be redone */
-  normalisation: { mean: [number, number, number]; std: [number, number, number]; source: string };
+  normalisation: ImpliedNormalisation;
   notes: string[];
 }
 
@@ -43,7 +44,7 @@ export function planGraph(file: string, all: NodeJson[], opts: PlanOptions): Gra
   let inputName: string;
   let height: number;
   let width: number;
-  let normalisation: GraphPlan['normalisation'] | undefined;
+  let normalisation: ImpliedNormalisation | undefined;
   if (opts.inputNode) {
     const node = byName.get(opts.inputNode);
     if (!node) throw new ModelError(file, `no node named "${opts.inputNode}" (--input-node)`);
@@ -127,7 +128,7 @@ function imageSizeOf(node: NodeJson, file: string): [number, number] {
 /** Old retrain.py graphs (Inception) start from JPEG bytes: DecodeJpeg, Cast, ExpandDims,
  * ResizeBilinear, then Sub/Mul normalisation. TF.js cannot decode, so feed the tensor after the
  * last normalisation step and redo that step ourselves with the graph's own constants. */
-function afterDecode(all: NodeJson[], consumers: Map<string, NodeJson[]>, constOf: PlanOptions['constOf']) {
+function afterDecode(all: NodeJson[], consumers: Map<string, NodeJson[]>, constOf: PlanOptions['constOf']): { inputName: string; height: number; width: number; normalisation: ImpliedNormalisation } | undefined {
   const resize = all.find((n) => n.op === 'ResizeBilinear' && all.some((d) => d.op === 'DecodeJpeg'));
   if (!resize) return undefined;
   const sizeConst = constOf(inputNode(resize.input?.[1] ?? ''));
@@ -156,8 +157,8 @@ function afterDecode(all: NodeJson[], consumers: Map<string, NodeJson[]>, constO
     height,
     width,
     normalisation: {
-      mean: [mean, mean, mean] as [number, number, number],
-      std: [std, std, std] as [number, number, number],
+      mean: [mean, mean, mean],
+      std: [std, std, std],
       source: `the graph's own constants (${feed.name})`,
     },
   };
@@ -213,7 +214,7 @@ export function foldGlobalBatchNorm(nodes: NodeJson[], constOf: PlanOptions['con
     const shift = Float32Array.from(beta.values, (b, c) => b - mean.values[c] * scale[c]);
     define(`${n.name}/folded_scale`, { dtype: 'float32', shape: [scale.length], values: scale });
     define(`${n.name}/folded_shift`, { dtype: 'float32', shape: [shift.length], values: shift });
-    const T = { type: 'DT_FLOAT' };
+    const T: AttrJson = { type: 'DT_FLOAT' };
     return [
       { name: `${n.name}/folded_scale`, op: 'Const', attr: { dtype: T } },
       { name: `${n.name}/folded_shift`, op: 'Const', attr: { dtype: T } },

@@ -1,13 +1,14 @@
-// Starting and stopping the server: load once, listen, drain on SIGTERM/SIGINT.
+// `classify serve`: load once, listen, drain on SIGTERM/SIGINT. The server itself is src/serve/.
+import { join } from 'node:path';
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache.js';
 import { Classifier, type ClassifierOptions } from '../classifier.js';
-import { describeClassifier, type Log } from '../report.js';
 import { UsageError } from '../errors.js';
-import { join } from 'node:path';
 import { loadNewestWorking } from '../model.js';
-import { ServerMetrics } from './metrics.js';
-import { watchVersions } from './versions.js';
-import { ClassifyServer, type ServeOptions } from './server.js';
+import type { Log } from '../log.js';
+import { describeClassifier } from '../report.js';
+import { ServerMetrics } from '../serve/metrics.js';
+import { ClassifyServer, type ServeOptions } from '../serve/server.js';
+import { watchVersions } from '../serve/versions.js';
 
 export type ServeCommandOptions = ClassifierOptions &
   ServeOptions & {
@@ -24,7 +25,10 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
   if (opts.maxBuffered < opts.maxBody) {
     throw new UsageError(`Expected --max-buffered of at least --max-body (${opts.maxBody}) but received ${opts.maxBuffered}`);
   }
-  const classifier = await loadNewestWorking(opts.graph, (graph, version) => Classifier.load({ ...opts, graph, version, observe: metrics.observeBatch }), log);
+  // --max-queue is the server's one bound on images in flight (a request over it gets 503 before
+  // any work); the batcher, which only ever holds some of those images, gets none of its own.
+  const load = (graph: string, version?: string) => Classifier.load({ ...opts, maxQueue: 0, graph, version, observe: metrics.observeBatch });
+  const classifier = await loadNewestWorking(opts.graph, load, log);
   if (opts.verbose) describeClassifier(classifier.info, log);
   metrics.setModel(classifier.info);
 
@@ -43,7 +47,7 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
       ? watchVersions(
           opts.graph,
           () => server.model.info.version,
-          (version) => Classifier.load({ ...opts, graph: join(opts.graph, version), version, observe: metrics.observeBatch }),
+          (version) => load(join(opts.graph, version), version),
           (next) => server.swap(next),
           log,
           opts.watchInterval,

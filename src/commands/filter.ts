@@ -4,21 +4,25 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Readable, Writable } from 'node:stream';
-import { type BulkOptions, setUpBulk } from './bulk.js';
-import { Classifier, type ClassifierOptions, type Prediction } from './classifier.js';
-import { RemoteClassifier, RemoteImageError } from './remote/client.js';
-import { InputError } from './image/decode.js';
-import { EXIT } from './errors.js';
-import { type PathLine, pathsFromArgs, pathsFromStream } from './input.js';
-import { type Format, formatLine, type Outcome } from './output/format.js';
-import { loadNewestWorking } from './model.js';
-import { inOrder } from './pipeline.js';
-import { Progress } from './progress.js';
-import { describeClassifier, type Log } from './report.js';
+import { type BulkOptions, type PathClassifier, setUpBulk } from '../bulk.js';
+import { Classifier, type ClassifierOptions } from '../classifier.js';
+import { RemoteClassifier, RemoteImageError } from '../remote/client.js';
+import { InputError } from '../image/decode.js';
+import { EXIT } from '../errors.js';
+import { inOrder } from '../in-order.js';
+import { type PathLine, pathsFromArgs, pathsFromStream } from '../input.js';
+import { type Format, formatLine, type Outcome } from '../output/format.js';
+import { loadNewestWorking } from '../model.js';
+import { Progress } from '../progress.js';
+import type { Log } from '../log.js';
+import { describeClassifier } from '../report.js';
 
-export interface FilterOptions extends ClassifierOptions, BulkOptions {
-  /** classify on these servers instead of loading the model here */
-  remote?: string[];
+/** Where the model is: loaded here from --graph, or on the --remote servers. */
+export type ModelPlace = { graph: string; remote?: undefined } | { remote: string[]; graph?: undefined };
+
+export type FilterOptions = FilterSettings & ModelPlace;
+
+interface FilterSettings extends Omit<ClassifierOptions, 'graph'>, BulkOptions {
   remoteInFlight: number;
   remoteTimeout: number;
   withVersion: boolean;
@@ -37,16 +41,8 @@ export interface FilterIO {
   log: Log;
 }
 
-export { EXIT };
-
 /** Gathered output is written at the end of a turn, or sooner once it is this long. */
 const FLUSH_AT = 64 * 1024;
-
-/** What the filter needs: a local model or remote servers. */
-interface PathClassifier {
-  classifyPath(path: string, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }>;
-  close(): Promise<void>;
-}
 
 /** Loads the model or reaches the servers (failing before any input is read), then streams. */
 export async function runFilter(opts: FilterOptions, args: string[], io: FilterIO): Promise<number> {
@@ -67,7 +63,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
       log: opts.quiet ? undefined : note,
     });
     if (opts.verbose) io.log(`remote: ${remote.backends} backend${remote.backends === 1 ? '' : 's'}, up to ${opts.remoteInFlight} requests in flight each`);
-    classifier = { classifyPath: (p, k, t) => remote.classifyFile(p, k, t), close: () => remote.close() };
+    classifier = remote;
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
   } else {
     local = await loadNewestWorking(opts.graph, (graph, version) => Classifier.load({ ...opts, graph, version }), io.log);

@@ -1,33 +1,7 @@
-// `classify convert` and `classify info`: looking at a model without classifying anything.
-import { readFileSync, writeFileSync } from 'node:fs';
-import { ModelError } from './backends/engine.js';
-import { startEngine } from './backends/remote.js';
-import { translateFrozenGraph } from './convert/tf2onnx.js';
-import { describeSteps, formatCrop, type PreprocessingKey, RESIZE_MATCHES, toMetadata } from './image/preprocessing.js';
-import { type BackendChoice, choosePreprocessing, describeSources, engineSpec, readLabels, resolveModel } from './model.js';
-import type { Log } from './report.js';
-
-/** Writes the ONNX translation of a frozen graph, with its preprocessing in the metadata so that
- * `classify --graph OUT.onnx` preprocesses exactly as the graph did. */
-export function convert(graph: string, out: string, opts: { inputNode?: string; outputNode?: string; verbose: boolean }, log: Log): void {
-  const model = resolveModel(graph, undefined, 'auto', false);
-  if (model.format !== 'frozen') throw new ModelError(model.file, `convert takes a frozen TensorFlow graph (.pb); this is a ${model.format} model`);
-  // First the plan alone, for its normalisation; then the translation that carries the whole
-  // preprocessing (resize, colour, orientation, normalisation) in its metadata.
-  const first = translateFrozenGraph(model.file, readFileSync(model.file), opts);
-  const { preprocessing } = choosePreprocessing(model, first.plan.normalisation);
-  const metadata = { ...toMetadata(preprocessing), source: model.file };
-  const t = translateFrozenGraph(model.file, readFileSync(model.file), { ...opts, metadata });
-  try {
-    writeFileSync(out, t.onnx);
-  } catch (err) {
-    throw new ModelError(out, `cannot write: ${(err as Error).message}`);
-  }
-  if (opts.verbose) {
-    log(`wrote ${out}: input "${t.plan.inputName}" NHWC ${t.plan.height}x${t.plan.width}, output "${t.plan.outputName}", ${t.folded} nodes folded, ${t.ms.toFixed(0)} ms`);
-    if (model.labelsFile) log(`labels: ${model.labelsFile} (copy it beside ${out} as labels.txt, or pass --labels)`);
-  }
-}
+// `classify info`: what a model takes and gives, and how it would be run, without classifying.
+import { startEngine } from '../backends/engine-thread.js';
+import { describeSteps, formatCrop, type PreprocessingKey, RESIZE_MATCHES } from '../image/preprocessing.js';
+import { type BackendChoice, choosePreprocessing, describeSources, engineSpec, readLabels, resolveModel } from '../model.js';
 
 export interface ModelInfo {
   file: string;

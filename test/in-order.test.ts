@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { inOrder } from '../src/pipeline.js';
+import { inOrder } from '../src/in-order.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

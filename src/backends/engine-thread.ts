@@ -1,11 +1,13 @@
-// The main thread's handle on an engine that lives in a worker thread (see worker.ts).
+// The main thread's handle on an engine that lives in its own thread (entry: thread-entry.ts).
 import { Worker } from 'node:worker_threads';
-import { type Engine, ModelError } from './engine.js';
-import type { EngineSpec } from './index.js';
-import type { Reply, SharedSlots } from './worker.js';
+import { ModelError } from '../errors.js';
+import type { ImpliedNormalisation } from '../image/preprocessing.js';
+import type { Engine } from './engine.js';
+import type { EngineSpec } from './load.js';
+import type { Reply, SharedSlots } from './thread-entry.js';
 
 type Ready =
-  | { ready: true; name: string; signature: Engine['signature']; notes: string[]; normalisation?: Engine['normalisation']; accelerated: boolean }
+  | { ready: true; name: string; signature: Engine['signature']; notes: string[]; normalisation?: ImpliedNormalisation; accelerated: boolean }
   | { ready: false; file: string; message: string };
 
 export interface WorkerEngine extends Engine {
@@ -18,7 +20,7 @@ export interface WorkerEngine extends Engine {
 }
 
 export async function startEngine(spec: EngineSpec): Promise<WorkerEngine> {
-  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: spec });
+  const worker = new Worker(new URL('./thread-entry.js', import.meta.url), { workerData: spec });
   const onExit = (code: number) => new ModelError(spec.file, `engine thread exited (${code}) while loading`);
   let settle: { error: (e: Error) => void; exit: (code: number) => void } | undefined;
   const ready = await new Promise<Ready>((resolve, reject) => {
