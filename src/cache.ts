@@ -7,9 +7,9 @@
 // truncated, corrupt or misplaced entry reads as a miss, never as another image's answer.
 // Entries hold the whole score vector, so any --top-k and --threshold is answered from them.
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { readdir, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Classifier, Prediction } from './classifier.js';
 import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
 import { ImageReader } from './image/decode.js';
@@ -60,7 +60,7 @@ export class ContentCache {
   /** Creates DIR when needed; a folder that cannot be written is a usage error. */
   static open(dir: string, maxEntries = DEFAULT_CACHE_ENTRIES): ContentCache {
     try {
-      mkdirSync(dir, { recursive: true });
+      makeDirs(dir);
       accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
     } catch (err) {
       throw new UsageError(`--cache ${dir}: cannot use as a cache folder (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
@@ -104,7 +104,7 @@ export class ContentCache {
     const shard = join(this.dir, key.slice(0, 2));
     const tmp = join(this.dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
     try {
-      if (!this.shards.has(shard)) mkdirSync(shard, { recursive: true });
+      if (!this.shards.has(shard)) makeDirs(shard);
       this.shards.add(shard);
       writeFileSync(tmp, encodeEntry(key, scores));
       renameSync(tmp, this.path(key));
@@ -188,4 +188,20 @@ export class CachingClassifier {
     const bytes = await this.files.read(path);
     return { predictions: await this.classifyBytes(model, bytes, topK, threshold), version: model.info.version };
   }
+}
+
+/** mkdir -p that cannot spin: Node's recursive mkdirSync loops for ever where a parent exists
+ * but mkdir says ENOENT under it (/proc, some FUSE mounts). */
+function makeDirs(dir: string): void {
+  try {
+    mkdirSync(dir);
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    const parent = dirname(dir);
+    if (code !== 'ENOENT' || parent === dir || existsSync(parent)) throw err;
+  }
+  makeDirs(dirname(dir));
+  mkdirSync(dir);
 }

@@ -178,6 +178,10 @@ describe('classify --cache', () => {
     const r = await runCli(['-g', COLOUR, '--cache', join(file, 'sub')], input(images.slice(0, 1)));
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--cache .*a-file\/sub: cannot use as a cache folder \(ENOTDIR\)/);
+    // /proc says ENOENT under a parent that exists: Node's recursive mkdir used to spin for ever.
+    const proc = await runCli(['-g', COLOUR, '--cache', '/proc/no-such/cache'], input(images.slice(0, 1)));
+    expect(proc.code).toBe(2);
+    expect(proc.stderr).toMatch(/--cache \/proc\/no-such\/cache: cannot use as a cache folder \(ENOENT\)/);
     const remote = await runCli(['-r', 'http://127.0.0.1:9', '--cache', join(dir, 'c')], '');
     expect(remote.code).toBe(2);
     expect(remote.stderr).toMatch(/--cache needs the model here/);
