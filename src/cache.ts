@@ -7,12 +7,12 @@
 // truncated, corrupt or misplaced entry reads as a miss, never as another image's answer.
 // Entries hold the whole score vector, so any --top-k and --threshold is answered from them.
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { readdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Classifier, Prediction } from './classifier.js';
 import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
-import { ImageReader } from './image/decode.js';
+import { ImageReader, readRegularFileSync } from './image/decode.js';
 import { UsageError } from './errors.js';
 
 export const DEFAULT_CACHE_ENTRIES = 100_000;
@@ -80,9 +80,10 @@ export class ContentCache {
     const file = this.path(key);
     let scores: Float32Array | undefined;
     try {
-      scores = decodeEntry(readFileSync(file), key, length);
+      // A regular file of an entry's size only: a FIFO or /dev/zero planted there is a miss.
+      scores = decodeEntry(readRegularFileSync(file, HEADER + 4 * length + CHECKSUM), key, length);
     } catch {
-      // absent, or evicted by another process meanwhile
+      // absent, evicted by another process meanwhile, or not an entry
     }
     if (!scores) {
       this.misses++;

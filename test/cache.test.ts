@@ -1,5 +1,5 @@
-// --cache DIR: answers for identical bytes and model reused without decoding or inference; shared
-// by processes at once, bounded, and a damaged entry is a miss, never a wrong answer.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -139,6 +139,20 @@ describe('classify --cache', () => {
     expectRight(r.stdout);
     expect(readFileSync(all[0]).length).toBe(size);
     expect(decodeEntry(readFileSync(all[1]), keyOf(all[1]), 3)).toBeDefined();
+  });
+
+  it('an entry replaced by a link to /dev/zero or by a FIFO is a miss, never a hang or a read without end', async () => {
+    const cache = join(dir, 'planted');
+    expect((await runCli(['-g', COLOUR, '--cache', cache], input(images))).code).toBe(0);
+    const all = entries(cache);
+    rmSync(all[0]);
+    symlinkSync('/dev/zero', all[0]);
+    rmSync(all[1]);
+    execFileSync('mkfifo', [all[1]]);
+    const r = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
+    expect(r.code).toBe(0);
+    expect(hitsAndMisses(r.stderr)).toEqual([38, 2]);
+    expectRight(r.stdout);
   });
 
   it('two processes filling one folder at once both answer right and leave whole entries only', async () => {

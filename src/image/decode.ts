@@ -49,6 +49,29 @@ export const DEFAULT_MAX_FILE_SIZE = 100 * 1024 * 1024;
 // O_NONBLOCK: opening a FIFO with no writer, or a device, must not wait; fstat then refuses it.
 const OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK;
 
+/** The size of a regular file of at most `maxBytes`; anything else is an InputError. */
+function checkRegular(stats: Stats, maxBytes: number): number {
+  if (stats.isDirectory()) throw new InputError('not-a-file', 'is a directory');
+  if (!stats.isFile()) throw new InputError('not-a-file', 'not a regular file');
+  if (stats.size > maxBytes) throw new InputError('too-large', `file of ${stats.size} bytes is over the limit of ${maxBytes} (--max-file-size)`);
+  return stats.size;
+}
+
+/** A regular file's bytes, checked with fstat on a descriptor opened without blocking before
+ * anything is read: a FIFO, a device or a file over `maxBytes` is an InputError, never a hang. */
+export function readRegularFileSync(path: string, maxBytes: number): Buffer {
+  const fd = openSync(path, OPEN_FLAGS);
+  try {
+    const size = checkRegular(fstatSync(fd), maxBytes);
+    const bytes = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (let n = -1; at < size && n !== 0; at += n) n = readSync(fd, bytes, at, size - at, at);
+    return at < size ? bytes.subarray(0, at) : bytes;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Reads image files whole: regular files only, up to `maxBytes`, checked with fstat on the open
  * descriptor before anything is read (a FIFO would block for ever, /dev/zero never end).
  * While reads are quick (the page cache, a local disk) it reads synchronously: fs/promises takes
@@ -84,32 +107,14 @@ export class ImageReader {
     }
   }
 
-  private check(stats: Stats): number {
-    if (stats.isDirectory()) throw new InputError('not-a-file', 'is a directory');
-    if (!stats.isFile()) throw new InputError('not-a-file', 'not a regular file');
-    if (stats.size > this.maxBytes) {
-      throw new InputError('too-large', `file of ${stats.size} bytes is over the limit of ${this.maxBytes} (--max-file-size)`);
-    }
-    return stats.size;
-  }
-
   private readSync(path: string): Buffer {
-    const fd = openSync(path, OPEN_FLAGS);
-    try {
-      const size = this.check(fstatSync(fd));
-      const bytes = Buffer.allocUnsafe(size);
-      let at = 0;
-      for (let n = -1; at < size && n !== 0; at += n) n = readSync(fd, bytes, at, size - at, at);
-      return at < size ? bytes.subarray(0, at) : bytes;
-    } finally {
-      closeSync(fd);
-    }
+    return readRegularFileSync(path, this.maxBytes);
   }
 
   private async readAsync(path: string): Promise<Buffer> {
     const file = await open(path, OPEN_FLAGS);
     try {
-      const size = this.check(await file.stat());
+      const size = checkRegular(await file.stat(), this.maxBytes);
       const bytes = Buffer.allocUnsafe(size);
       let at = 0;
       for (let n = -1; at < size && n !== 0; at += n) n = (await file.read(bytes, at, size - at, at)).bytesRead;
