@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { loadEngine } from '../dist/backends/index.js';
+import { loadEngine } from '../dist/backends/load.js';
 import { decodeToRgb } from '../dist/image/decode.js';
 import { resizeRgb } from '../dist/image/resize.js';
 import { TensorPacker } from '../dist/image/tensor.js';

@@ -12,7 +12,7 @@ import { DEFAULT_CACHE_ENTRIES } from './cache.js';
 import { BACKENDS } from './model.js';
 import { FORMATS } from './output/format.js';
 import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';
-import { crop, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
+import { crop, LIMITS, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
 
 const log = (line: string) => process.stderr.write(`classify: ${line}\n`);
 
@@ -44,8 +44,8 @@ function modelFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A,
 /** How the model is run: batching, preprocessing, engine. */
 function runFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
   return cmd
-    .option('-b, --batch-size <n>', 'images per inference batch (0: 2 on CPU, 16 on a GPU)', nonNegativeInt('--batch-size'), 0)
-    .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay'), 10)
+    .option('-b, --batch-size <n>', 'images per inference batch (0: 2 on CPU, 16 on a GPU)', nonNegativeInt('--batch-size', LIMITS.batchSize), 0)
+    .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay', LIMITS.maxDelayMs), 10)
     .option('--mean <r,g,b>', 'per-channel mean in 0-255 units, subtracted first', triple('--mean', false))
     .option('--std <r,g,b>', 'per-channel standard deviation in 0-255 units, divided by', triple('--std', true))
     .option(
@@ -62,8 +62,8 @@ function runFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O
     .addOption(new Option('--softmax <when>', 'turn raw scores into probabilities').choices(['auto', 'on', 'off'] as const).default('auto' as const))
     .addOption(new Option('--backend <name>', 'inference engine (TensorFlow models: tfjs picks the best TF.js runtime)').choices(BACKENDS).default('auto' as const))
     .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto' as const)
-    .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads'), 0)
-    .option('--decode-jobs <n>', 'decode threads: each reads, decodes, resizes and packs images (0: one per core)', nonNegativeInt('--decode-jobs'), 0)
+    .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads', LIMITS.threads), 0)
+    .option('--decode-jobs <n>', 'decode threads: each reads, decodes, resizes and packs images (0: one per core)', nonNegativeInt('--decode-jobs', LIMITS.decodeJobs), 0)
     .option('--input-node <name>', 'model input to feed (default: the only image input)')
     .option('--output-node <name>', 'model output to read (default: the first)');
 }

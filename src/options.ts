@@ -14,17 +14,22 @@ export const positiveInt = (flag: string) => (raw: string) => {
   return n;
 };
 
-export const nonNegativeInt = (flag: string) => (raw: string) => {
+export const nonNegativeInt = (flag: string, max = Number.MAX_SAFE_INTEGER) => (raw: string) => {
   const n = Number(raw);
-  if (!/^\s*\d+\s*$/.test(raw) || !Number.isSafeInteger(n)) reject('integer of 0 or more', flag, raw);
+  const ok = /^\s*\d+\s*$/.test(raw) && Number.isSafeInteger(n) && n <= max;
+  if (!ok) reject(max === Number.MAX_SAFE_INTEGER ? 'integer of 0 or more' : `integer from 0 to ${max}`, flag, raw);
   return n;
 };
 
-export const nonNegativeNumber = (flag: string) => (raw: string) => {
+export const nonNegativeNumber = (flag: string, max = Infinity) => (raw: string) => {
   const n = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(n) || n < 0) reject('number of 0 or more', flag, raw);
+  const ok = raw.trim() !== '' && Number.isFinite(n) && n >= 0 && n <= max;
+  if (!ok) reject(max === Infinity ? 'number of 0 or more' : `number from 0 to ${max}`, flag, raw);
   return n;
 };
+
+/** Upper bounds far beyond any useful setting, below what would exhaust memory or threads. */
+export const LIMITS = { batchSize: 1024, threads: 64, decodeJobs: 64, maxDelayMs: 60_000 } as const;
 
 export const unitInterval = (flag: string) => (raw: string) => {
   const n = Number(raw);

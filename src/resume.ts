@@ -62,7 +62,7 @@ export class OutputFile {
   /** Opens FILE, cuts a partial last line and, with --resume, reads what it answers. Throws
    * (a usage error: exit 2) for a FILE that is not classify's JSON or is for another model. */
   static open(opts: OutputOptions & { output: string }, model: string | undefined, log: Log): OutputFile {
-    const sink = AppendFile.open(opts.output);
+    const sink = AppendFile.open(opts.output, opts.format === 'json');
     if (sink.repaired > 0 && !opts.quiet) log(`${opts.output}: cut a partial last line (${sink.repaired} bytes) left by an interrupted run`);
     const out = new OutputFile(sink, opts, model);
     try {

@@ -260,7 +260,7 @@ describe('classify: usage and model errors exit 2 before reading stdin', () => {
   it('a bad flag value names the flag, what was expected and what was received', async () => {
     const r = await runWithOpenStdin(['-g', COLOUR, '--batch-size', '-1']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/Expected integer of 0 or more for --batch-size but received "-1"/);
+    expect(r.stderr).toMatch(/Expected integer from 0 to 1024 for --batch-size but received "-1"/);
     const mean = await runWithOpenStdin(['-g', COLOUR, '--mean', '1,2']);
     expect(mean.code).toBe(2);
     expect(mean.stderr).toMatch(/Expected one or three comma-separated numbers for --mean but received "1,2"/);

@@ -1,6 +1,8 @@
 // The filter under hostile or mistaken input: nothing hangs, crashes or invents a line.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -164,5 +166,57 @@ describe('filter: output errors', () => {
     const r = spawnSync('bash', ['-c', `"${process.execPath}" "${BIN}" -g "${COLOUR}" ${img('red.jpg')} > /dev/full`], { cwd: ROOT, encoding: 'utf8' });
     expect(r.status).toBe(74);
     expect(lines(r.stderr)).toEqual(['classify: cannot write output: no space left on device (ENOSPC)']);
+  });
+});
+
+describe('filter: found by attacking the hardened filter', () => {
+  it('flags that would exhaust memory or threads are refused before the model loads', async () => {
+    for (const [flag, value, expected] of [
+      ['--decode-jobs', '256', 'integer from 0 to 64'],
+      ['--threads', '1000', 'integer from 0 to 64'],
+      ['--batch-size', '100000000', 'integer from 0 to 1024'],
+      ['--max-delay', '99999999999', 'number from 0 to 60000'],
+    ]) {
+      const r = await runCli(['-g', 'no/such/model', flag, value], img('red.jpg'));
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`Expected ${expected} for ${flag} but received "${value}"`);
+    }
+  });
+
+  it('a Unix socket is "not a regular file"', async () => {
+    const sock = join(dir, 'listening.jpg');
+    const server = net.createServer().listen(sock);
+    await once(server, 'listening');
+    try {
+      const r = await runCli(['-g', COLOUR, '-q', sock]);
+      expect(jsonLines(r.stdout)).toEqual([{ path: sock, error: 'not a regular file' }]);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('an SVG filter bomb renders at the model size in the exact modes too (88 s and 670 MB before)', async () => {
+    const rects = Array.from({ length: 20 }, () => '<rect width="4000" height="4000" fill="red" filter="url(#f)"/>').join('');
+    const bomb = join(dir, 'bomb.svg');
+    writeFileSync(
+      bomb,
+      `<svg xmlns="http://www.w3.org/2000/svg" width="4000" height="4000"><filter id="f" x="-1000%" y="-1000%" width="3000%" height="3000%"><feGaussianBlur stdDeviation="2000"/></filter>${rects}</svg>`,
+    );
+    const r = await runCli(['-g', join(FIX, 'models', 'colour-frozen'), '-k', '1', bomb]); // tf1 by default
+    expect(r.code).toBe(0);
+    expect(jsonLines(r.stdout)[0].predictions[0].label).toBe('red');
+  }, 20_000);
+
+  it('-o to /dev/null or a pipe writes and exits 0 (syncing them used to be an internal error)', async () => {
+    const r = await runCli(['-g', COLOUR, '-o', '/dev/null', img('red.jpg')]);
+    expect([r.code, r.stderr]).toEqual([0, '']);
+  });
+
+  it('-o FILE --resume never cuts a last line classify did not write', async () => {
+    const notes = join(dir, 'notes.txt');
+    writeFileSync(notes, 'keep\nnote');
+    const r = await runCli(['-g', COLOUR, '-o', notes, '--resume', img('red.jpg')]);
+    expect(r.code).toBe(2);
+    expect(readFileSync(notes, 'utf8')).toBe('keep\nnote');
   });
 });

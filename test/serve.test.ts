@@ -51,7 +51,7 @@ describe('classify serve', () => {
     expect(ok.body.predictions.map((p: { label: string }) => p.label)).toEqual(['red']);
   });
 
-  it("answers Node's own 400 and 431 with JSON like every other error, and keeps serving", async () => {
+  it("answers Node's own 400, 417 and 431, and CONNECT, with JSON like every other error, and keeps serving", async () => {
     const bad = await rawAnswer(server.port, 'GARBAGE\r\n\r\n');
     expect(bad.status).toBe(400);
     expect(bad.head).toMatch(/content-type: application\/json/i);
@@ -59,6 +59,12 @@ describe('classify serve', () => {
     const big = await rawAnswer(server.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(big.status).toBe(431);
     expect(JSON.parse(big.body)).toEqual({ error: 'request headers too large' });
+    const expect200 = await rawAnswer(server.port, 'POST / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\n');
+    expect(expect200.status).toBe(417);
+    expect(JSON.parse(expect200.body).error).toMatch(/Expect/);
+    const connect = await rawAnswer(server.port, 'CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n');
+    expect(connect.status).toBe(405);
+    expect(JSON.parse(connect.body)).toEqual({ error: 'CONNECT is not supported' });
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
   });
 

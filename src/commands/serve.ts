@@ -64,11 +64,13 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
   log(`listening on http://${host}:${address.port}`);
 
   return new Promise((resolve) => {
-    const stop = (signal: string) => {
+    const stop = (signal: 'SIGTERM' | 'SIGINT') => {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
-      // A second signal while draining stops at once.
-      process.once(signal, () => process.exit(1));
+      // A second signal while draining, either of the two, stops at once.
+      const now = () => process.exit(1);
+      process.once('SIGTERM', now);
+      process.once('SIGINT', now);
       if (!opts.quiet) log(`${signal}: finishing in-flight requests`);
       watch?.stop();
       void server.shutdown(opts.drainTimeout).then((cut) => {

@@ -40,6 +40,8 @@ const FS_ERRORS: Record<string, [InputErrorKind, string]> = {
   EPERM: ['permission', 'permission denied'],
   ENAMETOOLONG: ['not-found', 'file name too long'],
   ELOOP: ['not-found', 'too many levels of symbolic links'],
+  // opening a Unix socket
+  ENXIO: ['not-a-file', 'not a regular file'],
   ERR_INVALID_ARG_VALUE: ['not-found', 'path contains a NUL byte'],
 };
 
@@ -134,7 +136,9 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
   try {
     let image = sharp(bytes, { limitInputPixels: opts.maxPixels, failOn: 'error', ignoreIcc: steps.icc === 'ignore' });
     if (steps.exifRotate) image = image.rotate();
-    if (!isExact(steps.resize)) return await areaResize(image, opts, steps);
+    // Vector images are rendered by libvips at the model's size: no framework trained on them, and
+    // rendering one at its full declared size first costs minutes for a 1 KB SVG filter bomb.
+    if (!isExact(steps.resize) || isSvg(bytes)) return await areaResize(image, opts, steps);
     // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the resize in JS.
     // Alpha is dropped, as TensorFlow's decoders (channels=3) and PIL's convert('RGB') do.
     const { data, info } = await image.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
@@ -145,6 +149,13 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     if (err instanceof InputError) throw err;
     throw await describeSharpError(bytes, opts, err as Error);
   }
+}
+
+/** SVG is text: its first non-blank byte (after a UTF-8 byte-order mark) is '<'; no raster format's is. */
+function isSvg(bytes: Uint8Array): boolean {
+  let i = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
+  while (i < bytes.length && i < 4096 && (bytes[i] === 0x20 || bytes[i] === 0x09 || bytes[i] === 0x0a || bytes[i] === 0x0d)) i++;
+  return bytes[i] === 0x3c;
 }
 
 /** libvips' antialiased resize, JPEGs shrunk while decoding; alpha flattened onto white. */

@@ -19,10 +19,14 @@ export class AppendFile {
     readonly fd: number,
     /** bytes of a partial last line cut off at open */
     readonly repaired: number,
+    /** a regular file: synced; anything else (/dev/null, a pipe) cannot be */
+    private readonly regular = true,
   ) {}
 
-  /** Opens (creating) FILE for appending and cuts off a partial last line. */
-  static open(file: string): AppendFile {
+  /** Opens (creating) FILE for appending and cuts off a partial last line. `json`: only a tail
+   * that starts as classify's JSON lines do is cut; any other is refused, FILE untouched. A FILE
+   * that is not a regular file (/dev/null, a FIFO) is written as it is: nothing to cut or sync. */
+  static open(file: string, json = false): AppendFile {
     let fd: number;
     try {
       fd = openSync(file, 'a+');
@@ -30,7 +34,8 @@ export class AppendFile {
       throw new UsageError(`${file}: cannot open for appending (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
     try {
-      return new AppendFile(file, fd, cutPartialLine(fd));
+      const regular = fstatSync(fd).isFile();
+      return new AppendFile(file, fd, regular ? cutPartialLine(fd, json) : 0, regular);
     } catch (err) {
       closeSync(fd);
       throw new UsageError(`${file}: cannot repair its last line (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
@@ -52,7 +57,7 @@ export class AppendFile {
   }
 
   private sync(): void {
-    if (this.dirty) fdatasyncSync(this.fd);
+    if (this.dirty && this.regular) fdatasyncSync(this.fd);
     this.dirty = false;
     this.lastSync = Date.now();
   }
@@ -71,7 +76,7 @@ export class AppendFile {
 const MAX_PARTIAL = 8 * 1024 * 1024;
 
 /** Truncates the file after its last newline; returns how many bytes went. */
-function cutPartialLine(fd: number): number {
+function cutPartialLine(fd: number, json: boolean): number {
   const size = fstatSync(fd).size;
   const chunk = Buffer.alloc(64 * 1024);
   let end = size;
@@ -80,13 +85,19 @@ function cutPartialLine(fd: number): number {
     const start = Math.max(0, end - chunk.length);
     const n = readSync(fd, chunk, 0, end - start, start);
     const nl = chunk.subarray(0, n).lastIndexOf(0x0a);
-    if (nl >= 0) {
-      const keep = start + nl + 1;
-      if (keep < size) ftruncateSync(fd, keep);
-      return size - keep;
-    }
+    if (nl >= 0) return cutFrom(fd, start + nl + 1, size, json);
     end = start;
   }
-  if (size > 0) ftruncateSync(fd, 0);
-  return size;
+  return cutFrom(fd, 0, size, json);
+}
+
+function cutFrom(fd: number, keep: number, size: number, json: boolean): number {
+  if (keep === size) return 0;
+  if (json) {
+    const head = Buffer.alloc(Math.min(2, size - keep));
+    readSync(fd, head, 0, head.length, keep);
+    if (head.toString('latin1') !== '{"'.slice(0, head.length)) throw new Error(`it ends with a partial line that is not one classify -o writes`);
+  }
+  ftruncateSync(fd, keep);
+  return size - keep;
 }

@@ -91,6 +91,14 @@ export class ClassifyServer {
     // Expect: 100-continue: a request refused from its headers is refused before its body is sent.
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res, true));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket));
+    // Node's own answers to these would have no body (417) or none at all (CONNECT).
+    this.server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+      const body = JSON.stringify({ error: 'unsupported Expect header (only 100-continue is)' }) + '\n';
+      res.writeHead(417, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+      res.end(body);
+      this.metrics.requests.inc({ route: 'other', status: '417' });
+    });
+    this.server.on('connect', (_req: IncomingMessage, socket: Duplex) => this.answerRaw(socket, 405, 'CONNECT is not supported'));
   }
 
   listen(): Promise<AddressInfo> {
@@ -157,6 +165,11 @@ export class ClassifyServer {
     // As Node's own handler: answer only when no response has started on this connection.
     const current = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
     if (err.code === 'ECONNRESET' || !socket.writable || current?.headersSent) return void socket.destroy();
+    this.answerRaw(socket, status, what);
+  }
+
+  /** A JSON error written straight to the socket, for requests Node never hands to the handler. */
+  private answerRaw(socket: Duplex, status: number, what: string): void {
     const json = JSON.stringify({ error: what }) + '\n';
     const head = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(json)}\r\nConnection: close\r\n\r\n`;
     socket.end(head + json, () => socket.destroy());
