@@ -53,10 +53,13 @@ export interface ClassifierOptions {
   observe?: (stats: BatchStats) => void;
 }
 
-/** Measured with npm run bench on a 2-core CPU: batches above 2 made ONNX Runtime slower per
- * image (MobileNetV2 224: batch 8 took 12% longer than batch 2 end to end). On an H200 through
- * WebGPU, MobileNetV2 ran at 92% of its best (batch 32) at 16, with half the latency; 64 was slower. */
-export const DEFAULT_BATCH = { cpu: 2, accelerator: 16 };
+/** Measured end to end on the 2-core CPU once decoding moved to worker threads and ONNX Runtime
+ * stopped spinning (paired runs): batch 4 against 2 gave MobileNet 0.25 +4%, the frozen MobileNetV2
+ * +8% (batch 8: +5% and +11%, but the native ONNX MobileNetV2 -2% and ~14 MB more memory per image
+ * of batch). A trickle is not delayed by it: a batch goes at once when nothing else is on its way.
+ * On an H200 through WebGPU, MobileNetV2 ran at 92% of its best (batch 32) at 16, with half the
+ * latency; 64 was slower. */
+export const DEFAULT_BATCH = { cpu: 4, accelerator: 16 };
 
 export interface ClassifierInfo {
   readonly model: string;

@@ -44,7 +44,7 @@ function modelFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A,
 /** How the model is run: batching, preprocessing, engine. */
 function runFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
   return cmd
-    .option('-b, --batch-size <n>', 'images per inference batch (0: 2 on CPU, 16 on a GPU)', nonNegativeInt('--batch-size', LIMITS.batchSize), 0)
+    .option('-b, --batch-size <n>', 'images per inference batch (0: 4 on CPU, 16 on a GPU)', nonNegativeInt('--batch-size', LIMITS.batchSize), 0)
     .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay', LIMITS.maxDelayMs), 10)
     .option('--mean <r,g,b>', 'per-channel mean in 0-255 units, subtracted first', triple('--mean', false))
     .option('--std <r,g,b>', 'per-channel standard deviation in 0-255 units, divided by', triple('--std', true))

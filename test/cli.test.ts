@@ -153,7 +153,7 @@ describe('classify (filter)', () => {
     expect(r.stderr).toMatch(/classify: engine onnxruntime-node [\d.]+ \(cpu\)/);
     expect(r.stderr).toMatch(/classify: input image float32 NCHW 16x16/);
     expect(r.stderr).toMatch(/normalisation mean 0,0,0 std 255,255,255/);
-    expect(r.stderr).toMatch(/batch size 2, max delay 10 ms/); // the CPU default
+    expect(r.stderr).toMatch(/batch size 4, max delay 10 ms/); // the CPU default
   });
 
   it('--device auto tries WebGPU where a Vulkan driver is installed, and falls back to the CPU when it cannot start', async () => {
