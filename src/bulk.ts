@@ -3,6 +3,7 @@
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from './cache.js';
 import type { Classifier, Prediction } from './classifier.js';
 import { type FingerprintOptions, modelFingerprint } from './fingerprint.js';
+import type { FilePath } from './image/decode.js';
 import type { Log } from './log.js';
 import { OutputFile, type OutputOptions } from './resume.js';
 
@@ -15,7 +16,7 @@ export interface BulkOptions extends OutputOptions, FingerprintOptions {
 
 /** What the filter classifies with: a loaded model or remote servers, and either through the cache. */
 export interface PathClassifier {
-  classifyPath(path: string, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }>;
+  classifyPath(path: FilePath, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }>;
   close(): Promise<void>;
 }
 

@@ -12,7 +12,7 @@ import { readdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Classifier, Prediction } from './classifier.js';
 import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
-import { ImageReader, readRegularFileSync } from './image/decode.js';
+import { type FilePath, ImageReader, readRegularFileSync } from './image/decode.js';
 import { UsageError } from './errors.js';
 
 export const DEFAULT_CACHE_ENTRIES = 100_000;
@@ -185,7 +185,7 @@ export class CachingClassifier {
     return model.rankScores(scores, topK, threshold);
   }
 
-  async classifyPath(model: Classifier, path: string, topK: number, threshold = 0): Promise<{ predictions: Prediction[]; version?: string }> {
+  async classifyPath(model: Classifier, path: FilePath, topK: number, threshold = 0): Promise<{ predictions: Prediction[]; version?: string }> {
     const bytes = await this.files.read(path);
     return { predictions: await this.classifyBytes(model, bytes, topK, threshold), version: model.info.version };
   }

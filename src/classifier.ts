@@ -10,7 +10,7 @@ import { startEngine, type WorkerEngine } from './backends/engine-thread.js';
 import { type BatchStats, MicroBatcher, QueueFullError } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
 import { ModelError } from './errors.js';
-import { blankJpeg, DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
+import { blankJpeg, DEFAULT_MAX_FILE_SIZE, type FilePath } from './image/decode.js';
 import { DecodePool } from './image/decode-pool.js';
 import type { PrepareSpec } from './image/prepare.js';
 import { ImageSlots } from './image/slots.js';
@@ -176,7 +176,7 @@ export class Classifier {
 
   /** Classifies a file on disk, saying which model version answered. Throws InputError for an
    * unreadable or undecodable image. */
-  async classifyPath(path: string, topK: number, threshold = 0): Promise<{ predictions: Prediction[]; version?: string }> {
+  async classifyPath(path: FilePath, topK: number, threshold = 0): Promise<{ predictions: Prediction[]; version?: string }> {
     const predictions = await this.classifyPrepared((slot) => this.decoder.file(path, slot), topK, threshold);
     return { predictions, version: this.info.version };
   }

@@ -10,7 +10,10 @@ export const MAX_LINE = 1 << 20;
 const SHOWN_OF_LONG_LINE = 256;
 
 export interface PathLine {
+  /** the name as text, for the output line (U+FFFD where its bytes are not UTF-8) */
   path: string;
+  /** the name's raw bytes, when they are not valid UTF-8: what the file is opened by */
+  file?: Buffer;
   /** set when the line cannot be a path: the line's error, reported in its output line */
   problem?: string;
 }
@@ -37,7 +40,10 @@ function imageKind(head: Buffer): string | undefined {
 }
 
 /** Passes bytes through, cutting every line at MAX_LINE bytes so that split2 never holds more,
- * and numbering the lines it cut, so that they become errors rather than ending the run. */
+ * and numbering the lines it cut, so that they become errors rather than ending the run. Bytes
+ * from 0x80 up are passed on as the UTF-8 of the Latin-1 character of that value, so that
+ * split2's UTF-8 decoding yields one character per byte and a name that is not UTF-8 keeps its
+ * bytes (file names on Linux are bytes, not text). */
 class LineCap extends Transform {
   /** indices (0-based, counting every line, blank ones too) of lines that were cut */
   readonly cut = new Set<number>();
@@ -64,11 +70,11 @@ class LineCap extends Transform {
       const stop = end === -1 ? chunk.length : end;
       const room = MAX_LINE - this.length;
       if (stop - start <= room) {
-        if (stop > start) this.push(chunk.subarray(start, stop));
+        if (stop > start) this.push(asLatin1(chunk.subarray(start, stop)));
         this.length += stop - start;
       } else {
         // The part that fits is passed on (split2 sees a line of MAX_LINE at most); the rest dropped.
-        if (room > 0) this.push(chunk.subarray(start, start + room));
+        if (room > 0) this.push(asLatin1(chunk.subarray(start, start + room)));
         this.length = MAX_LINE;
         this.cut.add(this.line);
       }
@@ -80,6 +86,19 @@ class LineCap extends Transform {
     }
     done();
   }
+}
+
+function asLatin1(bytes: Buffer): Buffer {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] >= 0x80) return Buffer.from(bytes.toString('latin1'), 'utf8');
+  return bytes;
+}
+
+/** A line split as Latin-1 (one character per byte) back to its name. */
+function nameOf(line: string): PathLine {
+  if (!/[^\x00-\x7f]/.test(line)) return { path: line };
+  const file = Buffer.from(line, 'latin1');
+  const path = file.toString('utf8');
+  return Buffer.from(path, 'utf8').equals(file) ? { path } : { path, file };
 }
 
 /** Lines of a stream as paths. The last line counts only if the stream really ended: a source
@@ -107,15 +126,15 @@ export async function* pathsFromStream(stream: Readable, opts: StreamInputOption
       if (opts.signal?.aborted) return;
       const i = index++;
       if (cap.cut.delete(i)) {
-        yield { path: `${line.slice(0, SHOWN_OF_LONG_LINE)}...`, problem: `line longer than ${MAX_LINE} bytes: not a path` };
+        yield { path: `${nameOf(line.slice(0, SHOWN_OF_LONG_LINE)).path}...`, problem: `line longer than ${MAX_LINE} bytes: not a path` };
         continue;
       }
       if (opts.nulSeparated ? line.length === 0 : line.trim().length === 0) continue;
       if (!opts.nulSeparated && line.includes('\0')) {
-        yield { path: line, problem: 'path contains a NUL byte: the input looks NUL-separated (find -print0, xargs -0); use -0' };
+        yield { path: nameOf(line).path, problem: 'path contains a NUL byte: the input looks NUL-separated (find -print0, xargs -0); use -0' };
         continue;
       }
-      yield { path: line };
+      yield nameOf(line);
     }
   } catch (err) {
     if (err instanceof UsageError) throw err;

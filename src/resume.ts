@@ -122,7 +122,7 @@ export class OutputFile {
       let size: number | undefined;
       let mtime: number | undefined;
       try {
-        const st = statSync(path);
+        const st = statSync(line.file ?? path);
         size = st.size;
         mtime = st.mtimeMs;
       } catch {

@@ -1,7 +1,7 @@
 // The filter under hostile or mistaken input: nothing hangs, crashes or invents a line.
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -218,5 +218,23 @@ describe('filter: found by attacking the hardened filter', () => {
     const r = await runCli(['-g', COLOUR, '-o', notes, '--resume', img('red.jpg')]);
     expect(r.code).toBe(2);
     expect(readFileSync(notes, 'utf8')).toBe('keep\nnote');
+  });
+});
+
+describe('filter: file names are bytes', () => {
+  it('a name that is not valid UTF-8 is opened by its bytes, with -0 and in lines; text names unchanged', async () => {
+    const raw = Buffer.concat([Buffer.from(join(dir, 'bad')), Buffer.from([0xff, 0xfe]), Buffer.from('.jpg')]);
+    copyFileSync(join(FIX, 'images', 'red.jpg'), raw);
+    const unicode = join(dir, 'ünï €.jpg');
+    copyFileSync(join(FIX, 'images', 'green.jpg'), unicode);
+    for (const sep of ['\0', '\n']) {
+      const input = Buffer.concat([raw, Buffer.from(sep), Buffer.from(unicode + sep)]);
+      const r = await runCli(['-g', COLOUR, '-k', '1', ...(sep === '\0' ? ['-0'] : [])], input);
+      expect(r.code).toBe(0);
+      const [bad, good] = jsonLines(r.stdout);
+      expect(bad.path).toBe(raw.toString('utf8')); // shown with U+FFFD: JSON text cannot hold the bytes
+      expect(bad.predictions[0].label).toBe('red');
+      expect(good).toEqual({ path: unicode, predictions: [{ label: 'green', score: expect.any(Number) }] });
+    }
   });
 });

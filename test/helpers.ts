@@ -17,7 +17,7 @@ export interface Run {
 }
 
 /** Runs the CLI as a child process, feeding `input` on stdin (then closing it). */
-export function runCli(args: string[], input = '', opts: SpawnOptions = {}): Promise<Run> {
+export function runCli(args: string[], input: string | Buffer = '', opts: SpawnOptions = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' }, ...opts });
     let stdout = '';

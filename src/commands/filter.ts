@@ -97,9 +97,9 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   const lines = args.length > 0 ? pathsFromArgs(args, stopping.signal) : pathsFromStream(io.stdin, { nulSeparated: opts.nul, signal: stopping.signal });
   // With --resume, inputs FILE already answers are skipped here, unread.
   const paths = output ? output.select(lines) : lines;
-  const classifyOne = ({ path, problem }: PathLine): Promise<Outcome> => {
+  const classifyOne = ({ path, file, problem }: PathLine): Promise<Outcome> => {
     if (problem !== undefined) return Promise.resolve({ path, error: problem });
-    return classifier.classifyPath(path, opts.topK, opts.threshold).then(
+    return classifier.classifyPath(file ?? path, opts.topK, opts.threshold).then(
       ({ predictions, version }) => ({ path, predictions, ...(opts.withVersion ? { version: version ?? '' } : {}) }),
       (err: unknown) => ({
         path,

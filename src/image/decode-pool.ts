@@ -5,12 +5,12 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import 'sharp'; // loaded here first: libvips must stay loaded while workers come and go
-import { InputError, type InputErrorKind } from './decode.js';
+import { type FilePath, InputError, type InputErrorKind } from './decode.js';
 import type { PrepareSpec } from './prepare.js';
 import { ImageSlots } from './slots.js';
 
 /** `ownImage`: the warm-up's blank, not held to --max-pixels (which may be set below its size). */
-export type Job = { id: number; slot: number; ownImage?: boolean } & ({ path: string } | { bytes: Uint8Array });
+export type Job = { id: number; slot: number; ownImage?: boolean } & ({ path: string | Uint8Array } | { bytes: Uint8Array });
 export type Done = { id: number; error?: { kind: InputErrorKind; message: string } };
 export interface WorkerInit {
   spec: PrepareSpec;
@@ -54,7 +54,7 @@ export class DecodePool {
   }
 
   /** Reads the file and prepares it into `slot`; rejects with InputError for a bad image. */
-  file(path: string, slot: number): Promise<void> {
+  file(path: FilePath, slot: number): Promise<void> {
     return this.submit({ id: this.nextId++, slot, path });
   }
 

@@ -26,7 +26,8 @@ function answer(done: Done): void {
 
 async function run(job: Job): Promise<Done> {
   try {
-    const bytes = 'path' in job ? await files.read(job.path) : job.bytes;
+    // A name's raw bytes arrive as a Uint8Array (a Buffer does not survive the crossing as one).
+    const bytes = 'path' in job ? await files.read(typeof job.path === 'string' ? job.path : Buffer.from(job.path)) : job.bytes;
     await preparer.prepare(bytes, slotView(slots, spec.inputType, preparer.imageSize, job.slot), job.ownImage ? OWN_IMAGE_LIMIT : spec.maxPixels);
     return { id: job.id };
   } catch (err) {

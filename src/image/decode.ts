@@ -51,6 +51,10 @@ export const DEFAULT_MAX_FILE_SIZE = 100 * 1024 * 1024;
 // O_NONBLOCK: opening a FIFO with no writer, or a device, must not wait; fstat then refuses it.
 const OPEN_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK;
 
+/** A file's name as given: a string, or the raw bytes of a name that is not valid UTF-8 (Linux
+ * names are bytes; such a name read as text would name another file, or none). */
+export type FilePath = string | Buffer;
+
 /** The size of a regular file of at most `maxBytes`; anything else is an InputError. */
 function checkRegular(stats: Stats, maxBytes: number): number {
   if (stats.isDirectory()) throw new InputError('not-a-file', 'is a directory');
@@ -61,7 +65,7 @@ function checkRegular(stats: Stats, maxBytes: number): number {
 
 /** A regular file's bytes, checked with fstat on a descriptor opened without blocking before
  * anything is read: a FIFO, a device or a file over `maxBytes` is an InputError, never a hang. */
-export function readRegularFileSync(path: string, maxBytes: number): Buffer {
+export function readRegularFileSync(path: FilePath, maxBytes: number): Buffer {
   const fd = openSync(path, OPEN_FLAGS);
   try {
     const size = checkRegular(fstatSync(fd), maxBytes);
@@ -93,7 +97,7 @@ export class ImageReader {
     return this.sync ? 'sync' : 'async';
   }
 
-  async read(path: string): Promise<Buffer> {
+  async read(path: FilePath): Promise<Buffer> {
     try {
       if (!this.sync) return await this.readAsync(path);
       const start = performance.now();
@@ -109,11 +113,11 @@ export class ImageReader {
     }
   }
 
-  private readSync(path: string): Buffer {
+  private readSync(path: FilePath): Buffer {
     return readRegularFileSync(path, this.maxBytes);
   }
 
-  private async readAsync(path: string): Promise<Buffer> {
+  private async readAsync(path: FilePath): Promise<Buffer> {
     const file = await open(path, OPEN_FLAGS);
     try {
       const size = checkRegular(await file.stat(), this.maxBytes);

@@ -2,7 +2,7 @@
 // Each image's bytes go to one backend; a backend that refuses, fails (connection error, 5xx,
 // an answer that is not a well-formed classification) or times out is left out for a while and
 // the image goes to another, so every input still gets exactly one line.
-import { ImageReader } from '../image/decode.js';
+import { type FilePath, ImageReader } from '../image/decode.js';
 import type { Prediction } from '../classifier.js';
 import { type Backend, backendName, BackendPool } from './pool.js';
 import { UsageError } from '../errors.js';
@@ -82,7 +82,7 @@ export class RemoteClassifier {
     return this.pool.size;
   }
 
-  async classifyPath(path: string, topK: number, threshold: number): Promise<Answer> {
+  async classifyPath(path: FilePath, topK: number, threshold: number): Promise<Answer> {
     const bytes = await this.files.read(path);
     const tried = new Set<string>();
     const failures: string[] = [];
