@@ -41,6 +41,7 @@ export class MicroBatcher<T, R> {
   private queue: Waiting<T, R>[] = [];
   private running = false;
   private timer: NodeJS.Timeout | undefined;
+  private idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly runBatch: (items: T[]) => Promise<R[]>,
@@ -59,6 +60,12 @@ export class MicroBatcher<T, R> {
       this.queue.push({ item, enqueuedAt: performance.now(), resolve, reject });
       this.schedule();
     });
+  }
+
+  /** Resolves once no batch is running and none is waiting (for a clean shutdown). */
+  idle(): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Re-checks the queue; call when an item that was on its way will not arrive after all. */
@@ -103,6 +110,7 @@ export class MicroBatcher<T, R> {
         failed,
       });
       this.schedule();
+      if (!this.running && this.queue.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
     }
   }
 }

@@ -102,6 +102,7 @@ export class Classifier {
     const engine = await startEngine(
       engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode }),
     );
+    let decoder: DecodePool | undefined;
     try {
       const sig = engine.signature;
       if (labels.length !== sig.outputSize) {
@@ -127,7 +128,7 @@ export class Classifier {
       const inFlight = Math.max(8, 2 * batchSize + 2 * decodeJobs);
       const slots = new ImageSlots(inFlight, sig.height * sig.width * 3, sig.inputType);
       await engine.attachSlots({ buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize });
-      const decoder = new DecodePool(spec, slots, decodeJobs);
+      decoder = new DecodePool(spec, slots, decodeJobs);
       const runner = new BatchRunner(engine, slots, sig.outputSize);
       let classifier: Classifier | undefined;
       const batcher = new MicroBatcher((batch: number[]) => runner.run(batch), {
@@ -156,6 +157,7 @@ export class Classifier {
       await classifier.warmUp();
       return classifier;
     } catch (err) {
+      await decoder?.close();
       await engine.dispose();
       throw err;
     }
@@ -216,8 +218,11 @@ export class Classifier {
     return this.batcher.waiting;
   }
 
+  /** Lets what is in flight finish (images in preparation, then the batches they join), then
+   * stops the decode threads and the engine. */
   async close(): Promise<void> {
     await this.decoder.close();
+    await this.batcher.idle();
     await this.engine.dispose();
   }
 

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
 import { Classifier, type ClassifierOptions } from '../dist/classifier.js';
@@ -40,4 +41,32 @@ describe('Classifier', () => {
       await classifier.close();
     }
   });
+
+  it('close() lets an image in preparation finish, then stops; nothing is left pending', async () => {
+    const classifier = await Classifier.load(options({ decodeJobs: 1 }));
+    const big = await sharp({ create: { width: 3000, height: 3000, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 30 } } })
+      .png({ compressionLevel: 0 })
+      .toBuffer();
+    const inFlight = classifier.classifyBytes(big, 1).then(
+      () => 'answered',
+      (e: Error) => `failed: ${e.message}`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    await classifier.close();
+    const settled = await Promise.race([inFlight, new Promise((resolve) => setTimeout(() => resolve('still pending'), 3000))]);
+    expect(settled).toBe('answered');
+  });
+
+  it('a decode thread that dies is replaced: later images are classified', async () => {
+    const classifier = await Classifier.load(options({ decodeJobs: 2 }));
+    try {
+      const red = join(FIX, 'images', 'red.jpg');
+      const pool = (classifier as unknown as { decoder: { workers: { thread: { terminate(): Promise<number> } }[] } }).decoder;
+      await pool.workers[0].thread.terminate(); // as a crash in native code would end it
+      for (let i = 0; i < 4; i++) expect((await classifier.classifyPath(red, 1)).predictions[0].label).toBe('red');
+    } finally {
+      await classifier.close();
+    }
+  });
 });
+

@@ -39,10 +39,22 @@ try {
     slots.forEach((slot, i) => gathered!.set(slotView(buffer, type, imageSize, slot), i * imageSize));
     return gathered;
   };
-  port.on('message', async (req: Request) => {
+  // One request at a time, in order: a dispose that overtook a run still waiting to start in the
+  // runtime would release the session under it (a native abort in onnxruntime-node).
+  let queue = Promise.resolve();
+  let disposed = false;
+  port.on('message', (req: Request) => {
+    queue = queue.then(() => handle(req));
+  });
+  const handle = async (req: Request): Promise<void> => {
     if ('dispose' in req) {
-      await engine.dispose();
+      if (!disposed) await engine.dispose();
+      disposed = true;
       port.postMessage({ id: req.id, disposed: true } satisfies Reply);
+      return;
+    }
+    if (disposed) {
+      port.postMessage({ id: req.id, error: 'engine disposed' } satisfies Reply);
       return;
     }
     if ('attach' in req) {
@@ -68,7 +80,7 @@ try {
         req.input.buffer as ArrayBuffer,
       ]);
     }
-  });
+  };
 } catch (err) {
   const file = err instanceof ModelError ? err.file : (workerData as EngineSpec).file;
   port.postMessage({ ready: false, file, message: err instanceof Error ? err.message : String(err) });

@@ -29,28 +29,36 @@ interface DecodeWorker {
   queued: Job[];
 }
 
+/** How long close() lets images in preparation finish. */
+const CLOSE_WAIT_MS = 5000;
+
 export class DecodePool {
   private readonly workers: DecodeWorker[];
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
   private flushQueued = false;
-  private dead: Error | undefined;
+  /** set by close(): nothing new is taken */
+  private closed: Error | undefined;
+  private drained: (() => void) | undefined;
+  private readonly init: WorkerInit;
 
   constructor(
     readonly spec: PrepareSpec,
     readonly slots: ImageSlots,
     readonly threads = Math.max(1, availableParallelism()),
   ) {
-    const init: WorkerInit = { spec, slots: slots.buffer };
-    this.workers = Array.from({ length: threads }, () => {
-      const thread = new Worker(new URL('./decode-worker.js', import.meta.url), { workerData: init });
-      const worker: DecodeWorker = { thread, outstanding: 0, queued: [] };
-      thread.on('message', (done: Done[]) => this.complete(worker, done));
-      thread.on('error', (err) => this.fail(err));
-      thread.on('exit', (code) => this.fail(new Error(`decode thread exited (${code})`)));
-      thread.unref(); // idle workers must not keep the process alive; busy ones are ref'd
-      return worker;
-    });
+    this.init = { spec, slots: slots.buffer };
+    this.workers = Array.from({ length: threads }, () => this.start());
+  }
+
+  private start(): DecodeWorker {
+    const thread = new Worker(new URL('./decode-worker.js', import.meta.url), { workerData: this.init });
+    const worker: DecodeWorker = { thread, outstanding: 0, queued: [] };
+    thread.on('message', (done: Done[]) => this.complete(worker, done));
+    thread.on('error', (err) => this.fail(worker, err));
+    thread.on('exit', (code) => this.fail(worker, new Error(`decode thread exited (${code})`)));
+    thread.unref(); // idle workers must not keep the process alive; busy ones are ref'd
+    return worker;
   }
 
   /** Reads the file and prepares it into `slot`; rejects with InputError for a bad image. */
@@ -78,8 +86,16 @@ export class DecodePool {
     }
   }
 
+  /** Takes nothing new, lets the images in preparation finish (terminating a thread in the middle
+   * of a libvips call can bring the process down), then stops the threads. */
   async close(): Promise<void> {
-    this.dead ??= new Error('decode pool closed');
+    this.closed ??= new Error('decode pool closed');
+    if (this.pending.size > 0) {
+      const drained = new Promise<void>((resolve) => (this.drained = resolve));
+      await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref())]);
+    }
+    for (const p of this.pending.values()) p.reject(this.closed);
+    this.pending.clear();
     await Promise.all(this.workers.map((w) => w.thread.terminate()));
   }
 
@@ -91,7 +107,7 @@ export class DecodePool {
   }
 
   private enqueue(worker: DecodeWorker, job: Job): Promise<void> {
-    if (this.dead) return Promise.reject(this.dead);
+    if (this.closed) return Promise.reject(this.closed);
     return new Promise<void>((resolve, reject) => {
       this.pending.set(job.id, { resolve, reject, worker });
       worker.queued.push(job);
@@ -124,12 +140,32 @@ export class DecodePool {
       if (d.error) p.reject(new InputError(d.error.kind, d.error.message));
       else p.resolve();
     }
+    if (this.pending.size === 0) this.drained?.();
   }
 
-  private fail(err: Error): void {
-    if (this.dead) return;
-    this.dead = err;
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
+  /** A decode thread died (a crash in native code): its images fail, a new thread takes its place. */
+  private fail(worker: DecodeWorker, err: Error): void {
+    const at = this.workers.indexOf(worker);
+    if (at === -1) return; // already replaced: 'error' comes before 'exit'
+    const unsent = new Set(worker.queued.map((job) => job.id));
+    for (const [id, p] of this.pending) {
+      if (p.worker !== worker || unsent.has(id)) continue;
+      this.pending.delete(id);
+      p.reject(err);
+    }
+    if (this.closed) {
+      for (const id of unsent) this.pending.get(id)?.reject(err);
+      return;
+    }
+    const next = this.start();
+    this.workers[at] = next;
+    // Jobs queued for the dead thread but not yet sent go to its replacement.
+    next.queued = worker.queued;
+    for (const job of next.queued) this.pending.get(job.id)!.worker = next;
+    worker.queued = [];
+    if (next.queued.length > 0 && !this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(() => this.flush());
+    }
   }
 }
