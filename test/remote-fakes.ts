@@ -27,7 +27,7 @@ afterEach(async () => {
 });
 
 /** A backend whose /readyz answers `ready` (200 by default) and whose POSTs go to `post`. */
-export async function fakeBackend(post: (req: IncomingMessage, res: ServerResponse, body: Buffer) => void, ready = 200): Promise<Fake> {
+export async function fakeBackend(post: (req: IncomingMessage, res: ServerResponse, body: Buffer) => void, ready = 200, port = 0): Promise<Fake> {
   const fake = { url: '', port: 0, posts: 0 };
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -39,7 +39,7 @@ export async function fakeBackend(post: (req: IncomingMessage, res: ServerRespon
     });
   });
   servers.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
   fake.port = (server.address() as AddressInfo).port;
   fake.url = `http://127.0.0.1:${fake.port}`;
   return fake;

@@ -36,6 +36,14 @@ describe('classify --remote at start', () => {
     expect(quiet.stderr).toBe('');
   });
 
+  it('talks to a backend on a port fetch refuses (6669: fetch says "bad port")', async () => {
+    const backend = await fakeBackend(goodAnswer, 200, 6669);
+    const input = inputs(3);
+    const r = await classify(['--remote', backend.url], input.map((i) => i.path).join('\n'));
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(input.map((i) => i.label));
+  });
+
   it.each([
     ['ftp://example.com', 'the scheme is ftp, not http or https'],
     ['http://[::1', 'not a valid URL'],

@@ -2,6 +2,8 @@
 // Each image's bytes go to one backend; a backend that refuses, fails (connection error, 5xx,
 // an answer that is not a well-formed classification) or times out is left out for a while and
 // the image goes to another, so every input still gets exactly one line.
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { type FilePath, ImageReader } from '../image/decode.js';
 import type { Prediction } from '../classifier.js';
 import { type Backend, backendName, BackendPool } from './pool.js';
@@ -26,7 +28,6 @@ export interface RemoteOptions {
 /** The server's answer for one image: what the client prints, not a retry signal. */
 export class RemoteImageError extends Error {}
 
-/** Bad --remote URLs, or no backend ready at start: a usage error (exit 2, nothing read). */
 /** A bad --remote URL or no backend ready at start: a usage error (exit 2) before input is read. */
 export class RemoteSetupError extends UsageError {}
 
@@ -114,18 +115,14 @@ export class RemoteClassifier {
     const url = new URL(backend.url);
     url.searchParams.set('top_k', String(topK));
     if (threshold > 0) url.searchParams.set('threshold', String(threshold));
-    const res = await fetch(url, {
-      method: 'POST',
-      body: bytes as unknown as Uint8Array<ArrayBuffer>,
-      headers: { 'Content-Type': 'application/octet-stream', Host: backend.host },
-      signal: AbortSignal.timeout(this.timeoutMs),
-    });
+    const res = await send(url, { method: 'POST', body: bytes, headers: { 'Content-Type': 'application/octet-stream', Host: backend.host } }, this.timeoutMs);
     const text = await readCapped(res);
-    if (res.status === 200) return parseAnswer(text, topK);
+    const status = res.statusCode ?? 0;
+    if (status === 200) return parseAnswer(text, topK);
     const error = errorOf(text);
     // 408 and 429 say the backend could not take the request now, not that the image is bad.
-    if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) return { error: error ?? `HTTP ${res.status}` };
-    throw new BackendFailure(`HTTP ${res.status}${error ? ` ${error}` : ''}`);
+    if (status >= 400 && status < 500 && status !== 408 && status !== 429) return { error: error ?? `HTTP ${status}` };
+    throw new BackendFailure(`HTTP ${status}${error ? ` ${error}` : ''}`);
   }
 
   async close(): Promise<void> {
@@ -139,27 +136,39 @@ async function checkReady(b: Backend, timeoutMs: number): Promise<string | undef
   url.pathname = url.pathname.replace(/\/?$/, '/readyz');
   url.search = '';
   try {
-    const res = await fetch(url, { headers: { Host: b.host }, signal: AbortSignal.timeout(timeoutMs) });
-    await res.body?.cancel();
-    return res.status === 200 ? undefined : `GET /readyz answered HTTP ${res.status}`;
+    const res = await send(url, { method: 'GET', headers: { Host: b.host } }, timeoutMs);
+    res.destroy();
+    return res.statusCode === 200 ? undefined : `GET /readyz answered HTTP ${res.statusCode}`;
   } catch (err) {
     return reasonOf(err);
   }
 }
 
+/** One HTTP request with node:http (not fetch, which refuses ports such as 6000 that a backend may
+ * well listen on); resolves with the response once its head arrives. The time limit covers the
+ * body too: the request is destroyed when it runs out. */
+function send(url: URL, opts: { method: string; body?: Buffer; headers: Record<string, string> }, timeoutMs: number): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const headers = opts.body ? { ...opts.headers, 'Content-Length': String(opts.body.length) } : opts.headers;
+    const req = request(url, { method: opts.method, headers, signal: AbortSignal.timeout(timeoutMs) }, resolve);
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
 /** The body as text, reading no more than MAX_ANSWER_BYTES: past that the connection is dropped. */
-async function readCapped(res: Response): Promise<string> {
-  const declared = Number(res.headers.get('content-length') ?? 0);
+async function readCapped(res: IncomingMessage): Promise<string> {
+  const declared = Number(res.headers['content-length'] ?? 0);
   if (declared > MAX_ANSWER_BYTES) {
-    await res.body?.cancel();
+    res.destroy();
     throw new BackendFailure(`answer of ${declared} bytes is over the ${MAX_ANSWER_BYTES}-byte limit`);
   }
-  if (!res.body) return '';
-  const chunks: Uint8Array[] = [];
+  const chunks: Buffer[] = [];
   let size = 0;
   try {
-    // Leaving the loop early cancels the stream, which closes the connection.
-    for await (const chunk of res.body) {
+    // Leaving the loop early destroys the stream, which closes the connection.
+    for await (const chunk of res as AsyncIterable<Buffer>) {
       size += chunk.byteLength;
       if (size > MAX_ANSWER_BYTES) throw new BackendFailure(`answer is over the ${MAX_ANSWER_BYTES}-byte limit`);
       chunks.push(chunk);
@@ -204,6 +213,7 @@ function errorOf(text: string): string | undefined {
   }
 }
 
-const isTimeout = (err: unknown) => (err as Error)?.name === 'TimeoutError';
+/** fetch's timeouts are TimeoutErrors; node:http's are AbortErrors caused by one. */
+const isTimeout = (err: unknown) => (err as Error)?.name === 'TimeoutError' || (err as { cause?: Error })?.cause?.name === 'TimeoutError';
 const causeOf = (err: unknown) => (err as { cause?: Error }).cause?.message ?? (err as Error).message;
 const reasonOf = (err: unknown) => (err instanceof BackendFailure ? err.message : isTimeout(err) ? 'timed out' : causeOf(err));
