@@ -40,6 +40,7 @@ export function watchVersions(
   for (const v of listVersions(root)) if (v > Number(current() ?? -1)) failed.set(String(v), fingerprint(join(root, String(v))));
   let candidate: { version: string; print: string } | undefined;
   let busy = false;
+  let stopped = false;
   const poll = async () => {
     if (busy) return;
     busy = true;
@@ -54,6 +55,8 @@ export function watchVersions(
       log(`version ${version} found; loading`);
       try {
         const next = await load(version);
+        // Stopped (the server drains) while it loaded: it never serves, so it is closed here.
+        if (stopped) return void (await next.close());
         swap(next);
         log(`now serving version ${version}`);
       } catch (err) {
@@ -66,5 +69,10 @@ export function watchVersions(
   };
   const timer = setInterval(() => void poll(), intervalMs);
   timer.unref();
-  return { stop: () => clearInterval(timer) };
+  return {
+    stop: () => {
+      stopped = true;
+      clearInterval(timer);
+    },
+  };
 }
