@@ -122,4 +122,21 @@ describe('classify serve: time limits', () => {
       server.child.kill('SIGKILL');
     }
   });
+
+  it('SIGTERM then SIGINT while draining exits 1 at once (the second signal need not be the same one)', async () => {
+    const server = await startServer(['--drain-timeout', '30000']);
+    try {
+      const stalled = connection(server.port, 30_000);
+      stalled.write(postHead({ 'Content-Type': 'image/jpeg', 'Content-Length': 5000 }) + 'x'.repeat(100));
+      await expect.poll(() => metric(server, 'classify_upload_bytes_buffered')).toBe(5000);
+      server.child.kill('SIGTERM');
+      await expect.poll(async () => (await fetch(`${server.url}/readyz`)).status).toBe(503);
+      const signalled = performance.now();
+      server.child.kill('SIGINT');
+      expect(await server.exited).toBe(1);
+      expect(performance.now() - signalled).toBeLessThan(5000); // not the 30 s drain
+    } finally {
+      server.child.kill('SIGKILL');
+    }
+  });
 });
