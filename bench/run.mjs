@@ -21,7 +21,7 @@ import { loadEngine } from '../dist/backends/load.js';
 import { decodeToRgb } from '../dist/image/decode.js';
 import { TensorPacker } from '../dist/image/tensor.js';
 import { choosePreprocessing, resolveModel } from '../dist/model.js';
-import { cameraPhotos, imageSets, openCvLoop, reportImageSets, stageCosts } from './throughput.mjs';
+import { cameraPhotos, imageSets, openCvLoop, reportImageSets, runWithPaths, stageCosts } from './throughput.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = join(ROOT, 'bin', 'classify.js');
@@ -80,24 +80,11 @@ const YOUNG_GEN_CAP = '--max-semi-space-size=4';
 // ---- helpers ----------------------------------------------------------------------------------
 const now = () => performance.now();
 
-/** Runs the CLI over `paths` and returns wall seconds and peak RSS (from /usr/bin/time if present). */
-function runCli(graph, paths, extra) {
-  return new Promise((resolve, reject) => {
-    const start = now();
-    const child = spawn(process.execPath, [BIN, '-g', graph, '-q', '-k', '1', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let lines = 0;
-    let err = '';
-    child.stdout.on('data', (d) => {
-      for (const b of d) if (b === 10) lines++;
-    });
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0 && code !== 1) return reject(new Error(`classify exited ${code}: ${err}`));
-      resolve({ seconds: (now() - start) / 1000, lines });
-    });
-    child.stdin.end(paths.map((p) => p + '\n').join(''));
-  });
+/** Runs the CLI over `paths`: wall seconds and lines written. */
+async function runCli(graph, paths, extra) {
+  const r = await runWithPaths(process.execPath, [BIN, '-g', graph, '-q', '-k', '1', ...extra], paths);
+  if (r.code !== 0 && r.code !== 1) throw new Error(`classify exited ${r.code}: ${r.err}`);
+  return { seconds: r.seconds, lines: r.lines };
 }
 
 async function decodeCeiling(graph, paths, engineSig, jobs, steps) {

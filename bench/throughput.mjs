@@ -67,11 +67,12 @@ export async function stageCosts(graph, photos, passes) {
   return r;
 }
 
-/** The CLI over `paths`: wall seconds, the process's CPU seconds, and its --verbose summary. */
-function runCli(bin, graph, paths, extra = []) {
+/** Runs a command with `paths` on stdin, one per line: wall seconds, lines written, exit code
+ * and stderr. */
+export function runWithPaths(cmd, args, paths) {
   return new Promise((resolve, reject) => {
     const start = now();
-    const child = spawn('/usr/bin/time', ['-f', '%U %S', process.execPath, bin, '-g', graph, '-v', '-k', '1', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     let lines = 0;
     let err = '';
     child.stdout.on('data', (d) => {
@@ -79,14 +80,18 @@ function runCli(bin, graph, paths, extra = []) {
     });
     child.stderr.on('data', (d) => (err += d));
     child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`classify exited ${code}: ${err}`));
-      const [user, sys] = err.trim().split('\n').pop().split(' ').map(Number);
-      const main = /main thread CPU ([\d.]+) ms per image/.exec(err);
-      resolve({ seconds: (now() - start) / 1000, cpuSeconds: user + sys, lines, mainMs: main ? Number(main[1]) : undefined });
-    });
+    child.on('close', (code) => resolve({ seconds: (now() - start) / 1000, lines, code, err }));
     child.stdin.end(paths.map((p) => p + '\n').join(''));
   });
+}
+
+/** The CLI over `paths`: wall seconds, the process's CPU seconds, and its --verbose summary. */
+async function runCli(bin, graph, paths, extra = []) {
+  const r = await runWithPaths('/usr/bin/time', ['-f', '%U %S', process.execPath, bin, '-g', graph, '-v', '-k', '1', ...extra], paths);
+  if (r.code !== 0) throw new Error(`classify exited ${r.code}: ${r.err}`);
+  const [user, sys] = r.err.trim().split('\n').pop().split(' ').map(Number);
+  const main = /main thread CPU ([\d.]+) ms per image/.exec(r.err);
+  return { seconds: r.seconds, cpuSeconds: user + sys, lines: r.lines, mainMs: main ? Number(main[1]) : undefined };
 }
 
 /** Images/s through the CLI with its start-up (an empty input, same flags) taken off; median of
