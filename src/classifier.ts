@@ -7,7 +7,7 @@
 //   rank         scores to the top-k labels
 import { availableParallelism } from 'node:os';
 import { startEngine, type WorkerEngine } from './backends/engine-thread.js';
-import { type BatchStats, MicroBatcher, QueueFullError } from './batcher.js';
+import { type BatchStats, MicroBatcher } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
 import { ModelError } from './errors.js';
 import { blankJpeg, DEFAULT_MAX_FILE_SIZE, type FilePath } from './image/decode.js';
@@ -37,8 +37,6 @@ export interface ClassifierOptions {
   /** 0: chosen for the device (see DEFAULT_BATCH) */
   batchSize: number;
   maxDelayMs: number;
-  /** 0: unbounded */
-  maxQueue?: number;
   maxPixels: number;
   /** image files larger than this are refused unread; unset: DEFAULT_MAX_FILE_SIZE */
   maxFileSize?: number;
@@ -134,7 +132,6 @@ export class Classifier {
       const batcher = new MicroBatcher((batch: number[]) => runner.run(batch), {
         maxSize: batchSize,
         maxDelayMs: opts.maxDelayMs,
-        maxQueue: opts.maxQueue,
         inbound: () => classifier!.inbound,
         observe: opts.observe && ((stats) => classifier!.warm && opts.observe!(stats)),
       });
@@ -244,10 +241,7 @@ export class Classifier {
       throw err;
     }
     this.inbound--;
-    return this.batcher.submit(slot).catch((err: unknown) => {
-      // Refused at the door: the runner never saw the slot, so it is freed here.
-      if (err instanceof QueueFullError) this.slots.release(slot);
-      throw err;
-    });
+    // The runner frees the slot once its batch has run, whatever happens.
+    return this.batcher.submit(slot);
   }
 }

@@ -1,5 +1,5 @@
 // Exit codes and the errors that map to them, in one place. Per-image errors (InputError,
-// RemoteImageError, QueueFullError) are that image's output line, never an exit by themselves.
+// RemoteImageError) are that image's output line, never an exit by themselves.
 // No imports: the engine and decode threads load this too.
 
 /** Exit codes, documented in the README's table. */

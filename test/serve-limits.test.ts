@@ -103,12 +103,9 @@ describe('classify serve: time limits', () => {
   it('SIGTERM with an upload stalled: /readyz says 503, then after --drain-timeout the connection is closed and the process exits', async () => {
     const server = await startServer(['--drain-timeout', '1500']);
     try {
-      const stalled = connection(server.port, 30_000);
-      stalled.write(postHead({ 'Content-Type': 'image/jpeg', 'Content-Length': 5000 }) + 'x'.repeat(100));
-      await expect.poll(() => metric(server, 'classify_upload_bytes_buffered')).toBe(5000);
+      const stalled = await stallUpload(server);
       const signalled = performance.now();
-      server.child.kill('SIGTERM');
-      await expect.poll(async () => (await fetch(`${server.url}/readyz`)).status).toBe(503);
+      await terminateToDrain(server);
       const code = await server.exited;
       const took = performance.now() - signalled;
       expect(await stalled.text).toBe(''); // closed without an answer: it never sent its body
@@ -126,11 +123,8 @@ describe('classify serve: time limits', () => {
   it('SIGTERM then SIGINT while draining exits 1 at once (the second signal need not be the same one)', async () => {
     const server = await startServer(['--drain-timeout', '30000']);
     try {
-      const stalled = connection(server.port, 30_000);
-      stalled.write(postHead({ 'Content-Type': 'image/jpeg', 'Content-Length': 5000 }) + 'x'.repeat(100));
-      await expect.poll(() => metric(server, 'classify_upload_bytes_buffered')).toBe(5000);
-      server.child.kill('SIGTERM');
-      await expect.poll(async () => (await fetch(`${server.url}/readyz`)).status).toBe(503);
+      await stallUpload(server);
+      await terminateToDrain(server);
       const signalled = performance.now();
       server.child.kill('SIGINT');
       expect(await server.exited).toBe(1);
@@ -140,3 +134,17 @@ describe('classify serve: time limits', () => {
     }
   });
 });
+
+/** An upload that sends its head and 100 of its 5000 bytes, then nothing: held by the server. */
+async function stallUpload(server: Awaited<ReturnType<typeof startServer>>) {
+  const stalled = connection(server.port, 30_000);
+  stalled.write(postHead({ 'Content-Type': 'image/jpeg', 'Content-Length': 5000 }) + 'x'.repeat(100));
+  await expect.poll(() => metric(server, 'classify_upload_bytes_buffered')).toBe(5000);
+  return stalled;
+}
+
+/** SIGTERM, then wait until /readyz says the server is draining. */
+async function terminateToDrain(server: Awaited<ReturnType<typeof startServer>>) {
+  server.child.kill('SIGTERM');
+  await expect.poll(async () => (await fetch(`${server.url}/readyz`)).status).toBe(503);
+}

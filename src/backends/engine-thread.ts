@@ -10,9 +10,8 @@ type Ready =
   | { ready: true; name: string; signature: Engine['signature']; notes: string[]; normalisation?: ImpliedNormalisation; accelerated: boolean }
   | { ready: false; file: string; message: string };
 
-export interface WorkerEngine extends Engine {
-  /** takes back an input buffer after a run, for reuse (transfer empties the caller's copy) */
-  onBufferReturned?: (buf: Float32Array | Uint8Array) => void;
+/** An engine in its own thread: batches are made of shared image slots, gathered there. */
+export interface WorkerEngine extends Omit<Engine, 'run'> {
   /** gives the engine thread the shared image slots that runSlots() reads */
   attachSlots(slots: SharedSlots): Promise<void>;
   /** runs one batch made of these slots, in this order */
@@ -57,13 +56,13 @@ export async function startEngine(spec: EngineSpec): Promise<WorkerEngine> {
   // An idle engine thread must not keep the process alive; a busy one must (see call()).
   worker.unref();
 
-  const call = (msg: object, transfer: ArrayBuffer[]) =>
+  const call = (msg: object) =>
     new Promise<Reply>((resolve, reject) => {
       if (dead) return reject(dead);
       const id = nextId++;
       waiting.set(id, { resolve, reject });
       worker.ref();
-      worker.postMessage({ id, ...msg }, transfer);
+      worker.postMessage({ id, ...msg });
     });
 
   const engine: WorkerEngine = {
@@ -72,24 +71,17 @@ export async function startEngine(spec: EngineSpec): Promise<WorkerEngine> {
     notes: ready.notes,
     normalisation: ready.normalisation,
     accelerated: ready.accelerated,
-    async run(input, batch) {
-      const reply = await call({ input, batch }, [input.buffer as ArrayBuffer]);
-      if ('input' in reply && reply.input) engine.onBufferReturned?.(reply.input);
-      if ('error' in reply) throw new Error(reply.error);
-      if ('output' in reply) return reply.output;
-      throw new Error('unexpected reply from engine thread');
-    },
     async attachSlots(slots) {
-      await call({ attach: slots }, []);
+      await call({ attach: slots });
     },
     async runSlots(slots) {
-      const reply = await call({ slots }, []);
+      const reply = await call({ slots });
       if ('error' in reply) throw new Error(reply.error);
       if ('output' in reply) return reply.output;
       throw new Error('unexpected reply from engine thread');
     },
     async dispose() {
-      if (!dead) await call({ dispose: true }, []).catch(() => undefined);
+      if (!dead) await call({ dispose: true }).catch(() => undefined);
       await worker.terminate();
     },
   };

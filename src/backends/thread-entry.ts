@@ -6,7 +6,6 @@ import { ModelError } from '../errors.js';
 import { type EngineSpec, loadEngine } from './load.js';
 
 export type Request =
-  | { id: number; input: Float32Array | Uint8Array; batch: number }
   | { id: number; slots: number[] }
   | { id: number; attach: SharedSlots }
   | { id: number; dispose: true };
@@ -17,8 +16,8 @@ export interface SharedSlots {
   imageSize: number;
 }
 export type Reply =
-  | { id: number; output: Float32Array; input?: Float32Array | Uint8Array }
-  | { id: number; error: string; input?: Float32Array | Uint8Array }
+  | { id: number; output: Float32Array }
+  | { id: number; error: string }
   | { id: number; disposed: true }
   | { id: number; attached: true };
 
@@ -62,23 +61,11 @@ try {
       port.postMessage({ id: req.id, attached: true } satisfies Reply);
       return;
     }
-    if ('slots' in req) {
-      try {
-        const copy = whole(await engine.run(gather(req.slots), req.slots.length));
-        port.postMessage({ id: req.id, output: copy } satisfies Reply, [copy.buffer as ArrayBuffer]);
-      } catch (err) {
-        port.postMessage({ id: req.id, error: err instanceof Error ? err.message : String(err) } satisfies Reply);
-      }
-      return;
-    }
     try {
-      const copy = whole(await engine.run(req.input, req.batch));
-      // The input buffer goes back too, so the main thread can reuse it for the next batch.
-      port.postMessage({ id: req.id, output: copy, input: req.input } satisfies Reply, [copy.buffer as ArrayBuffer, req.input.buffer as ArrayBuffer]);
+      const copy = whole(await engine.run(gather(req.slots), req.slots.length));
+      port.postMessage({ id: req.id, output: copy } satisfies Reply, [copy.buffer as ArrayBuffer]);
     } catch (err) {
-      port.postMessage({ id: req.id, error: err instanceof Error ? err.message : String(err), input: req.input } satisfies Reply, [
-        req.input.buffer as ArrayBuffer,
-      ]);
+      port.postMessage({ id: req.id, error: err instanceof Error ? err.message : String(err) } satisfies Reply);
     }
   };
 } catch (err) {

@@ -27,7 +27,7 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
   }
   // --max-queue is the server's one bound on images in flight (a request over it gets 503 before
   // any work); the batcher, which only ever holds some of those images, gets none of its own.
-  const load = (graph: string, version?: string) => Classifier.load({ ...opts, maxQueue: 0, graph, version, observe: metrics.observeBatch });
+  const load = (graph: string, version?: string) => Classifier.load({ ...opts, graph, version, observe: metrics.observeBatch });
   const classifier = await loadNewestWorking(opts.graph, load, log);
   if (opts.verbose) describeClassifier(classifier.info, log);
   metrics.setModel(classifier.info);

@@ -29,19 +29,6 @@ export class TensorPacker {
     this.imageSize = height * width * 3;
   }
 
-  /** Packs `rgb` twice into a scratch batch: V8 runs this loop unoptimised the first two times in
-   * a process (12 and 2 ms for 224x224 on the 2-core machine, then 0.15 ms). `rgb` must come from
-   * the decoder: a Buffer made elsewhere has another V8 map, and code optimised for that one would
-   * be thrown away at the first real image. */
-  warmUp(rgb: Pixels): void {
-    const floats = new Float32Array(this.imageSize);
-    const bytes = new Uint8Array(this.imageSize);
-    for (let i = 0; i < 2; i++) {
-      this.writeFloat(rgb, floats, 0);
-      this.writeUint8(rgb, bytes, 0);
-    }
-  }
-
   /** Writes one image (packed RGB, HWC) into slot `slot` of a float batch. A classifier only ever
    * passes one kind of `rgb` (its resize mode decides), so the loop stays monomorphic. */
   writeFloat(rgb: Pixels, dst: Float32Array, slot: number): void {
