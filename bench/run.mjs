@@ -295,7 +295,7 @@ if (!onlySection || onlySection === 'preprocessing') {
 if (!preprocessingOnly && (!onlySection || onlySection === 'imagesets')) {
   console.log('\nimage sets (mobilenet_v1_0.25_128 frozen graph) against the OpenCV loop, and decode threads...');
   const camera = await cameraPhotos(work, photos);
-  results.stages = await stageCosts(join(SHARED, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb'), photos, quick ? 20 : 80);
+  results.stages = await stageCosts(join(SHARED, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb'), photos, camera, quick ? 20 : 80);
   results.imageSets = await imageSets({ bin: BIN, shared: SHARED, photos, large, camera, quick });
 }
 

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { loadEngine } from '../dist/backends/load.js';
 import { decodeToRgb } from '../dist/image/decode.js';
+import { WasmJpegDecoder } from '../dist/image/jpeg-wasm.js';
 import { resizeRgb } from '../dist/image/resize.js';
 import { TensorPacker } from '../dist/image/tensor.js';
 import { resolveModel } from '../dist/model.js';
@@ -42,29 +43,68 @@ async function cpuPerImage(inputs, passes, step) {
   return (used.user + used.system) / 1000 / n;
 }
 
-/** Per-stage CPU per image on one thread, the stages the CLI runs for the default (tf1) path. */
-export async function stageCosts(graph, photos, passes) {
+/** Per-stage CPU per image on one thread, the stages the CLI runs for the default (tf1) path, and
+ * what the same decodes cost OpenCV (its libjpeg-turbo, called directly) for comparison. */
+export async function stageCosts(graph, photos, camera, passes) {
   const model = resolveModel(graph);
   const engine = await loadEngine({ backend: model.backend, format: model.format, runtime: model.runtime, file: model.file, options: { threads: 0, device: 'cpu' } });
   const sig = engine.signature;
   const norm = { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] };
   const packer = new TensorPacker(sig.height, sig.width, sig.layout, norm);
   const out = new Float32Array(packer.imageSize);
+  const floatOut = new Float32Array(packer.imageSize);
   const bytes = photos.map((p) => readFileSync(p));
   const decoded = [];
   for (const b of bytes) decoded.push(await sharp(b, { ignoreIcc: true, failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true }));
   const steps = { resize: 'tf1', crop: null, icc: 'ignore', exifRotate: false };
+  const wasm = WasmJpegDecoder.create();
   const r = {};
   r.read = await cpuPerImage(photos, passes, async (p) => readFileSync(p));
   r.decode = await cpuPerImage(bytes, passes, (b) => sharp(b, { ignoreIcc: true, failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer());
+  r.decodeWasm = await cpuPerImage(bytes, passes, async (b) => wasm.decode(b, 1e8));
   r.resizePack = await cpuPerImage(decoded, passes * 4, async ({ data, info }) =>
-    packer.writeFloat(resizeRgb(data, info.width, info.height, sig.width, sig.height, 'tf1'), out, 0),
+    packer.writeFloat(resizeRgb(data, info.width, info.height, sig.width, sig.height, 'tf1', undefined, floatOut), out, 0),
   );
-  r.decodeResizePack = await cpuPerImage(bytes, passes, async (b) => packer.writeFloat(await decodeToRgb(b, { width: sig.width, height: sig.height, maxPixels: 1e8, steps }), out, 0));
+  r.decodeResizePack = await cpuPerImage(bytes, passes, async (b) =>
+    packer.writeFloat(await decodeToRgb(b, { width: sig.width, height: sig.height, maxPixels: 1e8, steps, floatOut }), out, 0),
+  );
   const batch = new Float32Array(2 * packer.imageSize).fill(0.1);
   r.inference = (await cpuPerImage([batch], passes * 5, (x) => engine.run(x, 2))) / 2;
   await engine.dispose();
+  // The fast mode's decode of a camera photo: libjpeg at 1/8 scale (shrink-on-load), then area.
+  const cameraBytes = camera.map((p) => readFileSync(p));
+  r.cameraFast = await cpuPerImage(cameraBytes, 2, (b) => decodeToRgb(b, { width: sig.width, height: sig.height, maxPixels: 1e8, steps: { ...steps, resize: 'area' } }));
+  r.opencv = openCvDecodes(photos, camera);
   return r;
+}
+
+/** OpenCV's own decodes, CPU ms per image, one thread: the flower photos at full size, the camera
+ * photos at full size and at 1/8 scale (IMREAD_REDUCED_COLOR_8, libjpeg's DCT scaling). */
+function openCvDecodes(photos, camera) {
+  const python = findOpenCvPython();
+  if (!python) return { skipped: "Debian's python3-opencv is not installed" };
+  const script = `
+import cv2, json, sys, time
+import numpy as np
+cv2.setNumThreads(1)
+def per_image(paths, flags, passes):
+    data = [np.frombuffer(open(p, 'rb').read(), np.uint8) for p in paths]
+    for d in data[:10]: cv2.imdecode(d, flags)
+    start = time.process_time()
+    for _ in range(passes):
+        for d in data: cv2.imdecode(d, flags)
+    return (time.process_time() - start) * 1000 / (passes * len(data))
+split = sys.argv.index('--')
+photos, camera = sys.argv[1:split], sys.argv[split + 1:]
+print(json.dumps({
+    'flowers': per_image(photos, cv2.IMREAD_COLOR, 80),
+    'camera': per_image(camera, cv2.IMREAD_COLOR, 2),
+    'cameraReduced8': per_image(camera, cv2.IMREAD_REDUCED_COLOR_8, 4),
+}))
+`;
+  const r = spawnSync(python, ['-c', script, ...photos, '--', ...camera], { encoding: 'utf8' });
+  if (r.status !== 0) return { skipped: `OpenCV failed: ${r.stderr.trim().split('\n').pop()}` };
+  return JSON.parse(r.stdout);
 }
 
 /** Runs a command with `paths` on stdin, one per line: wall seconds, lines written, exit code
@@ -114,10 +154,14 @@ async function endToEnd(bin, graph, paths, extra, runs) {
   };
 }
 
+/** Debian's python3-opencv belongs to Debian's python3, which another python3 on PATH may hide. */
+function findOpenCvPython() {
+  return ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import cv2'], { stdio: 'ignore' }).status === 0);
+}
+
 /** The 10-line OpenCV-dnn Python loop over `paths` (images/s), or why it cannot run. */
 export function openCvLoop(pb, paths, height, width) {
-  // Debian's python3-opencv belongs to Debian's python3, which another python3 on PATH may hide.
-  const python = ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import cv2'], { stdio: 'ignore' }).status === 0);
+  const python = findOpenCvPython();
   if (!python) return { skipped: "Debian's python3-opencv is not installed" };
   const script = `
 import cv2, sys, time
@@ -169,12 +213,17 @@ export async function imageSets({ bin, shared, photos, large, camera, quick }) {
 export function reportImageSets(r, stages) {
   if (stages) {
     const f = (x) => x.toFixed(3);
+    const cv = stages.opencv ?? {};
     console.log('\nCPU per image, one thread, flower photos, MobileNet v1 0.25 128 with its default (tf1, exact) preprocessing:');
-    console.log('| read | decode (sharp, full size) | resize + pack (tf1) | decode + resize + pack | inference (batch 2) | main thread (CLI, flowers row) |');
-    console.log('|---|---|---|---|---|---|');
+    console.log('| read | decode: sharp, full size | decode: WebAssembly libjpeg-turbo (the default for small JPEGs) | OpenCV imdecode (for comparison) | resize + pack (tf1) | decode + resize + pack (as the CLI does) | inference (batch 2) | main thread (CLI, flowers row) |');
+    console.log('|---|---|---|---|---|---|---|---|');
     console.log(
-      `| ${f(stages.read)} ms | ${f(stages.decode)} ms | ${f(stages.resizePack)} ms | ${f(stages.decodeResizePack)} ms | ${f(stages.inference)} ms | ${r.rows[0].mainMs?.toFixed(3) ?? '-'} ms |`,
+      `| ${f(stages.read)} ms | ${f(stages.decode)} ms | ${f(stages.decodeWasm)} ms | ${cv.flowers ? f(cv.flowers) + ' ms' : cv.skipped} | ${f(stages.resizePack)} ms | ${f(stages.decodeResizePack)} ms | ${f(stages.inference)} ms | ${r.rows[0].mainMs?.toFixed(3) ?? '-'} ms |`,
     );
+    console.log('\nCamera-size photo (4032x3024), CPU per image, one thread:');
+    console.log('| classify fast mode (--resize area: 1/8-scale decode + resize) | OpenCV imdecode at 1/8 scale (IMREAD_REDUCED_COLOR_8) | OpenCV imdecode, full size |');
+    console.log('|---|---|---|');
+    console.log(`| ${f(stages.cameraFast)} ms | ${cv.cameraReduced8 ? f(cv.cameraReduced8) + ' ms' : cv.skipped} | ${cv.camera ? f(cv.camera) + ' ms' : cv.skipped} |`);
   }
   console.log('\n| image set (MobileNet v1 0.25 128) | images | classify img/s | process CPU ms/img | main thread CPU ms/img | OpenCV loop img/s | vs OpenCV |');
   console.log('|---|---|---|---|---|---|---|');

@@ -1,7 +1,7 @@
 // `classify serve`: load once, listen, drain on SIGTERM/SIGINT. The server itself is src/serve/.
 import { join } from 'node:path';
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache.js';
-import { Classifier, type ClassifierOptions } from '../classifier.js';
+import { Classifier, type ClassifierOptions, DECODE_QUEUE } from '../classifier.js';
 import { UsageError } from '../errors.js';
 import { loadNewestWorking } from '../model.js';
 import type { Log } from '../log.js';
@@ -27,7 +27,7 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
   }
   // --max-queue is the server's one bound on images in flight (a request over it gets 503 before
   // any work); the batcher, which only ever holds some of those images, gets none of its own.
-  const load = (graph: string, version?: string) => Classifier.load({ ...opts, graph, version, observe: metrics.observeBatch });
+  const load = (graph: string, version?: string) => Classifier.load({ ...opts, graph, version, decodeQueue: DECODE_QUEUE.serve, observe: metrics.observeBatch });
   const classifier = await loadNewestWorking(opts.graph, load, log);
   if (opts.verbose) describeClassifier(classifier.info, log);
   metrics.setModel(classifier.info);

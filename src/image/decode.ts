@@ -3,6 +3,7 @@
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import sharp, { type Region, type Sharp } from 'sharp';
+import { jpegMetadata, type RgbImage, WasmJpegDecoder } from './jpeg-wasm.js';
 import { type ImageSteps, isExact, VIEWER_STEPS } from './preprocessing.js';
 import { placement, resizeRgb, type Sampling } from './resize.js';
 import type { Pixels } from './tensor.js';
@@ -27,6 +28,8 @@ export interface DecodeOptions {
   maxPixels: number;
   /** decoding and resizing; default VIEWER_STEPS */
   steps?: ImageSteps;
+  /** where the TensorFlow samplers may write their float output (see resizeRgb) */
+  floatOut?: Float32Array;
 }
 
 // libvips keeps its own threads; sharp's cache only helps when the same file is read again.
@@ -138,21 +141,43 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
   if (jpegClaimsMoreThanItHolds(bytes)) throw corrupt();
   const steps = opts.steps ?? VIEWER_STEPS;
   try {
-    let image = sharp(bytes, { limitInputPixels: opts.maxPixels, failOn: 'error', ignoreIcc: steps.icc === 'ignore' });
-    if (steps.exifRotate) image = image.rotate();
+    const image = () => {
+      const loaded = sharp(bytes, { limitInputPixels: opts.maxPixels, failOn: 'error', ignoreIcc: steps.icc === 'ignore' });
+      return steps.exifRotate ? loaded.rotate() : loaded;
+    };
     // Vector images are rendered by libvips at the model's size: no framework trained on them, and
     // rendering one at its full declared size first costs minutes for a 1 KB SVG filter bomb.
-    if (!isExact(steps.resize) || isSvg(bytes)) return await areaResize(image, opts, steps);
+    if (!isExact(steps.resize) || isSvg(bytes)) return await areaResize(image(), opts, steps);
     // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the resize in JS.
-    // Alpha is dropped, as TensorFlow's decoders (channels=3) and PIL's convert('RGB') do.
-    const { data, info } = await image.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3) throw new InputError('corrupt', `decoded to ${info.channels} channels, expected 3`);
-    const place = placement(info.width, info.height, opts.width, opts.height, steps.crop);
-    return resizeRgb(data, info.width, info.height, opts.width, opts.height, steps.resize as Sampling, place);
+    const decoded = smallJpeg(bytes, steps, opts.maxPixels) ?? (await fullDecode(image()));
+    const place = placement(decoded.width, decoded.height, opts.width, opts.height, steps.crop);
+    return resizeRgb(decoded.data, decoded.width, decoded.height, opts.width, opts.height, steps.resize as Sampling, place, opts.floatOut);
   } catch (err) {
     if (err instanceof InputError) throw err;
     throw await describeSharpError(bytes, opts, err as Error);
   }
+}
+
+/** Alpha is dropped, as TensorFlow's decoders (channels=3) and PIL's convert('RGB') do. */
+async function fullDecode(image: Sharp): Promise<RgbImage> {
+  const { data, info } = await image.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3) throw new InputError('corrupt', `decoded to ${info.channels} channels, expected 3`);
+  return { data, width: info.width, height: info.height };
+}
+
+let wasmJpeg: WasmJpegDecoder | null | undefined;
+
+/** A small JPEG whose steps leave its pixels as stored, decoded in this thread (jpeg-wasm.ts);
+ * undefined for anything sharp is to decode. */
+function smallJpeg(bytes: Buffer, steps: ImageSteps, maxPixels: number): RgbImage | undefined {
+  if (bytes[0] !== 0xff || bytes[1] !== 0xd8 || bytes[2] !== 0xff) return undefined;
+  if (wasmJpeg === undefined) wasmJpeg = WasmJpegDecoder.create() ?? null;
+  if (!wasmJpeg) return undefined;
+  if (steps.icc === 'apply' || steps.exifRotate) {
+    const has = jpegMetadata(bytes);
+    if ((steps.icc === 'apply' && has.icc) || (steps.exifRotate && has.exif)) return undefined;
+  }
+  return wasmJpeg.decode(bytes, maxPixels);
 }
 
 /** SVG is text: its first non-blank byte (after a UTF-8 byte-order mark) is '<'; no raster format's is. */

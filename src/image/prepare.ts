@@ -18,6 +18,7 @@ export interface PrepareSpec {
 
 export class Preparer {
   private readonly packer: TensorPacker;
+  private readonly spare: Float32Array[] = [];
 
   constructor(readonly spec: PrepareSpec) {
     this.packer = new TensorPacker(spec.height, spec.width, spec.layout, spec.preprocessing);
@@ -29,13 +30,20 @@ export class Preparer {
 
   /** Decodes `bytes` and writes the packed image into `dst` (one slot's view). */
   async prepare(bytes: Uint8Array, dst: Float32Array | Uint8Array, maxPixels = this.spec.maxPixels): Promise<void> {
-    const rgb = await decodeToRgb(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
-      width: this.spec.width,
-      height: this.spec.height,
-      maxPixels,
-      steps: this.spec.preprocessing,
-    });
-    if (dst instanceof Float32Array) this.packer.writeFloat(rgb, dst, 0);
-    else this.packer.writeUint8(rgb, dst, 0);
+    // One resize buffer per image in preparation (they overlap at each await), reused after.
+    const floatOut = this.spare.pop() ?? new Float32Array(this.packer.imageSize);
+    try {
+      const rgb = await decodeToRgb(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
+        width: this.spec.width,
+        height: this.spec.height,
+        maxPixels,
+        steps: this.spec.preprocessing,
+        floatOut,
+      });
+      if (dst instanceof Float32Array) this.packer.writeFloat(rgb, dst, 0);
+      else this.packer.writeUint8(rgb, dst, 0);
+    } finally {
+      this.spare.push(floatOut);
+    }
   }
 }

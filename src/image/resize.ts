@@ -39,7 +39,9 @@ export function placement(srcW: number, srcH: number, outW: number, outH: number
 
 /** Resizes `src` (`srcW` x `srcH`, RGB) and returns the `outW` x `outH` window that `place`
  * describes: float32 for the TensorFlow samplers (TensorFlow resizes in float), 8-bit for PIL's
- * (PIL rounds to 8 bits after each pass). */
+ * (PIL rounds to 8 bits after each pass). The TensorFlow samplers write into `floatOut` when
+ * given one (at least outW * outH * 3): a model-size float array per image is a large object for
+ * V8 to allocate and collect. */
 export function resizeRgb(
   src: Uint8Array,
   srcW: number,
@@ -48,12 +50,13 @@ export function resizeRgb(
   outH: number,
   sampling: Sampling,
   place: Placement = { width: outW, height: outH, left: 0, top: 0 },
+  floatOut?: Float32Array,
 ): Float32Array | Uint8Array {
   if (src.length < srcW * srcH * 3) throw new RangeError(`expected ${srcW * srcH * 3} bytes of RGB, got ${src.length}`);
   switch (sampling) {
     case 'tf1':
     case 'bilinear':
-      return resizeBilinearTf(src, srcW, srcH, outW, outH, sampling === 'bilinear', place);
+      return resizeBilinearTf(src, srcW, srcH, outW, outH, sampling === 'bilinear', place, floatOut);
     case 'pil-bilinear':
       return resizePil(src, srcW, srcH, outW, outH, PIL_BILINEAR, place);
     case 'pil-bicubic':
@@ -96,10 +99,19 @@ function lerp2(tl: number, tr: number, bl: number, br: number, xl: number, yl: n
   return t + Math.fround((b - t) * yl);
 }
 
-function resizeBilinearTf(src: Uint8Array, srcW: number, srcH: number, outW: number, outH: number, halfPixel: boolean, place: Placement): Float32Array {
+function resizeBilinearTf(
+  src: Uint8Array,
+  srcW: number,
+  srcH: number,
+  outW: number,
+  outH: number,
+  halfPixel: boolean,
+  place: Placement,
+  into?: Float32Array,
+): Float32Array {
   const xs = bilinearTaps(srcW, place.width, place.left, outW, halfPixel, 3);
   const ys = bilinearTaps(srcH, place.height, place.top, outH, halfPixel, srcW * 3);
-  const out = new Float32Array(outW * outH * 3);
+  const out = into && into.length >= outW * outH * 3 ? into : new Float32Array(outW * outH * 3);
   let o = 0;
   for (let y = 0; y < outH; y++) {
     const top = ys.lo[y];

@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import { decodeToRgb } from '../src/image/decode.js';
+import { jpegMetadata, WASM_MAX_PIXELS, WasmJpegDecoder } from '../src/image/jpeg-wasm.js';
+import { FIX, SHARED, sharedAvailable } from './helpers.js';
+
+const decoder = WasmJpegDecoder.create()!;
+
+/** Colour noise: every 8x8 block and both chroma planes carry detail, so a different IDCT,
+ * upsampling or colour conversion would show. */
+async function noisy(width: number, height: number, jpeg: sharp.JpegOptions = {}, grey = false): Promise<Buffer> {
+  let image = sharp({ create: { width, height, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 60 } } });
+  if (grey) image = image.greyscale();
+  return image.jpeg({ quality: 90, ...jpeg }).toBuffer();
+}
+
+/** What the sharp path decodes, as decode.ts asks it to. */
+async function bySharp(bytes: Buffer): Promise<{ data: Buffer; width: number; height: number }> {
+  const { data, info } = await sharp(bytes, { ignoreIcc: true }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  return { data, width: info.width, height: info.height };
+}
+
+describe('the WebAssembly JPEG decoder', () => {
+  it('is installed (a dependency): without it every JPEG would silently take the slower path', () => {
+    expect(decoder).toBeInstanceOf(WasmJpegDecoder);
+  });
+
+  const variants: [string, () => Promise<Buffer>][] = [
+    ['4:2:0, odd size', () => noisy(333, 251)],
+    ['4:4:4', () => noisy(320, 240, { chromaSubsampling: '4:4:4' })],
+    ['progressive', () => noisy(300, 200, { progressive: true })],
+    ['optimised Huffman tables, 4:4:4', () => noisy(257, 129, { optimiseCoding: true, chromaSubsampling: '4:4:4' })],
+    ['greyscale', () => noisy(200, 150, {}, true)],
+    ['1x1', () => noisy(1, 1)],
+    ['17x9, 4:2:0', () => noisy(17, 9)],
+    ['quality 50', () => noisy(240, 240, { quality: 50 })],
+  ];
+  for (const [name, make] of variants) {
+    it(`decodes the same pixels as sharp: ${name}`, async () => {
+      const bytes = await make();
+      const expected = await bySharp(bytes);
+      const got = decoder.decode(bytes, Infinity);
+      expect(got).toBeDefined();
+      expect([got!.width, got!.height]).toEqual([expected.width, expected.height]);
+      expect(Buffer.from(got!.data).equals(expected.data)).toBe(true);
+    });
+  }
+
+  it.runIf(sharedAvailable('the flower photos decoded by both decoders'))('decodes the shared flower photos to the same pixels as sharp', async () => {
+    for (let i = 1; i <= 5; i++) {
+      const bytes = readFileSync(join(SHARED, 'images', 'flowers', `flower${i}.jpg`));
+      const got = decoder.decode(bytes, Infinity);
+      expect(got).toBeDefined();
+      expect(Buffer.from(got!.data).equals((await bySharp(bytes)).data)).toBe(true);
+    }
+  });
+
+  it('leaves to sharp what it does not take: over its pixel size, over --max-pixels, CMYK', async () => {
+    const side = Math.ceil(Math.sqrt(WASM_MAX_PIXELS)) + 1;
+    expect(decoder.decode(await noisy(side, side), Infinity)).toBeUndefined();
+    expect(decoder.decode(await noisy(100, 100), 99 * 100)).toBeUndefined();
+    const cmyk = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#c04080' } }).toColourspace('cmyk').jpeg().toBuffer();
+    expect(decoder.decode(cmyk, Infinity)).toBeUndefined();
+  });
+
+  it('gives up on a truncated or warned-about JPEG, and decodes the next one correctly', async () => {
+    const good = await noisy(160, 120);
+    const broken = [
+      good.subarray(0, good.length >> 1), // premature end: a warning, with the rest grey
+      readFileSync(join(FIX, 'decode', 'extraneous-bytes.jpg')),
+      readFileSync(join(FIX, 'broken', 'truncated.jpg')),
+      Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 2]), // a header and nothing more
+    ];
+    const expected = (await bySharp(good)).data;
+    for (const bytes of broken) {
+      expect(decoder.decode(bytes, Infinity)).toBeUndefined();
+      expect(Buffer.from(decoder.decode(good, Infinity)!.data).equals(expected)).toBe(true);
+    }
+  });
+
+  it('reads whether a profile or EXIF could change the pixels', async () => {
+    const plain = await noisy(16, 16);
+    expect(jpegMetadata(plain)).toEqual({ icc: false, exif: false });
+    const withIcc = await sharp(plain).withIccProfile('p3').jpeg().toBuffer();
+    expect(jpegMetadata(withIcc).icc).toBe(true);
+    const withExif = await sharp(plain).withMetadata({ orientation: 6 }).jpeg().toBuffer();
+    expect(jpegMetadata(withExif).exif).toBe(true);
+  });
+
+  it('is used only where the steps leave the pixels as stored: a rotated JPEG is still rotated', async () => {
+    // exif-rotated.jpg is stored 20 wide and 10 high with orientation 6; the model's input is
+    // 10x20: rotated, it fills it without stretching and the top is red.
+    const bytes = readFileSync(join(FIX, 'images', 'exif-rotated.jpg'));
+    const rgb = await decodeToRgb(bytes, { width: 10, height: 20, maxPixels: 1e8, steps: { resize: 'bilinear', crop: null, icc: 'ignore', exifRotate: true } });
+    const top = [...rgb.subarray((2 * 10 + 5) * 3, (2 * 10 + 5) * 3 + 3)];
+    expect(top[0]).toBeGreaterThan(200);
+    expect(top[2]).toBeLessThan(60);
+  });
+});
