@@ -8,7 +8,7 @@
 //   npm run bench -- --device cpu,auto each model on each device, with the ratio between them
 //   npm run bench -- --images N   paths per model (default 400, 1200 for the small graphs; 150 and 400 with --quick)
 //   npm run bench -- --shared DIR the shared assets folder when it is not ../shared/assets
-//   npm run bench -- --only SECTION  one section: imagesets (image sets vs OpenCV, stages, threads), preprocessing, resume
+//   npm run bench -- --only SECTION  one section: models (each model against its ceilings, trickle), imagesets (image sets vs OpenCV, stages, threads), preprocessing, resume
 //   npm run bench -- --resume-paths N paths for that section (default 10000, 2000 with --quick)
 //   npm run bench -- --preprocessing-only  only the cost of each resize mode (--images N passes)
 import { spawn, spawnSync } from 'node:child_process';
@@ -204,7 +204,7 @@ console.log(`classify bench on: ${machine}\n`);
 const results = { machine, date: new Date().toISOString(), models: [] };
 const fmt = (x) => (x === undefined ? '-' : x >= 100 ? x.toFixed(0) : x.toFixed(1));
 
-for (const model of onlySection ? [] : MODELS) {
+for (const model of onlySection && onlySection !== 'models' ? [] : MODELS) {
   const paths = imageSet(model.n);
   const resolved = resolveModel(model.graph, undefined, model.backend ?? 'auto');
   const engine = await loadEngine({ backend: resolved.backend, format: resolved.format, runtime: resolved.runtime, file: resolved.file, options: { threads: 0, device: model.device } });

@@ -10,7 +10,7 @@ import { startEngine, type WorkerEngine } from './backends/engine-thread.js';
 import { type BatchStats, MicroBatcher } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
 import { ModelError } from './errors.js';
-import { blankJpeg, DEFAULT_MAX_FILE_SIZE, type FilePath } from './image/decode.js';
+import { DEFAULT_MAX_FILE_SIZE, type FilePath, warmUpJpeg } from './image/decode.js';
 import { DecodePool } from './image/decode-pool.js';
 import type { PrepareSpec } from './image/prepare.js';
 import { ImageSlots } from './image/slots.js';
@@ -168,12 +168,13 @@ export class Classifier {
     }
   }
 
-  /** A blank image through the whole path at load, so that the first real one does not pay for
-   * first times: each decode thread's first decode, lazily compiled code, the engine's first run.
-   * Twice the model's size, so that JPEG shrink-on-load and the downscaling kernels run too. */
+  /** An image through the whole path at load, so that the first real one does not pay for first
+   * times: each decode thread's first decodes, lazily compiled code, the engine's first run. At
+   * least twice the model's size, so that JPEG shrink-on-load and the downscaling kernels run too,
+   * and at least a small photo's, which the WebAssembly decoder's memory then holds. */
   private async warmUp(): Promise<void> {
-    const [width, height] = [this.decoder.spec.width * 2, this.decoder.spec.height * 2];
-    const blank = await blankJpeg(width, height);
+    const [width, height] = [Math.max(this.decoder.spec.width * 2, 512), Math.max(this.decoder.spec.height * 2, 384)];
+    const blank = await warmUpJpeg(width, height);
     await this.decoder.warmUp(blank);
     const slot = await this.slots.acquire();
     await this.decoder.bytes(blank, slot, true);

@@ -71,16 +71,19 @@ export class DecodePool {
     return this.submit({ id: this.nextId++, slot, bytes, ownImage });
   }
 
-  /** Every worker decodes one image at once (each thread's first decode is slower). */
+  /** Every worker decodes the image twice (a thread's first decodes are slower: the WebAssembly
+   * decoder is compiled, then optimised, and its memory grows). */
   async warmUp(bytes: Uint8Array): Promise<void> {
     const slots = await Promise.all(this.workers.map(() => this.slots.acquire()));
     try {
-      await Promise.all(
-        this.workers.map((worker, i) => {
-          const job: Job = { id: this.nextId++, slot: slots[i], bytes, ownImage: true };
-          return this.enqueue(worker, job);
-        }),
-      );
+      for (let pass = 0; pass < 2; pass++) {
+        await Promise.all(
+          this.workers.map((worker, i) => {
+            const job: Job = { id: this.nextId++, slot: slots[i], bytes, ownImage: true };
+            return this.enqueue(worker, job);
+          }),
+        );
+      }
     } finally {
       for (const slot of slots) this.slots.release(slot);
     }

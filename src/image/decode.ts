@@ -205,9 +205,12 @@ async function areaResize(image: Sharp, opts: DecodeOptions, steps: ImageSteps):
   return data;
 }
 
-/** A grey JPEG of the given size, for warming the decoder up. */
-export function blankJpeg(width: number, height: number): Promise<Buffer> {
-  return sharp({ create: { width, height, channels: 3, background: '#808080' } }).jpeg().toBuffer();
+/** A JPEG of the given size for warming the decoders up: colour noise, so that every decoding
+ * step does real work (a flat image skips most of the IDCT) and the WebAssembly decoder's code is
+ * optimised before the first real image. */
+export function warmUpJpeg(width: number, height: number): Promise<Buffer> {
+  const noise = { type: 'gaussian' as const, mean: 128, sigma: 40 };
+  return sharp({ create: { width, height, channels: 3, background: '#808080', noise } }).jpeg({ quality: 90 }).toBuffer();
 }
 
 async function describeSharpError(bytes: Buffer, opts: DecodeOptions, err: Error): Promise<InputError> {
