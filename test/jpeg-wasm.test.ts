@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { decodeToRgb } from '../src/image/decode.js';
-import { jpegMetadata, WASM_MAX_PIXELS, WasmJpegDecoder } from '../src/image/jpeg-wasm.js';
+import { decodeToRgb, InputError } from '../src/image/decode.js';
+import { jpegHeader, WASM_MAX_PIXELS, WasmJpegDecoder } from '../src/image/jpeg-wasm.js';
 import { FIX, SHARED, sharedAvailable } from './helpers.js';
 
 const decoder = WasmJpegDecoder.create()!;
@@ -30,7 +30,6 @@ describe('the WebAssembly JPEG decoder', () => {
   const variants: [string, () => Promise<Buffer>][] = [
     ['4:2:0, odd size', () => noisy(333, 251)],
     ['4:4:4', () => noisy(320, 240, { chromaSubsampling: '4:4:4' })],
-    ['progressive', () => noisy(300, 200, { progressive: true })],
     ['optimised Huffman tables, 4:4:4', () => noisy(257, 129, { optimiseCoding: true, chromaSubsampling: '4:4:4' })],
     ['greyscale', () => noisy(200, 150, {}, true)],
     ['1x1', () => noisy(1, 1)],
@@ -80,13 +79,40 @@ describe('the WebAssembly JPEG decoder', () => {
     }
   });
 
-  it('reads whether a profile or EXIF could change the pixels', async () => {
+  it('reads whether a profile or EXIF could change the pixels, as libvips would', async () => {
     const plain = await noisy(16, 16);
-    expect(jpegMetadata(plain)).toEqual({ icc: false, exif: false });
+    expect(jpegHeader(plain)).toEqual({ sequential: true, icc: false, exif: false });
     const withIcc = await sharp(plain).withIccProfile('p3').jpeg().toBuffer();
-    expect(jpegMetadata(withIcc).icc).toBe(true);
+    expect(jpegHeader(withIcc)?.icc).toBe(true);
     const withExif = await sharp(plain).withMetadata({ orientation: 6 }).jpeg().toBuffer();
-    expect(jpegMetadata(withExif).exif).toBe(true);
+    expect(jpegHeader(withExif)?.exif).toBe(true);
+    // A marker without a length (RST0, TEM) before the profile: libjpeg skips it silently.
+    expect(jpegHeader(Buffer.concat([withIcc.subarray(0, 2), Buffer.from([0xff, 0xd0]), withIcc.subarray(2)]))?.icc).toBe(true);
+    expect(jpegHeader(Buffer.concat([withExif.subarray(0, 2), Buffer.from([0xff, 0x01]), withExif.subarray(2)]))?.exif).toBe(true);
+    // libvips matches "ICC_PROFILE" without the NUL after it.
+    const renamed = Buffer.from(withIcc);
+    renamed[renamed.indexOf('ICC_PROFILE') + 11] = 0x78;
+    expect(jpegHeader(renamed)?.icc).toBe(true);
+    // Bytes between markers: not laid out plainly, so sharp decodes it.
+    expect(jpegHeader(Buffer.concat([plain.subarray(0, 2), Buffer.from([0x00, 0x00]), plain.subarray(2)]))).toBeUndefined();
+  });
+
+  it('leaves progressive JPEGs to sharp: one cut after an early scan is smoothed differently by other libjpeg versions', async () => {
+    const progressive = await noisy(120, 90, { progressive: true });
+    expect(jpegHeader(progressive)?.sequential).toBe(false);
+    expect(decoder.decode(progressive, Infinity)).toBeUndefined();
+  });
+
+  it('does not decode a JPEG with the tables of the image before it', async () => {
+    const donor = await noisy(64, 64);
+    const victim = withoutSegment(await noisy(64, 64), 0xdb); // no quantisation tables of its own
+    expect(decoder.decode(donor, Infinity)).toBeDefined();
+    expect(decoder.decode(victim, Infinity)).toBeUndefined();
+    const steps = { resize: 'tf1' as const, crop: null, icc: 'ignore' as const, exifRotate: false };
+    await decodeToRgb(donor, { width: 8, height: 8, maxPixels: 1e8, steps });
+    const err = await decodeToRgb(victim, { width: 8, height: 8, maxPixels: 1e8, steps }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as InputError).kind).toBe('corrupt');
   });
 
   it('is used only where the steps leave the pixels as stored: a rotated JPEG is still rotated', async () => {
@@ -99,3 +125,16 @@ describe('the WebAssembly JPEG decoder', () => {
     expect(top[2]).toBeLessThan(60);
   });
 });
+
+/** The JPEG without its segments of marker `marker` (before the first scan). */
+function withoutSegment(jpeg: Buffer, marker: number): Buffer {
+  const parts: Buffer[] = [jpeg.subarray(0, 2)];
+  let pos = 2;
+  while (jpeg[pos + 1] !== 0xda) {
+    const end = pos + 2 + jpeg.readUInt16BE(pos + 2);
+    if (jpeg[pos + 1] !== marker) parts.push(jpeg.subarray(pos, end));
+    pos = end;
+  }
+  parts.push(jpeg.subarray(pos));
+  return Buffer.concat(parts);
+}

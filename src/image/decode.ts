@@ -3,7 +3,7 @@
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import sharp, { type Region, type Sharp } from 'sharp';
-import { jpegMetadata, type RgbImage, WasmJpegDecoder } from './jpeg-wasm.js';
+import { jpegHeader, type RgbImage, WasmJpegDecoder } from './jpeg-wasm.js';
 import { type ImageSteps, isExact, VIEWER_STEPS } from './preprocessing.js';
 import { placement, resizeRgb, type Sampling } from './resize.js';
 import type { Pixels } from './tensor.js';
@@ -170,14 +170,11 @@ let wasmJpeg: WasmJpegDecoder | null | undefined;
 /** A small JPEG whose steps leave its pixels as stored, decoded in this thread (jpeg-wasm.ts);
  * undefined for anything sharp is to decode. */
 function smallJpeg(bytes: Buffer, steps: ImageSteps, maxPixels: number): RgbImage | undefined {
-  if (bytes[0] !== 0xff || bytes[1] !== 0xd8 || bytes[2] !== 0xff) return undefined;
+  if (bytes[0] !== 0xff || bytes[1] !== 0xd8) return undefined;
   if (wasmJpeg === undefined) wasmJpeg = WasmJpegDecoder.create() ?? null;
-  if (!wasmJpeg) return undefined;
-  if (steps.icc === 'apply' || steps.exifRotate) {
-    const has = jpegMetadata(bytes);
-    if ((steps.icc === 'apply' && has.icc) || (steps.exifRotate && has.exif)) return undefined;
-  }
-  return wasmJpeg.decode(bytes, maxPixels);
+  const header = wasmJpeg ? jpegHeader(bytes) : undefined;
+  if (!header || (steps.icc === 'apply' && header.icc) || (steps.exifRotate && header.exif)) return undefined;
+  return wasmJpeg!.decode(bytes, maxPixels, header);
 }
 
 /** SVG is text: its first non-blank byte (after a UTF-8 byte-order mark) is '<'; no raster format's is. */

@@ -35,6 +35,7 @@ interface TurboJpeg {
   malloc(size: number): number;
   free(ptr: number): void;
   tjInitDecompress(): number;
+  tjDestroy(handle: number): number;
   tjDecompressHeader3(handle: number, src: number, size: number, width: number, height: number, subsamp: number, colourspace: number): number;
   tjDecompress2(handle: number, src: number, size: number, dst: number, width: number, pitch: number, height: number, format: number, flags: number): number;
 }
@@ -63,7 +64,6 @@ function compile(): WebAssembly.Module | null {
 /** One decoder per thread; its buffers are kept between images. */
 export class WasmJpegDecoder {
   private turbo: TurboJpeg | undefined;
-  private handle = 0;
   private header = 0;
   private input = { ptr: 0, size: 0 };
   private output = { ptr: 0, size: 0 };
@@ -73,14 +73,16 @@ export class WasmJpegDecoder {
     return compile() ? new WasmJpegDecoder() : undefined;
   }
 
-  /** The image's RGB pixels, or undefined when sharp should decode it: too large, a subsampling
-   * or colour space not taken here, or anything libjpeg warned about or failed on. */
-  decode(bytes: Uint8Array, maxPixels: number): RgbImage | undefined {
-    if (bytes.length > WASM_MAX_BYTES) return undefined;
+  /** The image's RGB pixels, or undefined when sharp should decode it: not a plain sequential
+   * JPEG (see jpegHeader), too large, a subsampling or colour space not taken here, or anything
+   * libjpeg warned about or failed on. */
+  decode(bytes: Uint8Array, maxPixels: number, header = jpegHeader(bytes)): RgbImage | undefined {
+    if (bytes.length > WASM_MAX_BYTES || !header?.sequential) return undefined;
     try {
       return this.tryDecode(bytes, Math.min(maxPixels, WASM_MAX_PIXELS));
     } catch {
-      // After a jump libjpeg's state (and what it had allocated) is lost: start afresh.
+      // After a jump libjpeg's state, and the C stack pointer the jump skipped restoring, are
+      // lost: start afresh.
       this.turbo = undefined;
       return undefined;
     }
@@ -90,14 +92,22 @@ export class WasmJpegDecoder {
     const turbo = this.turbo ?? this.instantiate();
     const src = this.reserve(turbo, this.input, bytes.length);
     new Uint8Array(turbo.memory.buffer, src, bytes.length).set(bytes);
-    const h = this.header;
-    if (turbo.tjDecompressHeader3(this.handle, src, bytes.length, h, h + 4, h + 8, h + 12) !== 0) return undefined;
-    const [width, height, subsampling, colourspace] = new Int32Array(turbo.memory.buffer, h, 4);
-    if (width * height > maxPixels || !SUBSAMPLINGS.has(subsampling) || !COLOURSPACES.has(colourspace)) return undefined;
-    const size = width * height * 3;
-    const dst = this.reserve(turbo, this.output, size);
-    if (turbo.tjDecompress2(this.handle, src, bytes.length, dst, width, width * 3, height, TJPF_RGB, TJFLAG_STOPONWARNING) !== 0) return undefined;
-    return { data: new Uint8Array(turbo.memory.buffer, dst, size), width, height };
+    // A decompressor per image: libjpeg keeps an image's tables for the next one, and a JPEG
+    // without its own would be decoded with another image's.
+    const handle = turbo.tjInitDecompress();
+    if (handle === 0) throw new Error('cannot start the WebAssembly JPEG decoder');
+    try {
+      const h = this.header;
+      if (turbo.tjDecompressHeader3(handle, src, bytes.length, h, h + 4, h + 8, h + 12) !== 0) return undefined;
+      const [width, height, subsampling, colourspace] = new Int32Array(turbo.memory.buffer, h, 4);
+      if (width * height > maxPixels || !SUBSAMPLINGS.has(subsampling) || !COLOURSPACES.has(colourspace)) return undefined;
+      const size = width * height * 3;
+      const dst = this.reserve(turbo, this.output, size);
+      if (turbo.tjDecompress2(handle, src, bytes.length, dst, width, width * 3, height, TJPF_RGB, TJFLAG_STOPONWARNING) !== 0) return undefined;
+      return { data: new Uint8Array(turbo.memory.buffer, dst, size), width, height };
+    } finally {
+      turbo.tjDestroy(handle);
+    }
   }
 
   private instantiate(): TurboJpeg {
@@ -106,9 +116,8 @@ export class WasmJpegDecoder {
       wasi_snapshot_preview1: { proc_exit: jump, environ_sizes_get: () => 0, environ_get: jump, fd_close: jump, fd_seek: jump, fd_write: jump },
     };
     const turbo = new WebAssembly.Instance(compile()!, imports).exports as unknown as TurboJpeg;
-    this.handle = turbo.tjInitDecompress();
     this.header = turbo.malloc(16);
-    if (this.handle === 0 || this.header === 0) throw new Error('cannot start the WebAssembly JPEG decoder');
+    if (this.header === 0) throw new Error('cannot start the WebAssembly JPEG decoder');
     this.input = { ptr: 0, size: 0 };
     this.output = { ptr: 0, size: 0 };
     this.turbo = turbo;
@@ -127,28 +136,54 @@ export class WasmJpegDecoder {
   }
 }
 
-/** What decides whether an embedded profile or EXIF orientation could change a JPEG's pixels:
- * an APP2 ICC_PROFILE or an APP1 Exif segment before the image data. Reads the header only. */
-export function jpegMetadata(bytes: Uint8Array): { icc: boolean; exif: boolean } {
-  const found = { icc: false, exif: false };
-  let pos = 2;
-  while (pos + 4 <= bytes.length && bytes[pos] === 0xff) {
-    const marker = bytes[pos + 1];
-    if (marker === 0xff) {
-      pos++;
-      continue;
-    }
-    if (marker === 0xda || marker === 0xd9) break; // start of scan, end of image
-    const length = (bytes[pos + 2] << 8) | bytes[pos + 3];
-    if (marker === 0xe1 && startsWith(bytes, pos + 4, EXIF)) found.exif = true;
-    if (marker === 0xe2 && startsWith(bytes, pos + 4, ICC_PROFILE)) found.icc = true;
-    pos += 2 + length;
-  }
-  return found;
+/** What a JPEG's markers before its first scan say, read without decoding. */
+export interface JpegHeader {
+  /** sequential Huffman coding (SOF0/SOF1), the only kind given to the WebAssembly decoder:
+   * progressive files can stop after any scan, and then libjpeg versions smooth the missing
+   * coefficients differently (and a file of a million tiny scans decodes for seconds) */
+  sequential: boolean;
+  /** an APP2 segment that libvips would take for an ICC profile */
+  icc: boolean;
+  /** an APP1 segment that libvips would take for EXIF (and its orientation) */
+  exif: boolean;
 }
 
-const EXIF = [0x45, 0x78, 0x69, 0x66, 0, 0]; // "Exif\0\0"
-const ICC_PROFILE = [0x49, 0x43, 0x43, 0x5f, 0x50, 0x52, 0x4f, 0x46, 0x49, 0x4c, 0x45, 0]; // "ICC_PROFILE\0"
+/** The header of a JPEG up to its first scan, or undefined when the markers are not laid out
+ * plainly (bytes between markers, an image that ends first, a second frame): such files go to
+ * sharp, which decodes them as before. Prefixes are matched as libvips matches them. */
+export function jpegHeader(bytes: Uint8Array): JpegHeader | undefined {
+  if (bytes[0] !== 0xff || bytes[1] !== 0xd8) return undefined;
+  const header: JpegHeader = { sequential: false, icc: false, exif: false };
+  let frames = 0;
+  let pos = 2;
+  while (pos + 2 <= bytes.length) {
+    if (bytes[pos] !== 0xff) return undefined;
+    const marker = bytes[pos + 1];
+    if (marker === 0xff) {
+      pos++; // fill byte
+      continue;
+    }
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      pos += 2; // TEM, RSTn: markers without a length
+      continue;
+    }
+    if (marker === 0xda) return frames === 1 ? header : undefined; // start of scan
+    if (marker === 0xd8 || marker === 0xd9 || pos + 4 > bytes.length) return undefined;
+    const length = (bytes[pos + 2] << 8) | bytes[pos + 3];
+    if (length < 2) return undefined;
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      frames++;
+      header.sequential = marker === 0xc0 || marker === 0xc1;
+    }
+    if (marker === 0xe1 && startsWith(bytes, pos + 4, EXIF)) header.exif = true;
+    if (marker === 0xe2 && startsWith(bytes, pos + 4, ICC_PROFILE)) header.icc = true;
+    pos += 2 + length;
+  }
+  return undefined;
+}
+
+const EXIF = [0x45, 0x78, 0x69, 0x66]; // "Exif"
+const ICC_PROFILE = [0x49, 0x43, 0x43, 0x5f, 0x50, 0x52, 0x4f, 0x46, 0x49, 0x4c, 0x45]; // "ICC_PROFILE"
 
 function startsWith(bytes: Uint8Array, at: number, prefix: number[]): boolean {
   if (at + prefix.length > bytes.length) return false;

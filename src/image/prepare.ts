@@ -16,12 +16,17 @@ export interface PrepareSpec {
   maxFileSize: number;
 }
 
+/** Resize buffers kept between images: decodes overlap only while sharp works on a few. */
+const SPARE_BUFFERS = 4;
+
 export class Preparer {
   private readonly packer: TensorPacker;
   private readonly spare: Float32Array[] = [];
+  private readonly floatResize: boolean;
 
   constructor(readonly spec: PrepareSpec) {
     this.packer = new TensorPacker(spec.height, spec.width, spec.layout, spec.preprocessing);
+    this.floatResize = spec.preprocessing.resize === 'tf1' || spec.preprocessing.resize === 'bilinear';
   }
 
   get imageSize(): number {
@@ -30,8 +35,9 @@ export class Preparer {
 
   /** Decodes `bytes` and writes the packed image into `dst` (one slot's view). */
   async prepare(bytes: Uint8Array, dst: Float32Array | Uint8Array, maxPixels = this.spec.maxPixels): Promise<void> {
-    // One resize buffer per image in preparation (they overlap at each await), reused after.
-    const floatOut = this.spare.pop() ?? new Float32Array(this.packer.imageSize);
+    // The TensorFlow samplers' output: one buffer per image in preparation (they overlap at each
+    // await), a few kept for the next images.
+    const floatOut = this.floatResize ? (this.spare.pop() ?? new Float32Array(this.packer.imageSize)) : undefined;
     try {
       const rgb = await decodeToRgb(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
         width: this.spec.width,
@@ -43,7 +49,7 @@ export class Preparer {
       if (dst instanceof Float32Array) this.packer.writeFloat(rgb, dst, 0);
       else this.packer.writeUint8(rgb, dst, 0);
     } finally {
-      this.spare.push(floatOut);
+      if (floatOut && this.spare.length < SPARE_BUFFERS) this.spare.push(floatOut);
     }
   }
 }
