@@ -66,7 +66,7 @@ export async function stageCosts(graph, photos, camera, passes) {
     packer.writeFloat(resizeRgb(data, info.width, info.height, sig.width, sig.height, 'tf1', undefined, floatOut), out, 0),
   );
   r.decodeResizePack = await cpuPerImage(bytes, passes, async (b) =>
-    packer.writeFloat(await decodeToRgb(b, { width: sig.width, height: sig.height, maxPixels: 1e8, steps, floatOut }), out, 0),
+    packer.writeFloat(await decodeToRgb(b, { width: sig.width, height: sig.height, maxPixels: 1e8, steps, floatOut: () => floatOut }), out, 0),
   );
   const batch = new Float32Array(2 * packer.imageSize).fill(0.1);
   r.inference = (await cpuPerImage([batch], passes * 5, (x) => engine.run(x, 2))) / 2;

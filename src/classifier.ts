@@ -11,6 +11,7 @@ import { type BatchStats, MicroBatcher } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
 import { ModelError } from './errors.js';
 import { DEFAULT_MAX_FILE_SIZE, type FilePath, warmUpJpeg } from './image/decode.js';
+import { WASM_MAX_PIXELS } from './image/jpeg-wasm.js';
 import { DecodePool } from './image/decode-pool.js';
 import type { PrepareSpec } from './image/prepare.js';
 import { ImageSlots } from './image/slots.js';
@@ -65,7 +66,15 @@ export const DEFAULT_BATCH = { cpu: 4, accelerator: 16 };
  * thread for more; measured on 2 cores (MobileNet 0.25, flower photos), 2 a thread left the cores
  * 14% idle, 8 ran 9% faster, 16 12% faster (5% idle). `serve`: a request's images queued at a
  * thread are decoded before a later request's, so serve keeps the queue short for fairness. */
-export const DECODE_QUEUE = { bulk: 16, serve: 2, maxTotal: 128 };
+export const DECODE_QUEUE = { bulk: 16, serve: 2, maxTotal: 128, maxBytes: 64 * 1024 * 1024 };
+
+/** Image slots: two batches, plus the decode threads' queues, which are capped (a many-core
+ * machine, a large input) by count and by bytes but never below two a thread (the warm-up holds
+ * one on each at once). */
+export function slotCount(batchSize: number, decodeJobs: number, queue: number, slotBytes: number): number {
+  const cap = Math.max(2 * decodeJobs, Math.min(DECODE_QUEUE.maxTotal, Math.floor(DECODE_QUEUE.maxBytes / slotBytes)));
+  return Math.max(8, 2 * batchSize + Math.min(queue * decodeJobs, cap));
+}
 
 export interface ClassifierInfo {
   readonly model: string;
@@ -130,9 +139,10 @@ export class Classifier {
         maxPixels: opts.maxPixels,
         maxFileSize: opts.maxFileSize ?? DEFAULT_MAX_FILE_SIZE,
       };
-      // Slots for two batches plus a queue of images for each decode thread (DECODE_QUEUE).
-      const inFlight = Math.max(8, 2 * batchSize + Math.min((opts.decodeQueue ?? DECODE_QUEUE.bulk) * decodeJobs, DECODE_QUEUE.maxTotal));
-      const slots = new ImageSlots(inFlight, sig.height * sig.width * 3, sig.inputType);
+      const imageSize = sig.height * sig.width * 3;
+      const slotBytes = imageSize * (sig.inputType === 'float32' ? 4 : 1);
+      const inFlight = slotCount(batchSize, decodeJobs, opts.decodeQueue ?? DECODE_QUEUE.bulk, slotBytes);
+      const slots = new ImageSlots(inFlight, imageSize, sig.inputType);
       await engine.attachSlots({ buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize });
       decoder = new DecodePool(spec, slots, decodeJobs);
       const runner = new BatchRunner(engine, slots, sig.outputSize);
@@ -171,11 +181,13 @@ export class Classifier {
   /** An image through the whole path at load, so that the first real one does not pay for first
    * times: each decode thread's first decodes, lazily compiled code, the engine's first run. At
    * least twice the model's size, so that JPEG shrink-on-load and the downscaling kernels run too,
-   * and at least a small photo's, which the WebAssembly decoder's memory then holds. */
+   * and at least a small photo's, which the WebAssembly decoder's memory then holds; a second
+   * image where that one is too large for the WebAssembly decoder, so that it is warmed too. */
   private async warmUp(): Promise<void> {
     const [width, height] = [Math.max(this.decoder.spec.width * 2, 512), Math.max(this.decoder.spec.height * 2, 384)];
     const blank = await warmUpJpeg(width, height);
-    await this.decoder.warmUp(blank);
+    const images = width * height > WASM_MAX_PIXELS ? [await warmUpJpeg(512, 384), blank] : [blank];
+    await this.decoder.warmUp(images);
     const slot = await this.slots.acquire();
     await this.decoder.bytes(blank, slot, true);
     await this.batcher.submit(slot);

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
-import { Classifier, type ClassifierOptions } from '../dist/classifier.js';
+import { Classifier, type ClassifierOptions, DECODE_QUEUE, slotCount } from '../dist/classifier.js';
 import type { BatchStats } from '../src/batcher.js';
 import { COLOUR, FIX } from './helpers.js';
 
@@ -70,3 +70,18 @@ describe('Classifier', () => {
   });
 });
 
+
+describe('image slots', () => {
+  const MB = 1024 * 1024;
+  it('queue 16 images a decode thread in bulk runs and 2 in serve, beyond two batches', () => {
+    expect(slotCount(4, 2, DECODE_QUEUE.bulk, 196_608)).toBe(8 + 32);
+    expect(slotCount(4, 2, DECODE_QUEUE.serve, 196_608)).toBe(8 + 4);
+  });
+
+  it('cap the queues on many cores and for large inputs, but never below two a thread (the warm-up holds one on each)', () => {
+    expect(slotCount(4, 64, DECODE_QUEUE.bulk, 196_608)).toBe(8 + 128);
+    expect(slotCount(4, 200, DECODE_QUEUE.bulk, 196_608)).toBe(8 + 400);
+    expect(slotCount(16, 200, DECODE_QUEUE.serve, 196_608)).toBe(32 + 400);
+    expect(slotCount(4, 8, DECODE_QUEUE.bulk, 3 * MB)).toBe(8 + 21); // 64 MB of queued 512x512 float images
+  });
+});

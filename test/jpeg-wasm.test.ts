@@ -23,8 +23,9 @@ async function bySharp(bytes: Buffer): Promise<{ data: Buffer; width: number; he
 }
 
 describe('the WebAssembly JPEG decoder', () => {
-  it('is installed (a dependency): without it every JPEG would silently take the slower path', () => {
+  it('is installed (a dependency) and starts: without it every JPEG would silently take the slower path', async () => {
     expect(decoder).toBeInstanceOf(WasmJpegDecoder);
+    expect(decoder.decode(await noisy(8, 8), Infinity)?.width).toBe(8);
   });
 
   const variants: [string, () => Promise<Buffer>][] = [
@@ -56,6 +57,10 @@ describe('the WebAssembly JPEG decoder', () => {
     }
   });
 
+  it('reads the frame size from the header, so a large photo is left to sharp before it is copied', async () => {
+    expect(jpegHeader(await noisy(33, 17))).toMatchObject({ width: 33, height: 17 });
+  });
+
   it('leaves to sharp what it does not take: over its pixel size, over --max-pixels, CMYK', async () => {
     const side = Math.ceil(Math.sqrt(WASM_MAX_PIXELS)) + 1;
     expect(decoder.decode(await noisy(side, side), Infinity)).toBeUndefined();
@@ -81,7 +86,7 @@ describe('the WebAssembly JPEG decoder', () => {
 
   it('reads whether a profile or EXIF could change the pixels, as libvips would', async () => {
     const plain = await noisy(16, 16);
-    expect(jpegHeader(plain)).toEqual({ sequential: true, icc: false, exif: false });
+    expect(jpegHeader(plain)).toEqual({ sequential: true, icc: false, exif: false, width: 16, height: 16 });
     const withIcc = await sharp(plain).withIccProfile('p3').jpeg().toBuffer();
     expect(jpegHeader(withIcc)?.icc).toBe(true);
     const withExif = await sharp(plain).withMetadata({ orientation: 6 }).jpeg().toBuffer();

@@ -71,12 +71,12 @@ export class DecodePool {
     return this.submit({ id: this.nextId++, slot, bytes, ownImage });
   }
 
-  /** Every worker decodes the image twice (a thread's first decodes are slower: the WebAssembly
+  /** Every worker decodes each image twice (a thread's first decodes are slower: the WebAssembly
    * decoder is compiled, then optimised, and its memory grows). */
-  async warmUp(bytes: Uint8Array): Promise<void> {
+  async warmUp(images: Uint8Array[]): Promise<void> {
     const slots = await Promise.all(this.workers.map(() => this.slots.acquire()));
     try {
-      for (let pass = 0; pass < 2; pass++) {
+      for (const bytes of images.flatMap((image) => [image, image])) {
         await Promise.all(
           this.workers.map((worker, i) => {
             const job: Job = { id: this.nextId++, slot: slots[i], bytes, ownImage: true };

@@ -28,8 +28,9 @@ export interface DecodeOptions {
   maxPixels: number;
   /** decoding and resizing; default VIEWER_STEPS */
   steps?: ImageSteps;
-  /** where the TensorFlow samplers may write their float output (see resizeRgb) */
-  floatOut?: Float32Array;
+  /** gives a buffer the TensorFlow samplers may write their float output into (see resizeRgb);
+   * called only when such a resize runs, after the decode */
+  floatOut?: () => Float32Array;
 }
 
 // libvips keeps its own threads; sharp's cache only helps when the same file is read again.
@@ -151,7 +152,7 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the resize in JS.
     const decoded = smallJpeg(bytes, steps, opts.maxPixels) ?? (await fullDecode(image()));
     const place = placement(decoded.width, decoded.height, opts.width, opts.height, steps.crop);
-    return resizeRgb(decoded.data, decoded.width, decoded.height, opts.width, opts.height, steps.resize as Sampling, place, opts.floatOut);
+    return resizeRgb(decoded.data, decoded.width, decoded.height, opts.width, opts.height, steps.resize as Sampling, place, opts.floatOut?.());
   } catch (err) {
     if (err instanceof InputError) throw err;
     throw await describeSharpError(bytes, opts, err as Error);

@@ -64,6 +64,7 @@ function compile(): WebAssembly.Module | null {
 /** One decoder per thread; its buffers are kept between images. */
 export class WasmJpegDecoder {
   private turbo: TurboJpeg | undefined;
+  private broken = false;
   private header = 0;
   private input = { ptr: 0, size: 0 };
   private output = { ptr: 0, size: 0 };
@@ -77,9 +78,21 @@ export class WasmJpegDecoder {
    * JPEG (see jpegHeader), too large, a subsampling or colour space not taken here, or anything
    * libjpeg warned about or failed on. */
   decode(bytes: Uint8Array, maxPixels: number, header = jpegHeader(bytes)): RgbImage | undefined {
-    if (bytes.length > WASM_MAX_BYTES || !header?.sequential) return undefined;
+    if (this.broken || bytes.length > WASM_MAX_BYTES || !header?.sequential) return undefined;
+    const limit = Math.min(maxPixels, WASM_MAX_PIXELS);
+    // The header's size first: a large photo is not even copied into this decoder's memory.
+    if (header.width * header.height > limit) return undefined;
+    let turbo = this.turbo;
+    if (!turbo) {
+      try {
+        turbo = this.instantiate();
+      } catch {
+        this.broken = true; // it will not start next time either: sharp decodes everything
+        return undefined;
+      }
+    }
     try {
-      return this.tryDecode(bytes, Math.min(maxPixels, WASM_MAX_PIXELS));
+      return this.tryDecode(turbo, bytes, limit);
     } catch {
       // After a jump libjpeg's state, and the C stack pointer the jump skipped restoring, are
       // lost: start afresh.
@@ -88,9 +101,8 @@ export class WasmJpegDecoder {
     }
   }
 
-  private tryDecode(bytes: Uint8Array, maxPixels: number): RgbImage | undefined {
-    const turbo = this.turbo ?? this.instantiate();
-    const src = this.reserve(turbo, this.input, bytes.length);
+  private tryDecode(turbo: TurboJpeg, bytes: Uint8Array, maxPixels: number): RgbImage | undefined {
+    const src = this.reserve(turbo, this.input, bytes.length, WASM_MAX_BYTES);
     new Uint8Array(turbo.memory.buffer, src, bytes.length).set(bytes);
     // A decompressor per image: libjpeg keeps an image's tables for the next one, and a JPEG
     // without its own would be decoded with another image's.
@@ -102,7 +114,7 @@ export class WasmJpegDecoder {
       const [width, height, subsampling, colourspace] = new Int32Array(turbo.memory.buffer, h, 4);
       if (width * height > maxPixels || !SUBSAMPLINGS.has(subsampling) || !COLOURSPACES.has(colourspace)) return undefined;
       const size = width * height * 3;
-      const dst = this.reserve(turbo, this.output, size);
+      const dst = this.reserve(turbo, this.output, size, WASM_MAX_PIXELS * 3);
       if (turbo.tjDecompress2(handle, src, bytes.length, dst, width, width * 3, height, TJPF_RGB, TJFLAG_STOPONWARNING) !== 0) return undefined;
       return { data: new Uint8Array(turbo.memory.buffer, dst, size), width, height };
     } finally {
@@ -111,11 +123,20 @@ export class WasmJpegDecoder {
   }
 
   private instantiate(): TurboJpeg {
+    let memory: WebAssembly.Memory | undefined;
+    // The C library asks for the environment once: none, zero variables of zero bytes.
+    const noEnvironment = (count: number, size: number) => {
+      const view = new DataView(memory!.buffer);
+      view.setUint32(count, 0, true);
+      view.setUint32(size, 0, true);
+      return 0;
+    };
     const imports = {
       env: { setjmp: () => 0, longjmp: jump },
-      wasi_snapshot_preview1: { proc_exit: jump, environ_sizes_get: () => 0, environ_get: jump, fd_close: jump, fd_seek: jump, fd_write: jump },
+      wasi_snapshot_preview1: { proc_exit: jump, environ_sizes_get: noEnvironment, environ_get: jump, fd_close: jump, fd_seek: jump, fd_write: jump },
     };
     const turbo = new WebAssembly.Instance(compile()!, imports).exports as unknown as TurboJpeg;
+    memory = turbo.memory;
     this.header = turbo.malloc(16);
     if (this.header === 0) throw new Error('cannot start the WebAssembly JPEG decoder');
     this.input = { ptr: 0, size: 0 };
@@ -124,11 +145,11 @@ export class WasmJpegDecoder {
     return turbo;
   }
 
-  /** A buffer of at least `size` bytes in the decoder's memory, grown by doubling. */
-  private reserve(turbo: TurboJpeg, buffer: { ptr: number; size: number }, size: number): number {
+  /** A buffer of at least `size` bytes in the decoder's memory, grown by doubling up to `limit`. */
+  private reserve(turbo: TurboJpeg, buffer: { ptr: number; size: number }, size: number, limit: number): number {
     if (size > buffer.size) {
       if (buffer.ptr) turbo.free(buffer.ptr);
-      buffer.size = Math.max(size, buffer.size * 2);
+      buffer.size = Math.max(size, Math.min(buffer.size * 2, limit));
       buffer.ptr = turbo.malloc(buffer.size);
       if (buffer.ptr === 0) throw new Error('out of WebAssembly memory');
     }
@@ -146,6 +167,9 @@ export interface JpegHeader {
   icc: boolean;
   /** an APP1 segment that libvips would take for EXIF (and its orientation) */
   exif: boolean;
+  /** the frame's size, as its SOF says */
+  width: number;
+  height: number;
 }
 
 /** The header of a JPEG up to its first scan, or undefined when the markers are not laid out
@@ -153,7 +177,7 @@ export interface JpegHeader {
  * sharp, which decodes them as before. Prefixes are matched as libvips matches them. */
 export function jpegHeader(bytes: Uint8Array): JpegHeader | undefined {
   if (bytes[0] !== 0xff || bytes[1] !== 0xd8) return undefined;
-  const header: JpegHeader = { sequential: false, icc: false, exif: false };
+  const header: JpegHeader = { sequential: false, icc: false, exif: false, width: 0, height: 0 };
   let frames = 0;
   let pos = 2;
   while (pos + 2 <= bytes.length) {
@@ -174,6 +198,9 @@ export function jpegHeader(bytes: Uint8Array): JpegHeader | undefined {
     if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
       frames++;
       header.sequential = marker === 0xc0 || marker === 0xc1;
+      if (pos + 9 > bytes.length) return undefined;
+      header.height = (bytes[pos + 5] << 8) | bytes[pos + 6];
+      header.width = (bytes[pos + 7] << 8) | bytes[pos + 8];
     }
     if (marker === 0xe1 && startsWith(bytes, pos + 4, EXIF)) header.exif = true;
     if (marker === 0xe2 && startsWith(bytes, pos + 4, ICC_PROFILE)) header.icc = true;

@@ -16,17 +16,16 @@ export interface PrepareSpec {
   maxFileSize: number;
 }
 
-/** Resize buffers kept between images: decodes overlap only while sharp works on a few. */
+/** Resize buffers kept between images (several can be taken at once when decodes finish
+ * together). */
 const SPARE_BUFFERS = 4;
 
 export class Preparer {
   private readonly packer: TensorPacker;
   private readonly spare: Float32Array[] = [];
-  private readonly floatResize: boolean;
 
   constructor(readonly spec: PrepareSpec) {
     this.packer = new TensorPacker(spec.height, spec.width, spec.layout, spec.preprocessing);
-    this.floatResize = spec.preprocessing.resize === 'tf1' || spec.preprocessing.resize === 'bilinear';
   }
 
   get imageSize(): number {
@@ -35,9 +34,10 @@ export class Preparer {
 
   /** Decodes `bytes` and writes the packed image into `dst` (one slot's view). */
   async prepare(bytes: Uint8Array, dst: Float32Array | Uint8Array, maxPixels = this.spec.maxPixels): Promise<void> {
-    // The TensorFlow samplers' output: one buffer per image in preparation (they overlap at each
-    // await), a few kept for the next images.
-    const floatOut = this.floatResize ? (this.spare.pop() ?? new Float32Array(this.packer.imageSize)) : undefined;
+    // The TensorFlow samplers' output buffer is taken after the decode, just before the resize,
+    // and given back once packed: only images between those two points hold one.
+    let taken: Float32Array | undefined;
+    const floatOut = () => (taken = this.spare.pop() ?? new Float32Array(this.packer.imageSize));
     try {
       const rgb = await decodeToRgb(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
         width: this.spec.width,
@@ -49,7 +49,7 @@ export class Preparer {
       if (dst instanceof Float32Array) this.packer.writeFloat(rgb, dst, 0);
       else this.packer.writeUint8(rgb, dst, 0);
     } finally {
-      if (floatOut && this.spare.length < SPARE_BUFFERS) this.spare.push(floatOut);
+      if (taken && this.spare.length < SPARE_BUFFERS) this.spare.push(taken);
     }
   }
 }
