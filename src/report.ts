@@ -1,6 +1,7 @@
 // What --verbose says about a loaded model, shared by the filter and the server.
 import type { ClassifierInfo } from './classifier.js';
-import { describeSteps } from './image/preprocessing.js';
+import { wasmJpegAvailable } from './image/jpeg-wasm.js';
+import { describeSteps, isExact } from './image/preprocessing.js';
 import type { Log } from './log.js';
 import { describeSources } from './model.js';
 
@@ -14,5 +15,12 @@ export function describeClassifier(info: ClassifierInfo, log: Log): void {
   log(`preprocessing ${describeSteps(p)}`);
   log(`normalisation mean ${p.mean.join(',')} std ${p.std.join(',')}`);
   log(`preprocessing settings: ${describeSources(info.preprocessingSources)}`);
+  log(`decoding ${decoders(isExact(p.resize))}`);
   log(`batch size ${info.batchSize}, max delay ${info.maxDelayMs} ms, ${info.decodeJobs} decode threads, ${info.inFlight} images in flight`);
+}
+
+function decoders(exact: boolean): string {
+  if (!exact) return 'by sharp (libvips, large JPEGs shrunk while decoding)';
+  if (!wasmJpegAvailable()) return 'by sharp (the WebAssembly JPEG decoder, @cwasm/jpeg-turbo, is not installed)';
+  return 'small sequential JPEGs by libjpeg-turbo in WebAssembly in the decode threads, the rest by sharp';
 }

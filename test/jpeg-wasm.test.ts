@@ -4,7 +4,7 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { decodeToRgb, InputError } from '../src/image/decode.js';
 import { jpegHeader, WASM_MAX_PIXELS, WasmJpegDecoder } from '../src/image/jpeg-wasm.js';
-import { FIX, SHARED, sharedAvailable } from './helpers.js';
+import { COLOUR, FIX, runCli, SHARED, sharedAvailable } from './helpers.js';
 
 const decoder = WasmJpegDecoder.create()!;
 
@@ -55,6 +55,13 @@ describe('the WebAssembly JPEG decoder', () => {
       expect(got).toBeDefined();
       expect(Buffer.from(got!.data).equals((await bySharp(bytes)).data)).toBe(true);
     }
+  });
+
+  it('--verbose says which decoder takes which images', async () => {
+    const exact = await runCli(['-g', COLOUR, '--resize', 'tf1', '-v'], '');
+    expect(exact.stderr).toMatch(/decoding small sequential JPEGs by libjpeg-turbo in WebAssembly/);
+    const area = await runCli(['-g', COLOUR, '--resize', 'area', '-v'], '');
+    expect(area.stderr).toMatch(/decoding by sharp/);
   });
 
   it('reads the frame size from the header, so a large photo is left to sharp before it is copied', async () => {

@@ -61,6 +61,11 @@ function compile(): WebAssembly.Module | null {
   return compiled;
 }
 
+/** Whether the WebAssembly build is installed and compiles (for --verbose). */
+export function wasmJpegAvailable(): boolean {
+  return compile() !== null;
+}
+
 /** One decoder per thread; its buffers are kept between images. */
 export class WasmJpegDecoder {
   private turbo: TurboJpeg | undefined;
