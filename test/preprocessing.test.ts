@@ -8,7 +8,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
 import { Classifier, type ClassifierOptions } from '../dist/classifier.js';
 import { loadEngine } from '../src/backends/load.js';
-import { decodeToRgb, InputError, jpegClaimsMoreThanItHolds } from '../src/image/decode.js';
+import { decodeToRgb, InputError } from '../src/image/decode.js';
+import { jpegClaimsMoreThanItHolds } from '../src/image/jpeg-header.js';
 import { type ImageSteps, VIEWER_STEPS } from '../src/image/preprocessing.js';
 import { choosePreprocessing, huggingFaceHints, readLabels, resolveModel } from '../src/model.js';
 import { decodeMetadata } from '../src/proto/onnx.js';

@@ -3,7 +3,8 @@
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import sharp, { type Region, type Sharp } from 'sharp';
-import { jpegHeader, type RgbImage, WasmJpegDecoder } from './jpeg-wasm.js';
+import { jpegClaimsMoreThanItHolds, type JpegHeader, jpegHeader } from './jpeg-header.js';
+import { type RgbImage, WasmJpegDecoder } from './jpeg-wasm.js';
 import { type ImageSteps, isExact, VIEWER_STEPS } from './preprocessing.js';
 import { placement, resizeRgb, type Sampling } from './resize.js';
 import type { Pixels } from './tensor.js';
@@ -139,7 +140,9 @@ export class ImageReader {
  * classify always did), returning packed RGB (height * width * 3). */
 export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Pixels> {
   if (bytes.length === 0) throw new InputError('empty', 'empty file');
-  if (jpegClaimsMoreThanItHolds(bytes)) throw corrupt();
+  // One reading of a JPEG's header serves both the check and the choice of decoder.
+  const jpeg = jpegHeader(bytes);
+  if (jpegClaimsMoreThanItHolds(bytes, jpeg)) throw corrupt();
   const steps = opts.steps ?? VIEWER_STEPS;
   try {
     const image = () => {
@@ -150,7 +153,7 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     // rendering one at its full declared size first costs minutes for a 1 KB SVG filter bomb.
     if (!isExact(steps.resize) || isSvg(bytes)) return await areaResize(image(), opts, steps);
     // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the resize in JS.
-    const decoded = smallJpeg(bytes, steps, opts.maxPixels) ?? (await fullDecode(image()));
+    const decoded = smallJpeg(bytes, jpeg, steps, opts.maxPixels) ?? (await fullDecode(image()));
     const place = placement(decoded.width, decoded.height, opts.width, opts.height, steps.crop);
     return resizeRgb(decoded.data, decoded.width, decoded.height, opts.width, opts.height, steps.resize as Sampling, place, opts.floatOut?.());
   } catch (err) {
@@ -170,12 +173,10 @@ let wasmJpeg: WasmJpegDecoder | null | undefined;
 
 /** A small JPEG whose steps leave its pixels as stored, decoded in this thread (jpeg-wasm.ts);
  * undefined for anything sharp is to decode. */
-function smallJpeg(bytes: Buffer, steps: ImageSteps, maxPixels: number): RgbImage | undefined {
-  if (bytes[0] !== 0xff || bytes[1] !== 0xd8) return undefined;
-  if (wasmJpeg === undefined) wasmJpeg = WasmJpegDecoder.create() ?? null;
-  const header = wasmJpeg ? jpegHeader(bytes) : undefined;
+function smallJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageSteps, maxPixels: number): RgbImage | undefined {
   if (!header || (steps.icc === 'apply' && header.icc) || (steps.exifRotate && header.exif)) return undefined;
-  return wasmJpeg!.decode(bytes, maxPixels, header);
+  if (wasmJpeg === undefined) wasmJpeg = WasmJpegDecoder.create() ?? null;
+  return wasmJpeg?.decode(bytes, maxPixels, header);
 }
 
 /** SVG is text: its first non-blank byte (after a UTF-8 byte-order mark) is '<'; no raster format's is. */
@@ -225,54 +226,3 @@ async function describeSharpError(bytes: Buffer, opts: DecodeOptions, err: Error
 }
 
 const corrupt = () => new InputError('corrupt', 'corrupt or truncated image');
-
-/** A JPEG whose header claims more 8x8 blocks than its compressed data could code: libjpeg would
- * decode the missing part as flat grey with only a warning, and a blank image would be classified.
- * Each block takes at least one bit of Huffman-coded data (two in a sequential scan: a DC code and
- * an end-of-block code), so this never refuses a real photo. Reads the header only. */
-export function jpegClaimsMoreThanItHolds(bytes: Uint8Array): boolean {
-  if (bytes.length < 4 || bytes[0] !== 0xff || bytes[1] !== 0xd8) return false;
-  let pos = 2;
-  let blocks = 0;
-  let bitsPerBlock = 0;
-  while (pos + 4 <= bytes.length) {
-    if (bytes[pos] !== 0xff) return false; // not where a marker should be: libjpeg's to judge
-    const marker = bytes[pos + 1];
-    if (marker === 0xff) {
-      pos++; // fill byte
-      continue;
-    }
-    const length = (bytes[pos + 2] << 8) | bytes[pos + 3];
-    const segment = pos + 4;
-    // SOF0/1 (sequential Huffman) and SOF2 (progressive Huffman); arithmetic coding can code a
-    // flat image in almost nothing, so it is not judged.
-    if ((marker === 0xc0 || marker === 0xc1 || marker === 0xc2) && segment + 6 <= bytes.length) {
-      const height = (bytes[segment + 1] << 8) | bytes[segment + 2];
-      const width = (bytes[segment + 3] << 8) | bytes[segment + 4];
-      const components = bytes[segment + 5];
-      const factors: [number, number][] = [];
-      for (let c = 0; c < components && segment + 6 + c * 3 + 1 < bytes.length; c++) {
-        const f = bytes[segment + 6 + c * 3 + 1];
-        factors.push([f >> 4, f & 15]);
-      }
-      const hMax = Math.max(1, ...factors.map(([h]) => h));
-      const vMax = Math.max(1, ...factors.map(([, v]) => v));
-      for (const [h, v] of factors) blocks += Math.ceil(Math.ceil((width * h) / hMax) / 8) * Math.ceil(Math.ceil((height * v) / vMax) / 8);
-      bitsPerBlock = marker === 0xc2 ? 1 : 2;
-    }
-    if (marker === 0xda) {
-      if (bitsPerBlock === 0) return false;
-      // Everything from here to the end of the image (EOI), later scans and tables included.
-      const eoi = lastIndexOfEoi(bytes);
-      const data = (eoi > segment ? eoi : bytes.length) - segment;
-      return data * 8 < blocks * bitsPerBlock;
-    }
-    pos = segment - 2 + length;
-  }
-  return false;
-}
-
-function lastIndexOfEoi(bytes: Uint8Array): number {
-  for (let i = bytes.length - 2; i >= 0; i--) if (bytes[i] === 0xff && bytes[i + 1] === 0xd9) return i;
-  return -1;
-}

@@ -7,6 +7,7 @@
 // from libjpeg, answers undefined and the caller decodes with sharp, exactly as before.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { type JpegHeader, jpegHeader } from './jpeg-header.js';
 
 /** Decoded RGB, 3 bytes a pixel. `data` views the decoder's memory: valid until its next call. */
 export interface RgbImage {
@@ -82,7 +83,7 @@ export class WasmJpegDecoder {
   /** The image's RGB pixels, or undefined when sharp should decode it: not a plain sequential
    * JPEG (see jpegHeader), too large, a subsampling or colour space not taken here, or anything
    * libjpeg warned about or failed on. */
-  decode(bytes: Uint8Array, maxPixels: number, header = jpegHeader(bytes)): RgbImage | undefined {
+  decode(bytes: Uint8Array, maxPixels: number, header: JpegHeader | undefined = jpegHeader(bytes)): RgbImage | undefined {
     if (this.broken || bytes.length > WASM_MAX_BYTES || !header?.sequential) return undefined;
     const limit = Math.min(maxPixels, WASM_MAX_PIXELS);
     // The header's size first: a large photo is not even copied into this decoder's memory.
@@ -160,65 +161,4 @@ export class WasmJpegDecoder {
     }
     return buffer.ptr;
   }
-}
-
-/** What a JPEG's markers before its first scan say, read without decoding. */
-export interface JpegHeader {
-  /** sequential Huffman coding (SOF0/SOF1), the only kind given to the WebAssembly decoder:
-   * progressive files can stop after any scan, and then libjpeg versions smooth the missing
-   * coefficients differently (and a file of a million tiny scans decodes for seconds) */
-  sequential: boolean;
-  /** an APP2 segment that libvips would take for an ICC profile */
-  icc: boolean;
-  /** an APP1 segment that libvips would take for EXIF (and its orientation) */
-  exif: boolean;
-  /** the frame's size, as its SOF says */
-  width: number;
-  height: number;
-}
-
-/** The header of a JPEG up to its first scan, or undefined when the markers are not laid out
- * plainly (bytes between markers, an image that ends first, a second frame): such files go to
- * sharp, which decodes them as before. Prefixes are matched as libvips matches them. */
-export function jpegHeader(bytes: Uint8Array): JpegHeader | undefined {
-  if (bytes[0] !== 0xff || bytes[1] !== 0xd8) return undefined;
-  const header: JpegHeader = { sequential: false, icc: false, exif: false, width: 0, height: 0 };
-  let frames = 0;
-  let pos = 2;
-  while (pos + 2 <= bytes.length) {
-    if (bytes[pos] !== 0xff) return undefined;
-    const marker = bytes[pos + 1];
-    if (marker === 0xff) {
-      pos++; // fill byte
-      continue;
-    }
-    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
-      pos += 2; // TEM, RSTn: markers without a length
-      continue;
-    }
-    if (marker === 0xda) return frames === 1 ? header : undefined; // start of scan
-    if (marker === 0xd8 || marker === 0xd9 || pos + 4 > bytes.length) return undefined;
-    const length = (bytes[pos + 2] << 8) | bytes[pos + 3];
-    if (length < 2) return undefined;
-    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      frames++;
-      header.sequential = marker === 0xc0 || marker === 0xc1;
-      if (pos + 9 > bytes.length) return undefined;
-      header.height = (bytes[pos + 5] << 8) | bytes[pos + 6];
-      header.width = (bytes[pos + 7] << 8) | bytes[pos + 8];
-    }
-    if (marker === 0xe1 && startsWith(bytes, pos + 4, EXIF)) header.exif = true;
-    if (marker === 0xe2 && startsWith(bytes, pos + 4, ICC_PROFILE)) header.icc = true;
-    pos += 2 + length;
-  }
-  return undefined;
-}
-
-const EXIF = [0x45, 0x78, 0x69, 0x66]; // "Exif"
-const ICC_PROFILE = [0x49, 0x43, 0x43, 0x5f, 0x50, 0x52, 0x4f, 0x46, 0x49, 0x4c, 0x45]; // "ICC_PROFILE"
-
-function startsWith(bytes: Uint8Array, at: number, prefix: number[]): boolean {
-  if (at + prefix.length > bytes.length) return false;
-  for (let i = 0; i < prefix.length; i++) if (bytes[at + i] !== prefix[i]) return false;
-  return true;
 }
