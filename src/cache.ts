@@ -7,8 +7,8 @@
 // truncated, corrupt or misplaced entry reads as a miss, never as another image's answer.
 // Entries hold the whole score vector, so any --top-k and --threshold is answered from them.
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, mkdirSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
-import { readdir, stat, unlink } from 'node:fs/promises';
+import { accessSync, constants, type Dirent, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { lstat, open, readdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Classifier, Prediction } from './classifier.js';
 import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
@@ -22,6 +22,15 @@ const HEADER = 8; // magic, u32 count
 const CHECKSUM = 32;
 /** A temporary file this old was left by a process that died before its rename. */
 const STALE_TMP_MS = 60 * 60 * 1000;
+/** What DIR may hold: eviction removes files, so it only ever looks at names of these shapes. */
+const SHARD = /^[0-9a-f]{2}$/;
+const ENTRY = /^[0-9a-f]{62}$/;
+const TMP = /^\.tmp-\d+-[0-9a-f]{12}$/;
+/** The Cache Directory Tagging Specification's tag: backup tools skip a folder holding it. */
+const TAG_NAME = 'CACHEDIR.TAG';
+const TAG = 'Signature: 8a477f597d28d172789f06886806bc55\n# This folder is a cache made by classify --cache; it holds nothing else.\n';
+/** Folders the cache makes: written by their owner only (a umask of 002 would let a group forge answers). */
+const DIR_MODE = 0o755;
 
 const checksum = (key: string, body: Buffer) => createHash('sha256').update(key).update(body).digest();
 
@@ -57,13 +66,27 @@ export class ContentCache {
     readonly maxEntries: number,
   ) {}
 
-  /** Creates DIR when needed; a folder that cannot be written is a usage error. */
+  /** Creates DIR when needed. A usage error (exit 2): a folder that cannot be written, one that
+   * others than its owner may write (they would decide the answers read from it), or one that
+   * holds anything but entries (eviction deletes entries: it must never meet a file of yours). */
   static open(dir: string, maxEntries = DEFAULT_CACHE_ENTRIES): ContentCache {
+    const refuse = (why: string): never => {
+      throw new UsageError(`--cache ${dir}: ${why}`);
+    };
     try {
       makeDirs(dir);
       accessSync(dir, constants.R_OK | constants.W_OK | constants.X_OK);
     } catch (err) {
-      throw new UsageError(`--cache ${dir}: cannot use as a cache folder (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      refuse(`cannot use as a cache folder (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    const why = checkFolder(dir);
+    if (why) refuse(why);
+    if (!existsSync(join(dir, TAG_NAME))) {
+      try {
+        writeFileSync(join(dir, TAG_NAME), TAG, { flag: 'wx' });
+      } catch {
+        // another process wrote it first
+      }
     }
     return new ContentCache(dir, maxEntries);
   }
@@ -105,7 +128,7 @@ export class ContentCache {
     const shard = join(this.dir, key.slice(0, 2));
     const tmp = join(this.dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
     try {
-      if (!this.shards.has(shard)) makeDirs(shard);
+      if (!this.shards.has(shard)) makeDirs(shard, DIR_MODE);
       this.shards.add(shard);
       writeFileSync(tmp, encodeEntry(key, scores));
       renameSync(tmp, this.path(key));
@@ -127,27 +150,32 @@ export class ContentCache {
   }
 
   /** Counts the entries (names only); over the bound, removes the least recently used down to
-   * nine tenths of it. Runs in the background; another process may remove the same files. */
+   * nine tenths of it. Only regular files named as entries in real shard folders are counted,
+   * and a file is removed only after its header says it is an entry: a link or a file of
+   * someone else's is never touched. Runs in the background; another process may remove the
+   * same files. */
   async evict(): Promise<void> {
     const found: string[] = [];
-    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
-      const full = join(this.dir, name);
-      if (name.startsWith('.tmp-')) {
-        const s = await stat(full).catch(() => undefined);
-        if (s && Date.now() - s.mtimeMs > STALE_TMP_MS) await unlink(full).catch(() => undefined);
-      } else if (/^[0-9a-f]{2}$/.test(name)) {
-        for (const entry of await readdir(full).catch(() => [] as string[])) found.push(join(full, entry));
+    for (const d of await readdir(this.dir, { withFileTypes: true }).catch(() => [] as Dirent[])) {
+      const full = join(this.dir, d.name);
+      if (TMP.test(d.name) && d.isFile()) {
+        const s = await lstat(full).catch(() => undefined);
+        if (s?.isFile() && Date.now() - s.mtimeMs > STALE_TMP_MS) await unlink(full).catch(() => undefined);
+      } else if (SHARD.test(d.name) && d.isDirectory()) {
+        for (const e of await readdir(full, { withFileTypes: true }).catch(() => [] as Dirent[])) {
+          if (ENTRY.test(e.name) && e.isFile()) found.push(join(full, e.name));
+        }
       }
     }
     if (found.length <= this.maxEntries) return;
     const aged: [string, number][] = [];
     for (const file of found) {
-      const s = await stat(file).catch(() => undefined);
-      if (s) aged.push([file, s.mtimeMs]);
+      const s = await lstat(file).catch(() => undefined);
+      if (s?.isFile()) aged.push([file, s.mtimeMs]);
     }
     aged.sort((a, b) => a[1] - b[1]);
     const remove = aged.length - Math.floor(this.maxEntries * 0.9);
-    for (let i = 0; i < remove; i++) await unlink(aged[i][0]).catch(() => undefined);
+    for (let i = 0; i < remove; i++) if (await isEntryFile(aged[i][0])) await unlink(aged[i][0]).catch(() => undefined);
   }
 
   /** Waits for a sweep in progress and counts what was added since it began, so that the
@@ -193,9 +221,9 @@ export class CachingClassifier {
 
 /** mkdir -p that cannot spin: Node's recursive mkdirSync loops for ever where a parent exists
  * but mkdir says ENOENT under it (/proc, some FUSE mounts). */
-function makeDirs(dir: string): void {
+function makeDirs(dir: string, mode = DIR_MODE): void {
   try {
-    mkdirSync(dir);
+    mkdirSync(dir, mode);
     return;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -203,6 +231,42 @@ function makeDirs(dir: string): void {
     const parent = dirname(dir);
     if (code !== 'ENOENT' || parent === dir || existsSync(parent)) throw err;
   }
-  makeDirs(dirname(dir));
-  mkdirSync(dir);
+  makeDirs(dirname(dir), mode);
+  mkdirSync(dir, mode);
+}
+
+/** Why DIR cannot be a cache, or undefined: writable by others than its owner, or holding
+ * anything but shard folders of entries, temporary entries and the tag. Names and types only
+ * (readdir's d_type): no file is opened. */
+function checkFolder(dir: string): string | undefined {
+  const writableByOthers = (path: string) => (statSync(path).mode & 0o022) !== 0;
+  if (writableByOthers(dir)) {
+    return `writable by others than its owner (mode ${(statSync(dir).mode & 0o777).toString(8)}): whoever can write a cache folder decides the answers read from it (chmod go-w, or a folder of your own)`;
+  }
+  const foreign = (name: string) =>
+    `holds ${JSON.stringify(name)}, which is not a cache entry: classify deletes old entries in its cache folder, so it must hold nothing else (name a new or empty folder)`;
+  for (const d of readdirSync(dir, { withFileTypes: true })) {
+    if ((d.name === TAG_NAME || TMP.test(d.name)) && d.isFile()) continue;
+    if (!SHARD.test(d.name) || !d.isDirectory()) return foreign(d.name);
+    const shard = join(dir, d.name);
+    if ((lstatSync(shard).mode & 0o022) !== 0) return `${d.name}/ is writable by others than its owner: whoever can write a cache folder decides the answers read from it`;
+    for (const e of readdirSync(shard, { withFileTypes: true })) if (!ENTRY.test(e.name) || !e.isFile()) return foreign(join(d.name, e.name));
+  }
+  return undefined;
+}
+
+/** A regular file (not a link) whose size and header are an entry's. */
+async function isEntryFile(file: string): Promise<boolean> {
+  let handle;
+  try {
+    handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    const st = await handle.stat();
+    const header = Buffer.alloc(HEADER);
+    const { bytesRead } = await handle.read(header, 0, HEADER, 0);
+    return st.isFile() && bytesRead === HEADER && header.subarray(0, 4).equals(MAGIC) && st.size === HEADER + 4 * header.readUInt32LE(4) + CHECKSUM;
+  } catch {
+    return false;
+  } finally {
+    await handle?.close();
+  }
 }

@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -74,8 +74,9 @@ describe('cache entries', () => {
       });
       await filler.close();
       // A stale temporary file, as a process killed between write and rename leaves.
-      writeFileSync(join(folder, '.tmp-1-dead'), 'x');
-      utimesSync(join(folder, '.tmp-1-dead'), 1_600_000_000, 1_600_000_000);
+      const stale = join(folder, '.tmp-1-0123456789ab');
+      writeFileSync(stale, 'x');
+      utimesSync(stale, 1_600_000_000, 1_600_000_000);
       const small = ContentCache.open(folder, 10);
       expect(small.get(keys[0], 1)).toEqual(Float32Array.from([0])); // the oldest, now used
       await small.evict();
@@ -85,6 +86,84 @@ describe('cache entries', () => {
       expect(readdirSync(folder).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
     } finally {
       rmSync(folder, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a cache folder holds only its own files', () => {
+  const folder = () => mkdtempSync(join(tmpdir(), 'classify-own-'));
+  const openError = (dir: string) => {
+    try {
+      ContentCache.open(dir, 10);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return undefined;
+  };
+
+  it('a folder laid out like .git/objects (two-hex folders of other files) is refused, and nothing in it is touched', () => {
+    const dir = folder();
+    try {
+      mkdirSync(join(dir, 'ab'));
+      writeFileSync(join(dir, 'ab', 'cdef0123456789abcdef0123456789abcdef01'), 'a git object');
+      mkdirSync(join(dir, 'pack'));
+      expect(openError(dir)).toMatch(/holds "ab\/cdef0123456789abcdef0123456789abcdef01", which is not a cache entry/);
+      rmSync(join(dir, 'ab'), { recursive: true });
+      expect(openError(dir)).toMatch(/holds "pack", which is not a cache entry/);
+      expect(existsSync(join(dir, 'pack'))).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a shard that is a link to another folder is refused; eviction never follows one or removes a file that is not an entry', async () => {
+    const dir = folder();
+    const victim = folder();
+    try {
+      const name = 'a'.repeat(62);
+      writeFileSync(join(victim, name), 'precious');
+      symlinkSync(victim, join(dir, 'ab'));
+      expect(openError(dir)).toMatch(/holds "ab", which is not a cache entry/);
+      rmSync(join(dir, 'ab'));
+      const cache = ContentCache.open(dir, 1);
+      const keys = Array.from({ length: 5 }, (_, i) => cache.key('fp', Buffer.from(`image ${i}`)));
+      for (const k of keys) cache.put(k, Float32Array.from([1]));
+      await cache.close();
+      // Planted after the folder was checked: a link as a shard and entry-named files that are not entries.
+      symlinkSync(victim, join(dir, 'ab'));
+      mkdirSync(join(dir, 'cd'));
+      writeFileSync(join(dir, 'cd', name), 'not an entry');
+      symlinkSync(join(victim, name), join(dir, 'cd', 'b'.repeat(62)));
+      await cache.evict();
+      expect(readFileSync(join(victim, name), 'utf8')).toBe('precious');
+      expect(readFileSync(join(dir, 'cd', name), 'utf8')).toBe('not an entry');
+      expect(entries(dir).filter((e) => !e.includes('/ab/') && !e.includes('/cd/')).length).toBeLessThanOrEqual(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(victim, { recursive: true, force: true });
+    }
+  });
+
+  it('a folder others may write is refused (they could forge answers); a new folder is made for its owner only and tagged', () => {
+    const dir = folder();
+    try {
+      chmodSync(dir, 0o775);
+      expect(openError(dir)).toMatch(/writable by others than its owner \(mode 775\)/);
+      chmodSync(dir, 0o700);
+      mkdirSync(join(dir, 'ab'));
+      chmodSync(join(dir, 'ab'), 0o777);
+      expect(openError(dir)).toMatch(/ab\/ is writable by others than its owner/);
+      const made = join(dir, 'new', 'cache');
+      const old = process.umask(0o002);
+      try {
+        expect(openError(made)).toBeUndefined();
+      } finally {
+        process.umask(old);
+      }
+      expect(readFileSync(join(made, 'CACHEDIR.TAG'), 'utf8')).toMatch(/^Signature: 8a477f597d28d172789f06886806bc55/);
+      expect(openError(made)).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
@@ -141,18 +220,27 @@ describe('classify --cache', () => {
     expect(decodeEntry(readFileSync(all[1]), keyOf(all[1]), 3)).toBeDefined();
   });
 
-  it('an entry replaced by a link to /dev/zero or by a FIFO is a miss, never a hang or a read without end', async () => {
+  it('an entry replaced by a link to /dev/zero or by a FIFO: refused at start (exit 2), a miss once running, never a hang', async () => {
     const cache = join(dir, 'planted');
     expect((await runCli(['-g', COLOUR, '--cache', cache], input(images))).code).toBe(0);
     const all = entries(cache);
     rmSync(all[0]);
     symlinkSync('/dev/zero', all[0]);
+    const r = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`which is not a cache entry`);
+    expect(r.stdout).toBe('');
+    // Planted while a process runs: a miss.
+    rmSync(all[0]);
+    const running = ContentCache.open(cache, 100);
+    symlinkSync('/dev/zero', all[0]);
     rmSync(all[1]);
     execFileSync('mkfifo', [all[1]]);
-    const r = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
-    expect(r.code).toBe(0);
-    expect(hitsAndMisses(r.stderr)).toEqual([38, 2]);
-    expectRight(r.stdout);
+    expect(running.get(keyOf(all[0]), 3)).toBeUndefined();
+    expect(running.get(keyOf(all[1]), 3)).toBeUndefined();
+    expect(running.get(keyOf(all[2]), 3)).toBeDefined();
+    rmSync(all[0]);
+    rmSync(all[1]);
   });
 
   it('two processes filling one folder at once both answer right and leave whole entries only', async () => {
