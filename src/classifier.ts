@@ -127,6 +127,8 @@ export class Classifier {
       const { preprocessing, sources } = choosePreprocessing(model, engine.normalisation, flags);
       const problem = cropProblem(preprocessing.crop, sig.height, sig.width);
       if (problem) throw new ModelError(model.file, `${problem} (crop from ${sources.crop})`);
+      const overflow = sig.inputType === 'float32' ? normalisationProblem(preprocessing) : undefined;
+      if (overflow) throw new ModelError(model.file, `${overflow} (mean from ${sources.mean}; std from ${sources.std})`);
       const wanted = opts.batchSize > 0 ? opts.batchSize : engine.accelerated ? DEFAULT_BATCH.accelerator : DEFAULT_BATCH.cpu;
       const batchSize = Math.min(wanted, sig.maxBatch);
       const decodeJobs = opts.decodeJobs > 0 ? opts.decodeJobs : availableParallelism();
@@ -190,7 +192,9 @@ export class Classifier {
     await this.decoder.warmUp(images);
     const slot = await this.slots.acquire();
     await this.decoder.bytes(blank, slot, true);
-    await this.batcher.submit(slot);
+    const scores = await this.batcher.submit(slot);
+    const bad = nonFinite(scores);
+    if (bad !== undefined) throw new ModelError(this.info.model, `test inference gives ${bad} scores: the model cannot answer`);
     this.warm = true;
   }
 
@@ -263,6 +267,28 @@ export class Classifier {
     }
     this.inbound--;
     // The runner frees the slot once its batch has run, whatever happens.
-    return this.batcher.submit(slot);
+    const scores = await this.batcher.submit(slot);
+    // NaN would rank as nothing above the threshold: an empty answer that looks like success.
+    const bad = nonFinite(scores);
+    if (bad !== undefined) throw new Error(`the model gave ${bad} scores for this image`);
+    return scores;
   }
+}
+
+/** 'NaN' or 'infinite' when a score is not a finite number. */
+function nonFinite(scores: Float32Array): string | undefined {
+  for (const s of scores) if (!Number.isFinite(s)) return Number.isNaN(s) ? 'NaN' : 'infinite';
+  return undefined;
+}
+
+/** Why a normalisation cannot give the model finite float32 input, or undefined. */
+export function normalisationProblem({ mean, std }: { mean: readonly number[]; std: readonly number[] }): string | undefined {
+  for (let c = 0; c < 3; c++) {
+    for (const x of [0, 255]) {
+      if (!Number.isFinite(Math.fround((x - mean[c]) / std[c]))) {
+        return `mean ${mean.join(',')} and std ${std.join(',')} make pixel value ${x} infinite as float32 input`;
+      }
+    }
+  }
+  return undefined;
 }

@@ -4,6 +4,7 @@
 // fails to compile.
 import { Command, CommanderError, Option, type OptionValues } from '@commander-js/extra-typings';
 import { createRequire } from 'node:module';
+import type { Readable, Writable } from 'node:stream';
 import { type FilterOptions, type ModelPlace, runFilter } from './commands/filter.js';
 import type { ServeCommandOptions } from './commands/serve.js';
 import { EXIT, ModelError, OutputError, UsageError } from './errors.js';
@@ -14,7 +15,16 @@ import { FORMATS } from './output/format.js';
 import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';
 import { crop, LIMITS, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
 
-const log = (line: string) => process.stderr.write(`classify: ${line}\n`);
+/** The streams a run of the CLI uses: the process's own, or a test's. */
+export interface CliIO {
+  stdin: Readable;
+  stdout: Writable;
+  stderr: Writable & { isTTY?: boolean; columns?: number };
+}
+
+const PROCESS_IO: CliIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr };
+const logTo = (stderr: Writable) => (line: string) => void stderr.write(`classify: ${line}\n`);
+const log = logTo(process.stderr);
 
 /** What --device may name, checked before the model loads: the providers onnxruntime-node ships. */
 const PROVIDERS = ['cpu', 'webgpu', 'cuda', 'tensorrt'] as const;
@@ -97,7 +107,9 @@ function version(): string {
   return createRequire(import.meta.url)('../package.json').version as string;
 }
 
-export function buildProgram() {
+/** The program; each action reports its exit status through `done`. */
+export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => void = (status) => (process.exitCode = status)) {
+  const log = logTo(io.stderr);
   const base = new Command('classify')
     .description('Classify images: paths on stdin (or as arguments), one line of predictions per path on stdout.')
     .argument('[paths...]', 'image paths (default: read from stdin, one per line)');
@@ -137,7 +149,7 @@ export function buildProgram() {
   serve.action(async ({ graph, maxDelay, ...rest }) => {
     const opts = exactly<ServeCommandOptions>()({ ...rest, graph: requireGraph(serve, graph), maxDelayMs: maxDelay });
     const { runServe } = await import('./commands/serve.js');
-    process.exitCode = await runServe(opts, log);
+    done(await runServe(opts, log));
   });
 
   program
@@ -181,8 +193,10 @@ export function buildProgram() {
     if (remote && rest.resume) usage('--resume needs the model here (--graph) to fingerprint it; the --remote servers hold theirs');
     if (remote && rest.cache) usage('--cache needs the model here; give it to the servers instead (classify serve --cache DIR)');
     const opts = exactly<FilterOptions>()({ ...rest, ...place, maxDelayMs: maxDelay, nul });
-    process.exitCode = await runFilter(opts, paths, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, log });
+    done(await runFilter(opts, paths, { ...io, log }));
   });
+  const output = { writeOut: (s: string) => void io.stdout.write(s), writeErr: (s: string) => void io.stderr.write(s) };
+  for (const cmd of [program, ...program.commands]) cmd.configureOutput(output);
   return program;
 }
 
@@ -193,15 +207,23 @@ export async function main(argv = process.argv): Promise<void> {
     log(new OutputError(err).message);
     process.exit(EXIT.output);
   });
+  process.exitCode = await run(argv.slice(2));
+}
+
+/** Runs one command line (without node and the script) to its exit status. */
+export async function run(args: string[], io: CliIO = PROCESS_IO): Promise<number> {
+  let status: number = EXIT.ok;
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram(io, (s) => (status = s)).parseAsync(args, { from: 'user' });
   } catch (err) {
-    process.exitCode = exitFor(err, argv.includes('--verbose') || argv.includes('-v'));
+    return exitFor(err, args.includes('--verbose') || args.includes('-v'), io.stderr);
   }
+  return status;
 }
 
 /** Says what went wrong, once, and picks the exit code. */
-export function exitFor(err: unknown, verbose: boolean): number {
+export function exitFor(err: unknown, verbose: boolean, stderr: Writable = process.stderr): number {
+  const log = logTo(stderr);
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
   if (err instanceof ModelError) {
     log(`${err.file}: ${err.message}`);
@@ -218,6 +240,6 @@ export function exitFor(err: unknown, verbose: boolean): number {
   // Anything else is a bug: say so rather than blame the user's input.
   const e = err instanceof Error ? err : new Error(String(err));
   log(`internal error: ${e.message} (a bug in classify; ${verbose ? 'stack below' : '--verbose shows the stack'})`);
-  if (verbose && e.stack) process.stderr.write(`${e.stack}\n`);
+  if (verbose && e.stack) stderr.write(`${e.stack}\n`);
   return EXIT.internal;
 }

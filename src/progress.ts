@@ -1,5 +1,10 @@
-// The progress line on an interactive stderr: done, failed, images/s. Never on a pipe or a file.
+// The progress line on an interactive stderr: done, failed, images/s. Never on a pipe or a file,
+// and never while the user types paths on the same terminal (it would be drawn over their line).
 import { chalkStderr as chalk } from 'chalk';
+import type { Writable } from 'node:stream';
+
+/** stderr as the progress line needs it: a stream that may be a terminal. */
+export type Terminal = Writable & { isTTY?: boolean };
 
 export class Progress {
   private done = 0;
@@ -7,13 +12,19 @@ export class Progress {
   private readonly started = performance.now();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly stream: NodeJS.WriteStream) {
+  constructor(private readonly stream: Terminal) {
     this.timer = setInterval(() => this.draw(), 250);
     this.timer.unref();
   }
 
-  static enabled(stream: NodeJS.WriteStream, quiet: boolean): boolean {
-    return Boolean(stream.isTTY) && !quiet && !process.env.NO_COLOR;
+  static enabled(stream: Terminal, quiet: boolean, typing = false): boolean {
+    return Boolean(stream.isTTY) && !quiet && !typing && !process.env.NO_COLOR;
+  }
+
+  /** The line that stays on a terminal when a run ends. */
+  static summary(done: number, failed: number, seconds: number): string {
+    const rate = seconds > 0 ? ` in ${seconds.toFixed(1)} s (${(done / seconds).toFixed(1)} images/s)` : '';
+    return `${done} image${done === 1 ? '' : 's'}, ${failed} failed${rate}`;
   }
 
   count(ok: boolean): void {

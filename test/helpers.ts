@@ -1,5 +1,6 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { Readable, Writable } from 'node:stream';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,4 +40,28 @@ export function sharedAvailable(what: string): boolean {
   if (existsSync(SHARED)) return true;
   console.warn(`skipping ${what}: ${SHARED} is absent (the shared test assets live beside the checkout)`);
   return false;
+}
+
+/** Runs the CLI in this process (the built code, whose threads load from dist/): the same
+ * parsing, streams and exit status as the binary, without starting node and loading a model per
+ * test. For signals, EPIPE and the process's own exit, use runCli. */
+export async function runInProcess(args: string[], input: string | Buffer = '', opts: { stdinTTY?: boolean; stderrTTY?: boolean } = {}): Promise<Run> {
+  const { run } = (await import('../dist/cli.js')) as typeof import('../src/cli.js');
+  const stdin = Object.assign(Readable.from([Buffer.from(input)]), { isTTY: opts.stdinTTY });
+  let stdout = '';
+  let stderr = '';
+  const collect = (add: (s: string) => void) =>
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        add(chunk.toString());
+        cb();
+      },
+    });
+  const out = collect((s) => (stdout += s));
+  const err = Object.assign(
+    collect((s) => (stderr += s)),
+    { isTTY: opts.stderrTTY },
+  );
+  const code = await run(args, { stdin, stdout: out, stderr: err });
+  return { code, signal: null, stdout, stderr };
 }

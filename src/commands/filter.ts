@@ -13,7 +13,7 @@ import { inOrder } from '../in-order.js';
 import { type PathLine, pathsFromArgs, pathsFromStream } from '../input.js';
 import { type Format, formatLine, type Outcome } from '../output/format.js';
 import { loadNewestWorking } from '../model.js';
-import { Progress } from '../progress.js';
+import { Progress, type Terminal } from '../progress.js';
 import type { Log } from '../log.js';
 import { describeClassifier } from '../report.js';
 
@@ -37,7 +37,7 @@ interface FilterSettings extends Omit<ClassifierOptions, 'graph'>, BulkOptions {
 export interface FilterIO {
   stdin: Readable;
   stdout: Writable;
-  stderr: NodeJS.WriteStream;
+  stderr: Terminal;
   log: Log;
 }
 
@@ -108,7 +108,8 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     );
   };
 
-  const progress = Progress.enabled(io.stderr, opts.quiet) ? new Progress(io.stderr) : undefined;
+  const typing = args.length === 0 && Boolean((io.stdin as { isTTY?: boolean }).isTTY);
+  const progress = Progress.enabled(io.stderr, opts.quiet, typing) ? new Progress(io.stderr) : undefined;
   let failed = 0;
   let done = 0;
   let pending = '';
@@ -150,12 +151,13 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     await classifier.close();
     output?.close(io.log);
   }
+  const seconds = (performance.now() - started.at) / 1000;
+  if (io.stderr.isTTY && !opts.quiet && !opts.verbose && done > 0) io.log(Progress.summary(done, failed, seconds));
   if (opts.verbose && done > 0) {
     // The main thread only moves paths, slots and lines; its busy time per image says so.
-    const seconds = (performance.now() - started.at) / 1000;
     const cpuMs = mainThreadCpuMs();
     const main = cpuMs === undefined || started.cpuMs === undefined ? '' : `; main thread CPU ${((cpuMs - started.cpuMs) / done).toFixed(3)} ms per image`;
-    io.log(`${done} images in ${seconds.toFixed(2)} s (${(done / seconds).toFixed(1)}/s), ${failed} failed${main}`);
+    io.log(`${Progress.summary(done, failed, seconds)}${main}`);
   }
   if (stoppedBy) return stoppedBy === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint;
   return failed > 0 ? EXIT.someFailed : EXIT.ok;
