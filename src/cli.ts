@@ -120,7 +120,8 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
         .option('--with-version', 'add the model version to each JSON line', false)
         .option('-o, --output <file>', 'append lines to FILE (each written whole; JSON lines also record size, mtime and model) instead of stdout')
         .option('--resume', 'with -o: skip inputs FILE already answers for this model, unchanged since; retry failed ones', false)
-        .option('--reclassify', 'with --resume: accept a FILE last written for another model (its answers are not reused)', false),
+        .option('--reclassify', 'with --resume: accept a FILE last written for another model (its answers are not reused)', false)
+        .option('--retry-failed', 'with --resume: also retry inputs that failed in a way their unchanged file cannot mend (corrupt, not an image, too large)', false),
     )
       .option('-r, --remote <urls>', 'classify on classify serve backends (comma-separated URLs) instead of loading --graph', (v: string) => v.split(',').filter(Boolean))
       .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), 8)
@@ -190,6 +191,7 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     if (rest.resume && !rest.output) usage('--resume needs -o FILE: it reads back the file it appends to');
     if (rest.resume && rest.format !== 'json') usage('--resume reads FILE back, which takes --format json');
     if (rest.reclassify && !rest.resume) usage('--reclassify goes with --resume');
+    if (rest.retryFailed && !rest.resume) usage('--retry-failed goes with --resume');
     if (remote && rest.resume) usage('--resume needs the model here (--graph) to fingerprint it; the --remote servers hold theirs');
     if (remote && rest.cache) usage('--cache needs the model here; give it to the servers instead (classify serve --cache DIR)');
     const opts = exactly<FilterOptions>()({ ...rest, ...place, maxDelayMs: maxDelay, nul });

@@ -7,9 +7,15 @@
 // a sidecar file because one write(2) then records an answer and its provenance together: no
 // kill can leave one without the other. An input is skipped when the latest line for its path
 // is a success for this model and its size and mtime are unchanged (rsync's and make's test);
-// anything else (a failure, a changed file, another model's answer) is classified again and a
-// new line appended, so the latest line for a path is always the one to believe.
+// a failure that cannot change while the file does not (corrupt, not an image, too large: its
+// "error_kind" says) is skipped too unless --retry-failed; anything else (another failure, a
+// changed file, another model's answer) is classified again and a new line appended, so the
+// latest line for a path is always the one to believe.
+//
+// Inputs are keyed by their names' bytes: a name that is not UTF-8 is shown with U+FFFD in
+// "path" and recorded exactly, base64, in "path_bytes".
 import { readSync, statSync } from 'node:fs';
+import { FileLock } from './output/lock.js';
 import { AppendFile } from './output/sink.js';
 import { type Format, formatLine, jsonRecord, type Outcome } from './output/format.js';
 import type { Log } from './log.js';
@@ -23,6 +29,8 @@ export interface OutputOptions {
   resume: boolean;
   /** accept a FILE last written for another model */
   reclassify: boolean;
+  /** with --resume: classify again inputs whose failure cannot change while their file does not */
+  retryFailed: boolean;
   format: Format;
   quiet: boolean;
 }
@@ -32,9 +40,17 @@ const THIS_RUN = '\0run';
 
 const done = (size: number | undefined, mtime: number | undefined) => `ok ${size} ${mtime}`;
 const failed = (size: number | undefined, mtime: number | undefined, error: string) => `error ${size} ${mtime} ${error}`;
+const lasting = (size: number | undefined, mtime: number | undefined) => `lasting ${size} ${mtime}`;
+
+/** Failures that stay as long as the file's bytes do: retrying them each run only repeats them. */
+const LASTING_KINDS: ReadonlySet<string> = new Set(['corrupt', 'not-an-image', 'too-large', 'empty']);
+
+/** What a path is known by: its bytes, which a name that is not UTF-8 keeps and "path" does not. */
+const keyOf = (path: string, bytes?: Buffer) => (bytes ? `\0bytes ${bytes.toString('base64')}` : path);
 
 interface Pending {
   path: string;
+  key: string;
   size?: number;
   mtime?: number;
   previous?: string;
@@ -42,8 +58,12 @@ interface Pending {
 
 export class OutputFile {
   skipped = 0;
+  /** inputs skipped because FILE records a failure that cannot have changed */
+  skippedFailures = 0;
   classified = 0;
   failures = 0;
+  /** failures FILE did not already record for the same file: what the exit status counts */
+  newFailures = 0;
   /** path -> the state its latest line records for this model, or THIS_RUN */
   private readonly previous = new Map<string, string>();
   /** inputs handed on, in input order, waiting for their outcome */
@@ -55,6 +75,7 @@ export class OutputFile {
 
   private constructor(
     private readonly sink: AppendFile,
+    private readonly lock: FileLock | undefined,
     private readonly opts: OutputOptions,
     private readonly model: string | undefined,
   ) {}
@@ -63,15 +84,22 @@ export class OutputFile {
    * (a usage error: exit 2) for a FILE that is not classify's JSON or is for another model. */
   static open(opts: OutputOptions & { output: string }, model: string | undefined, log: Log): OutputFile {
     const sink = AppendFile.open(opts.output, opts.format === 'json');
-    if (sink.repaired > 0 && !opts.quiet) log(`${opts.output}: cut a partial last line (${sink.repaired} bytes) left by an interrupted run`);
-    const out = new OutputFile(sink, opts, model);
+    let lock: FileLock | undefined;
     try {
+      if (opts.resume && !sink.regular) {
+        throw new UsageError(`${opts.output}: --resume reads back the answers FILE holds, so FILE must be a regular file, not ${sink.kind}`);
+      }
+      // /dev/null or a pipe: nothing to double, and nothing beside it to lock with.
+      if (sink.regular) lock = FileLock.take(opts.output);
+      if (sink.repaired > 0 && !opts.quiet) log(`${opts.output}: cut a partial last line (${sink.repaired} bytes) left by an interrupted run`);
+      const out = new OutputFile(sink, lock, opts, model);
       if (opts.resume) out.readPrevious();
+      return out;
     } catch (err) {
+      lock?.release();
       sink.close();
       throw err;
     }
-    return out;
   }
 
   private readPrevious(): void {
@@ -80,7 +108,7 @@ export class OutputFile {
     let lastModel: unknown;
     for (const line of readLines(this.sink.fd)) {
       lineNo++;
-      let rec: { path?: unknown; error?: unknown; predictions?: unknown; size?: number; mtime?: number; model?: unknown };
+      let rec: { path?: unknown; path_bytes?: unknown; error?: unknown; error_kind?: unknown; predictions?: unknown; size?: number; mtime?: number; model?: unknown };
       try {
         rec = JSON.parse(line);
       } catch {
@@ -90,9 +118,11 @@ export class OutputFile {
         throw new UsageError(`${file} line ${lineNo}: not a JSON line classify -o writes; --resume reads FILE back, so it must hold only those`);
       }
       lastModel = rec.model;
-      if (rec.model !== this.model) this.previous.set(rec.path, '');
-      else if (Array.isArray(rec.predictions)) this.previous.set(rec.path, done(rec.size, rec.mtime));
-      else this.previous.set(rec.path, failed(rec.size, rec.mtime, String(rec.error)));
+      const key = keyOf(rec.path, typeof rec.path_bytes === 'string' ? Buffer.from(rec.path_bytes, 'base64') : undefined);
+      if (rec.model !== this.model) this.previous.set(key, '');
+      else if (Array.isArray(rec.predictions)) this.previous.set(key, done(rec.size, rec.mtime));
+      else if (LASTING_KINDS.has(String(rec.error_kind)) && !this.opts.retryFailed) this.previous.set(key, lasting(rec.size, rec.mtime));
+      else this.previous.set(key, failed(rec.size, rec.mtime, String(rec.error)));
     }
     if (lineNo > 0 && lastModel !== this.model && !this.opts.reclassify) {
       const was = typeof lastModel === 'string' ? `model ${lastModel}` : 'lines with no model fingerprint';
@@ -129,30 +159,36 @@ export class OutputFile {
         // classifying it says why it cannot be read
       }
       let previous: string | undefined;
+      const key = keyOf(path, line.file);
       if (this.opts.resume) {
-        previous = this.previous.get(path);
-        this.previous.set(path, THIS_RUN);
-        if (previous === THIS_RUN || (previous === done(size, mtime) && size !== undefined)) {
+        previous = this.previous.get(key);
+        this.previous.set(key, THIS_RUN);
+        if (previous === THIS_RUN || (size !== undefined && previous === done(size, mtime))) {
           this.skipped++;
           continue;
         }
+        if (size !== undefined && previous === lasting(size, mtime)) {
+          this.skippedFailures++;
+          continue;
+        }
       }
-      this.pending.push({ path, size, mtime, previous });
+      this.pending.push({ path, key, size, mtime, previous });
       yield line;
     }
   }
 
   /** Appends an input's line whole. With --resume, a failure FILE already records for the same
    * unchanged file is not written again, so a file that stays broken adds no line a night. */
-  write(outcome: Outcome): void {
+  write(outcome: Outcome, errorKind?: string): void {
     const p = this.pending.shift();
     if (!p || p.path !== outcome.path) throw new Error(`internal error: output out of step with input at ${JSON.stringify(outcome.path)}`);
     if ('error' in outcome) {
       this.failures++;
       if (p.previous === failed(p.size, p.mtime, outcome.error)) return;
+      this.newFailures++;
     } else this.classified++;
-    const line =
-      this.opts.format === 'json' ? JSON.stringify({ ...jsonRecord(outcome), size: p.size, mtime: p.mtime, model: this.model }) : formatLine(outcome, this.opts.format);
+    const provenance = { ...(errorKind ? { error_kind: errorKind } : {}), size: p.size, mtime: p.mtime, model: this.model };
+    const line = this.opts.format === 'json' ? JSON.stringify({ ...jsonRecord(outcome), ...provenance }) : formatLine(outcome, this.opts.format);
     if (this.writeError) return;
     try {
       this.sink.writeLine(line);
@@ -165,10 +201,17 @@ export class OutputFile {
   /** Syncs and closes FILE, or throws the write error that stopped the run (exit 2); with
    * --resume, says on stderr what the run skipped. */
   close(log: Log): void {
-    this.sink.close();
+    try {
+      this.sink.close();
+    } finally {
+      this.lock?.release();
+    }
     if (this.writeError) throw this.writeError;
     if (this.opts.resume && !this.opts.quiet) {
-      log(`${this.opts.output}: ${this.skipped} input${this.skipped === 1 ? '' : 's'} skipped (answered before), ${this.classified} classified, ${this.failures} failed`);
+      const known = this.skippedFailures > 0 ? `, ${this.skippedFailures} known failure${this.skippedFailures === 1 ? '' : 's'} not retried (--retry-failed retries them)` : '';
+      const repeated = this.failures - this.newFailures;
+      const failures = `${this.failures} failed${repeated > 0 ? ` (${repeated} as before)` : ''}`;
+      log(`${this.opts.output}: ${this.skipped} input${this.skipped === 1 ? '' : 's'} skipped (answered before)${known}, ${this.classified} classified, ${failures}`);
     }
   }
 }

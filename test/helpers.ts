@@ -45,9 +45,9 @@ export function sharedAvailable(what: string): boolean {
 /** Runs the CLI in this process (the built code, whose threads load from dist/): the same
  * parsing, streams and exit status as the binary, without starting node and loading a model per
  * test. For signals, EPIPE and the process's own exit, use runCli. */
-export async function runInProcess(args: string[], input: string | Buffer = '', opts: { stdinTTY?: boolean; stderrTTY?: boolean } = {}): Promise<Run> {
+export async function runInProcess(args: string[], input: string | Buffer | Readable = '', opts: { stdinTTY?: boolean; stderrTTY?: boolean } = {}): Promise<Run> {
   const { run } = (await import('../dist/cli.js')) as typeof import('../src/cli.js');
-  const stdin = Object.assign(Readable.from([Buffer.from(input)]), { isTTY: opts.stdinTTY });
+  const stdin = Object.assign(input instanceof Readable ? input : Readable.from([Buffer.from(input)]), { isTTY: opts.stdinTTY });
   let stdout = '';
   let stderr = '';
   const collect = (add: (s: string) => void) =>
@@ -64,4 +64,13 @@ export async function runInProcess(args: string[], input: string | Buffer = '', 
   );
   const code = await run(args, { stdin, stdout: out, stderr: err });
   return { code, signal: null, stdout, stderr };
+}
+
+/** Resolves once `check` holds, polling; fails after `ms`. */
+export async function waitFor(check: () => boolean, ms = 10_000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error('waited too long');
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }

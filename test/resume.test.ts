@@ -1,11 +1,13 @@
 // -o FILE and --resume: killed runs resumed until done leave every path exactly once, with the
 // answer an uninterrupted run gives; changed files, other models and failures are classified again.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { hostname } from 'node:os';
+import { PassThrough } from 'node:stream';
 import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, COLOUR, FIX, jsonLines, ROOT, runCli } from './helpers.js';
+import { BIN, COLOUR, FIX, jsonLines, ROOT, runCli, runInProcess, waitFor } from './helpers.js';
 
 const COLOURS = ['red', 'green', 'blue', 'grey'];
 const NHWC = join(FIX, 'models', 'colour-nhwc');
@@ -148,25 +150,88 @@ describe('classify -o FILE --resume', () => {
     expect(fileLines(file)).toHaveLength(10);
   });
 
-  it('retries failed inputs: a fixed one gets its answer, one still broken is not written again', async () => {
+  it('a failure the unchanged file cannot mend is not retried (--retry-failed does); others are; only new failures exit 1', async () => {
     const file = join(dir, 'failed.ndjson');
     const broken = join(dir, 'broken.jpg');
     const fixed = join(dir, 'fixed.jpg');
     writeFileSync(broken, 'not an image');
     writeFileSync(fixed, 'not an image either');
     const list = input([paths[0], broken, fixed, join(dir, 'absent.jpg')]);
-    const first = await runCli(['-g', COLOUR, '-o', file, '--resume'], list);
+    const first = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], list);
     expect(first.code).toBe(1);
-    expect(fileLines(file).map((o) => o.error ?? 'ok')).toEqual(['ok', 'not an image (unrecognised format)', 'not an image (unrecognised format)', 'no such file']);
+    expect(fileLines(file).map((o) => [o.error ?? 'ok', o.error_kind])).toEqual([
+      ['ok', undefined],
+      ['not an image (unrecognised format)', 'not-an-image'],
+      ['not an image (unrecognised format)', 'not-an-image'],
+      ['no such file', 'not-found'],
+    ]);
     copyFileSync(join(FIX, 'images', 'green.jpg'), fixed);
-    const second = await runCli(['-g', COLOUR, '-o', file, '--resume'], list);
-    expect(second.code).toBe(1);
-    expect(second.stderr).toMatch(/1 input skipped \(answered before\), 1 classified, 2 failed/);
-    // Both failures were tried again (stderr names them) but FILE already said so.
-    expect(second.stderr).toMatch(/broken\.jpg": not an image/);
+    const second = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], list);
+    // The absent file is tried again (it may appear) and fails as before: nothing new, exit 0.
+    expect(second.code).toBe(0);
+    expect(second.stderr).toMatch(/1 input skipped \(answered before\), 1 known failure not retried \(--retry-failed retries them\), 1 classified, 1 failed \(1 as before\)/);
+    expect(second.stderr).not.toMatch(/broken\.jpg/);
+    expect(second.stderr).toMatch(/absent\.jpg": no such file/);
     const out = fileLines(file);
     expect(out).toHaveLength(5);
     expect(out[4]).toMatchObject({ path: fixed, predictions: [{ label: 'green' }, {}, {}] });
+    const retried = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '--retry-failed'], list);
+    expect(retried.code).toBe(0);
+    expect(retried.stderr).toMatch(/broken\.jpg": not an image/);
+    expect(fileLines(file)).toHaveLength(5);
+    // A broken file this run has not seen before is news: exit 1.
+    writeFileSync(broken, 'still not an image');
+    const changed = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], list);
+    expect(changed.code).toBe(1);
+    expect(fileLines(file)).toHaveLength(6);
+  });
+
+  it('--resume needs a regular FILE: a device, a pipe or /dev/stdout is exit 2 at once, never a hang', async () => {
+    for (const special of ['/dev/zero', '/dev/full', '/dev/null']) {
+      const r = await runInProcess(['-g', COLOUR, '-o', special, '--resume'], input([paths[0]]));
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${special}: --resume reads back the answers FILE holds, so FILE must be a regular file, not a character device`);
+    }
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const r = await runInProcess(['-g', COLOUR, '-o', fifo, '--resume'], input([paths[0]]));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('not a pipe');
+    // Without --resume, /dev/null takes the lines as before.
+    expect((await runInProcess(['-g', COLOUR, '-o', '/dev/null'], input([paths[0]]))).code).toBe(0);
+  });
+
+  it('names that differ only in bytes that are not UTF-8 are two inputs, each answered once and recorded recoverably', async () => {
+    const names = [Buffer.from('a\xff.jpg', 'latin1'), Buffer.from('a\xfe.jpg', 'latin1')].map((n) => Buffer.concat([Buffer.from(dir + '/'), n]));
+    for (const n of names) copyFileSync(join(FIX, 'images', 'red.jpg'), n);
+    const file = join(dir, 'bytes.ndjson');
+    const list = Buffer.concat(names.flatMap((n) => [n, Buffer.from('\n')]));
+    expect((await runInProcess(['-g', COLOUR, '-o', file, '--resume'], list)).code).toBe(0);
+    const out = fileLines(file);
+    expect(out).toHaveLength(2);
+    expect(out[0].path).toBe(out[1].path); // both show as a\uFFFD.jpg
+    expect(out.map((o) => Buffer.from(o.path_bytes, 'base64'))).toEqual(names);
+    const again = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], list);
+    expect(again.stderr).toMatch(/2 inputs skipped \(answered before\), 0 classified/);
+    expect(fileLines(file)).toHaveLength(2);
+  });
+
+  it('one run at a time per FILE: a second exits 2 naming the first; a lock left by a killed run is taken over', async () => {
+    const file = join(dir, 'locked.ndjson');
+    const stdin = new PassThrough();
+    const first = runInProcess(['-g', COLOUR, '-o', file, '--resume'], stdin);
+    stdin.write(input([paths[0]]));
+    await waitFor(() => fileLines(file).length === 1);
+    const second = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[1]]));
+    expect(second.code).toBe(2);
+    expect(second.stderr).toMatch(new RegExp(`locked\\.ndjson is being written by another classify run \\(pid ${process.pid} on `));
+    stdin.end();
+    expect((await first).code).toBe(0);
+    expect(existsSync(`${file}.lock`)).toBe(false);
+    // A lock whose process is gone (a SIGKILLed run) does not stop the next one.
+    writeFileSync(`${file}.lock`, `999999999 ${hostname()}\n`);
+    expect((await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[1]]))).code).toBe(0);
+    expect(fileLines(file)).toHaveLength(2);
   });
 
   it('refuses with exit 2 a FILE written for another model or other preprocessing; --reclassify classifies again', async () => {

@@ -98,13 +98,14 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   // With --resume, inputs FILE already answers are skipped here, unread.
   const paths = output ? output.select(lines) : lines;
   const classifyOne = ({ path, file, problem }: PathLine): Promise<Outcome> => {
-    if (problem !== undefined) return Promise.resolve({ path, error: problem });
+    const named = file ? { path, pathBytes: file } : { path };
+    if (problem !== undefined) return Promise.resolve({ ...named, error: problem });
     return classifier.classifyPath(file ?? path, opts.topK, opts.threshold).then(
-      ({ predictions, version }) => ({ path, predictions, ...(opts.withVersion ? { version: version ?? '' } : {}) }),
-      (err: unknown) => ({
-        path,
-        error: err instanceof InputError || err instanceof RemoteImageError ? err.message : `inference failed: ${(err as Error).message}`,
-      }),
+      ({ predictions, version }) => ({ ...named, predictions, ...(opts.withVersion ? { version: version ?? '' } : {}) }),
+      (err: unknown) =>
+        err instanceof InputError
+          ? { ...named, error: err.message, kind: err.kind }
+          : { ...named, error: err instanceof RemoteImageError ? err.message : `inference failed: ${(err as Error).message}` },
     );
   };
 
@@ -132,7 +133,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
       }
       progress?.count(ok);
       done++;
-      if (output) output.write(outcome);
+      if (output) output.write(outcome, 'kind' in outcome ? outcome.kind : undefined);
       else {
         // Lines finished in one turn leave in one write: a syscall per batch, not per line.
         if (pending === '') process.nextTick(flush);
@@ -160,7 +161,9 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     io.log(`${Progress.summary(done, failed, seconds)}${main}`);
   }
   if (stoppedBy) return stoppedBy === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint;
-  return failed > 0 ? EXIT.someFailed : EXIT.ok;
+  // With --resume, a failure FILE already records for the same file is not news: cron mails none.
+  const failedNow = output && opts.resume ? output.newFailures : failed;
+  return failedNow > 0 ? EXIT.someFailed : EXIT.ok;
 }
 
 /** CPU time of the main thread alone (Linux: /proc), in ms; undefined elsewhere. Event-loop

@@ -5,7 +5,7 @@
 // fsync policy: a killed process loses nothing already written (the kernel holds it), so lines
 // are not synced one by one; the file is fdatasync'ed at most once a second and at the end, which
 // bounds what a power cut can lose to about the last second's lines.
-import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, type Stats, writeSync } from 'node:fs';
 import { OutputError, UsageError } from '../errors.js';
 
 const SYNC_EVERY_MS = 1000;
@@ -19,9 +19,14 @@ export class AppendFile {
     readonly fd: number,
     /** bytes of a partial last line cut off at open */
     readonly repaired: number,
-    /** a regular file: synced; anything else (/dev/null, a pipe) cannot be */
-    private readonly regular = true,
+    /** what FILE is when not a regular file (a character device, a FIFO), for messages */
+    readonly kind = 'a regular file',
   ) {}
+
+  /** a regular file: synced, repaired, locked; anything else (/dev/null, a pipe) cannot be */
+  get regular(): boolean {
+    return this.kind === 'a regular file';
+  }
 
   /** Opens (creating) FILE for appending and cuts off a partial last line. `json`: only a tail
    * that starts as classify's JSON lines do is cut; any other is refused, FILE untouched. A FILE
@@ -34,8 +39,8 @@ export class AppendFile {
       throw new UsageError(`${file}: cannot open for appending (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
     try {
-      const regular = fstatSync(fd).isFile();
-      return new AppendFile(file, fd, regular ? cutPartialLine(fd, json) : 0, regular);
+      const st = fstatSync(fd);
+      return st.isFile() ? new AppendFile(file, fd, cutPartialLine(fd, json)) : new AppendFile(file, fd, 0, kindOf(st));
     } catch (err) {
       closeSync(fd);
       throw new UsageError(`${file}: cannot repair its last line (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
@@ -69,6 +74,14 @@ export class AppendFile {
       closeSync(this.fd);
     }
   }
+}
+
+function kindOf(st: Stats): string {
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isFIFO()) return 'a pipe';
+  if (st.isSocket()) return 'a socket';
+  if (st.isBlockDevice()) return 'a block device';
+  return 'something other than a regular file';
 }
 
 /** Longer than any line classify writes (a path is at most 1 MiB, escaped at most 6x): a tail
