@@ -3,6 +3,7 @@
 // command's options are held to exactly what the command takes, so a flag renamed here or there
 // fails to compile.
 import { Command, CommanderError, Option, type OptionValues } from '@commander-js/extra-typings';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
 import { type FilterOptions, type ModelPlace, runFilter } from './commands/filter.js';
@@ -130,7 +131,6 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     .version(version())
     .addHelpText('after', EXAMPLES)
     .enablePositionalOptions()
-    .showHelpAfterError('(classify --help for usage)')
     .exitOverride();
 
   const serve = chatterFlags(
@@ -185,6 +185,9 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     });
 
   program.action(async (paths, { graph, remote, maxDelay, null: nul, ...rest }) => {
+    // `classify srve -g M` is a mistyped command, not an image called srve.
+    const meant = paths.length > 0 && !existsSync(paths[0]) ? closest(paths[0], program.commands.map((c) => c.name())) : undefined;
+    if (meant) program.error(`error: unknown command ${paths[0]} (did you mean ${meant}?)`, { exitCode: EXIT.usage });
     if (remote && graph) program.error('error: --remote and --graph exclude each other (the servers hold the model)', { exitCode: EXIT.usage });
     const usage = (message: string) => program.error(`error: ${message}`, { exitCode: EXIT.usage });
     const place: ModelPlace = remote ? { remote } : { graph: requireGraph(program, graph) };
@@ -197,7 +200,11 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     const opts = exactly<FilterOptions>()({ ...rest, ...place, maxDelayMs: maxDelay, nul });
     done(await runFilter(opts, paths, { ...io, log }));
   });
-  const output = { writeOut: (s: string) => void io.stdout.write(s), writeErr: (s: string) => void io.stderr.write(s) };
+  const output = {
+    writeOut: (s: string) => void io.stdout.write(s),
+    writeErr: (s: string) => void io.stderr.write(s),
+    outputError: (s: string) => log(oneLine(s)),
+  };
   for (const cmd of [program, ...program.commands]) cmd.configureOutput(output);
   return program;
 }
@@ -221,6 +228,29 @@ export async function run(args: string[], io: CliIO = PROCESS_IO): Promise<numbe
     return exitFor(err, args.includes('--verbose') || args.includes('-v'), io.stderr);
   }
   return status;
+}
+
+/** Commander's messages in classify's form: one line, no "error:" prefix, no quotes around flags,
+ * its "(Did you mean ...)" line folded in. */
+export function oneLine(message: string): string {
+  const [first, ...rest] = message.trim().split('\n');
+  const suggestion = rest.map((l) => /^\(Did you mean (.+)\?\)$/.exec(l.trim())?.[1]).find(Boolean);
+  const text = first.replace(/^error: /, '').replace(/^option '[^']*' argument '[^']*' is invalid\. /, '').replace(/'(-[^']*)'/g, '$1');
+  return suggestion ? `${text} (did you mean ${suggestion}?)` : text;
+}
+
+/** The name in `names` within two edits of `word`, if one is. */
+function closest(word: string, names: string[]): string | undefined {
+  const distance = (a: string, b: string) => {
+    let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const next = [i];
+      for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      row = next;
+    }
+    return row[b.length];
+  };
+  return names.find((n) => distance(word, n) <= Math.min(2, n.length - 2));
 }
 
 /** Says what went wrong, once, and picks the exit code. */

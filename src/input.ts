@@ -63,6 +63,12 @@ class LineCap extends Transform {
         done(new UsageError(`stdin holds ${kind} image data, not paths: give the image's path instead (classify -g MODEL photo.jpg, or ls *.jpg | classify -g MODEL)`));
         return;
       }
+      // A NUL before the first line ends: names from find -print0, which no path can contain.
+      const nul = chunk.indexOf(0);
+      if (this.separator === 0x0a && nul >= 0 && !chunk.subarray(0, nul).includes(0x0a)) {
+        done(new UsageError('stdin is NUL-separated (as find -print0 and xargs -0 write it): add -0 to read it so'));
+        return;
+      }
     }
     let start = 0;
     for (;;) {
@@ -146,9 +152,11 @@ export async function* pathsFromStream(stream: Readable, opts: StreamInputOption
   }
 }
 
-export async function* pathsFromArgs(args: string[], signal?: AbortSignal): AsyncGenerator<PathLine> {
+/** Paths given as arguments; `-` stands for the paths on stdin, as in GNU tools. */
+export async function* pathsFromArgs(args: string[], signal?: AbortSignal, stdin?: () => AsyncIterable<PathLine>): AsyncGenerator<PathLine> {
   for (const path of args) {
     if (signal?.aborted) return;
-    yield { path };
+    if (path === '-' && stdin) yield* stdin();
+    else yield { path };
   }
 }

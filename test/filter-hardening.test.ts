@@ -6,7 +6,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli } from './helpers.js';
+import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli, runInProcess } from './helpers.js';
 
 const img = (name: string) => join('fixtures', 'images', name);
 const REAL = new Set([img('red.jpg'), img('green.jpg'), img('blue.jpg')]);
@@ -122,12 +122,16 @@ describe('filter: odd input lines', () => {
     expect(r.stderr).not.toMatch(/maximum buffer/);
   });
 
-  it('NUL-separated input without -0 says to use -0', async () => {
-    const r = await runCli(['-g', COLOUR], `${img('red.jpg')}\0${img('green.jpg')}\0`);
-    expect(r.code).toBe(1);
-    const [only] = jsonLines(r.stdout);
-    expect(only.error).toBe('path contains a NUL byte: the input looks NUL-separated (find -print0, xargs -0); use -0');
-    expect(r.stderr).not.toMatch(/ERR_INVALID_ARG_VALUE|null bytes/);
+  it('NUL-separated input without -0 is recognised at the start and refused once (exit 2), however large; a later NUL is that line\'s error', async () => {
+    const names = Array.from({ length: 60_000 }, (_, i) => img(i % 2 ? 'red.jpg' : 'green.jpg')).join('\0') + '\0';
+    expect(names.length).toBeGreaterThan(1 << 20);
+    const r = await runInProcess(['-g', COLOUR], names);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe('classify: stdin is NUL-separated (as find -print0 and xargs -0 write it): add -0 to read it so\n');
+    const later = await runInProcess(['-g', COLOUR, '-q'], `${img('red.jpg')}\n${img('red.jpg')}\0${img('green.jpg')}\n`);
+    expect(later.code).toBe(1);
+    expect(jsonLines(later.stdout)[1].error).toBe('path contains a NUL byte: the input looks NUL-separated (find -print0, xargs -0); use -0');
   });
 
   it('image bytes on stdin instead of paths are recognised and said once (exit 2)', async () => {

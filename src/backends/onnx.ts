@@ -78,6 +78,9 @@ async function createSession(ort: Ort, model: string | Uint8Array, opts: EngineO
   }
   const open = (s: OrtSession.SessionOptions) =>
     typeof model === 'string' ? ort.InferenceSession.create(model, s) : ort.InferenceSession.create(model, s);
+  if (opts.device === 'cuda' && !cudaInstalled()) {
+    throw new Error("the CUDA execution provider is not installed (onnxruntime-node's CUDA download was skipped at install; README, GPU, says how to turn it on)");
+  }
   for (const provider of providers) {
     try {
       return { session: await open({ ...base, executionProviders: [provider, 'cpu'] }), device: provider };
@@ -141,6 +144,8 @@ function signatureOf(session: OrtSession, file: string, opts: EngineOptions): Om
 
 export async function loadOnnx(model: string | Uint8Array, file: string, opts: EngineOptions): Promise<Engine> {
   const ort: Ort = await import('onnxruntime-node');
+  // Its own log lines (coloured, with source paths) would say again what the error we raise says.
+  ort.env.logLevel = 'fatal';
   // Unknown names would otherwise be dropped with a console warning and the CPU used silently.
   const devices = ['auto', ...ort.listSupportedBackends().map((b) => b.name)];
   if (!devices.includes(opts.device)) {

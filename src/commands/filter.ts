@@ -7,7 +7,7 @@ import type { Readable, Writable } from 'node:stream';
 import { type BulkOptions, type PathClassifier, setUpBulk } from '../bulk.js';
 import { Classifier, type ClassifierOptions } from '../classifier.js';
 import { RemoteClassifier, RemoteImageError } from '../remote/client.js';
-import { InputError } from '../image/decode.js';
+import { InputError, IS_A_DIRECTORY } from '../image/decode.js';
 import { EXIT } from '../errors.js';
 import { inOrder } from '../in-order.js';
 import { type PathLine, pathsFromArgs, pathsFromStream } from '../input.js';
@@ -77,7 +77,8 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   if (bulk) classifier = bulk.classifier;
   const output = bulk?.output;
 
-  if (args.length === 0 && (io.stdin as { isTTY?: boolean }).isTTY && !opts.quiet) {
+  const readsStdin = args.length === 0 || args.includes('-');
+  if (readsStdin && (io.stdin as { isTTY?: boolean }).isTTY && !opts.quiet) {
     io.log('reading image paths from stdin, one per line (end with Ctrl-D; classify --help for more)');
   }
 
@@ -94,7 +95,8 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const lines = args.length > 0 ? pathsFromArgs(args, stopping.signal) : pathsFromStream(io.stdin, { nulSeparated: opts.nul, signal: stopping.signal });
+  const stdinPaths = () => pathsFromStream(io.stdin, { nulSeparated: opts.nul, signal: stopping.signal });
+  const lines = args.length > 0 ? pathsFromArgs(args, stopping.signal, stdinPaths) : stdinPaths();
   // With --resume, inputs FILE already answers are skipped here, unread.
   const paths = output ? output.select(lines) : lines;
   const classifyOne = ({ path, file, problem }: PathLine): Promise<Outcome> => {
@@ -109,10 +111,11 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     );
   };
 
-  const typing = args.length === 0 && Boolean((io.stdin as { isTTY?: boolean }).isTTY);
+  const typing = readsStdin && Boolean((io.stdin as { isTTY?: boolean }).isTTY);
   const progress = Progress.enabled(io.stderr, opts.quiet, typing) ? new Progress(io.stderr) : undefined;
   let failed = 0;
   let done = 0;
+  let hinted = false;
   let pending = '';
   const flush = () => {
     if (pending === '') return;
@@ -124,11 +127,15 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   try {
     for await (const outcome of inOrder(paths, classifyOne, window)) {
       const ok = !('error' in outcome);
-      if (!ok) {
+      if ('error' in outcome) {
         failed++;
         if (!opts.quiet) {
           progress?.clear();
-          io.log(`${JSON.stringify(outcome.path)}: ${(outcome as { error: string }).error}`);
+          io.log(`${JSON.stringify(outcome.path)}: ${outcome.error}`);
+          if (outcome.error === IS_A_DIRECTORY && !hinted) {
+            hinted = true;
+            io.log(`to classify the images a folder holds, give their paths: find ${shellQuote(outcome.path ?? 'DIR')} -type f -print0 | classify -0 ...`);
+          }
         }
       }
       progress?.count(ok);
@@ -164,6 +171,11 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   // With --resume, a failure FILE already records for the same file is not news: cron mails none.
   const failedNow = output && opts.resume ? output.newFailures : failed;
   return failedNow > 0 ? EXIT.someFailed : EXIT.ok;
+}
+
+/** A name as a POSIX shell reads it back, quoted only when it must be. */
+function shellQuote(name: string): string {
+  return /^[\w./@%+=:,-]+$/.test(name) ? name : `'${name.replace(/'/g, `'\\''`)}'`;
 }
 
 /** CPU time of the main thread alone (Linux: /proc), in ms; undefined elsewhere. Event-loop

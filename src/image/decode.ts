@@ -12,6 +12,8 @@ import type { Pixels } from './tensor.js';
 /** Why one input could not be classified. `kind` lets callers map it (HTTP status, counters). */
 export type InputErrorKind = 'not-found' | 'not-a-file' | 'permission' | 'empty' | 'not-an-image' | 'corrupt' | 'too-large' | 'read';
 
+export const IS_A_DIRECTORY = 'is a directory';
+
 export class InputError extends Error {
   constructor(
     readonly kind: InputErrorKind,
@@ -40,7 +42,7 @@ sharp.cache(false);
 const FS_ERRORS: Record<string, [InputErrorKind, string]> = {
   ENOENT: ['not-found', 'no such file'],
   ENOTDIR: ['not-found', 'no such file (a parent is not a directory)'],
-  EISDIR: ['not-a-file', 'is a directory'],
+  EISDIR: ['not-a-file', IS_A_DIRECTORY],
   EACCES: ['permission', 'permission denied'],
   EPERM: ['permission', 'permission denied'],
   ENAMETOOLONG: ['not-found', 'file name too long'],
@@ -62,7 +64,7 @@ export type FilePath = string | Buffer;
 
 /** The size of a regular file of at most `maxBytes`; anything else is an InputError. */
 function checkRegular(stats: Stats, maxBytes: number): number {
-  if (stats.isDirectory()) throw new InputError('not-a-file', 'is a directory');
+  if (stats.isDirectory()) throw new InputError('not-a-file', IS_A_DIRECTORY);
   if (!stats.isFile()) throw new InputError('not-a-file', 'not a regular file');
   if (stats.size > maxBytes) throw new InputError('too-large', `file of ${stats.size} bytes is over the limit of ${maxBytes} (--max-file-size)`);
   return stats.size;
