@@ -123,7 +123,10 @@ export class Classifier {
       if (labels.length !== sig.outputSize) {
         throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
       }
-      const flags = { mean: opts.mean, std: opts.std, resize: opts.resize, crop: opts.crop, icc: opts.icc, exifRotate: opts.exifRotate };
+      // Commander turns a parser's null (--crop none) into '': an explicit default must not
+      // change the fingerprint that --resume and --cache compare.
+      const crop = opts.crop === undefined ? undefined : opts.crop || null;
+      const flags = { mean: opts.mean, std: opts.std, resize: opts.resize, crop, icc: opts.icc, exifRotate: opts.exifRotate };
       const { preprocessing, sources } = choosePreprocessing(model, engine.normalisation, flags);
       const problem = cropProblem(preprocessing.crop, sig.height, sig.width);
       if (problem) throw new ModelError(model.file, `${problem} (crop from ${sources.crop})`);

@@ -2,6 +2,22 @@
 // RemoteImageError) are that image's output line, never an exit by themselves.
 // No imports: the engine and decode threads load this too.
 
+/** Longest part of a rejected value a message quotes: a 2 MB value is not echoed whole. */
+const SHOWN_CHARS = 80;
+
+/** The one form a rejected value is reported in, sharp's: "Expected positive integer for
+ * --top-k but received -1". Flags, model files' settings and HTTP queries all use it. */
+export function invalidValue(expected: string, what: string, received: unknown): string {
+  let shown: string;
+  try {
+    shown = JSON.stringify(received) ?? String(received);
+  } catch {
+    shown = Array.isArray(received) ? 'an array nested too deeply to show' : String(received);
+  }
+  if (shown.length > SHOWN_CHARS) shown = `${shown.slice(0, SHOWN_CHARS)}... (${shown.length} characters)`;
+  return `Expected ${expected} for ${what} but received ${shown}`;
+}
+
 /** Exit codes, documented in the README's table. */
 export const EXIT = {
   ok: 0,

@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { EngineOptions } from './backends/engine.js';
 import type { EngineSpec, ModelFormat } from './backends/load.js';
-import { ModelError } from './errors.js';
+import { invalidValue, ModelError } from './errors.js';
 import type { TfjsRuntime } from './backends/tfjs.js';
 import {
   ICC_MODES,
@@ -179,6 +179,9 @@ function readJson(file: string): Record<string, unknown> {
   } catch (err) {
     throw new ModelError(file, `not valid JSON: ${(err as Error).message}`);
   }
+  // Every setting classify reads is a number, a string or a short list: deeper nesting is not
+  // one of its files, and walking it would overflow the stack.
+  if (nestingOver(value, 8)) throw new ModelError(file, 'nested deeper than any model settings file');
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ModelError(file, 'expected a JSON object');
   return value as Record<string, unknown>;
 }
@@ -206,7 +209,7 @@ function preprocessingHints(file: string, dirs: string[], format: ModelFormat): 
 export function parseHints(raw: Record<string, unknown>, where: string): Partial<Preprocessing> {
   const out: Partial<Preprocessing> = {};
   const invalid = (key: string, expected: string): never => {
-    throw new ModelError(where, `Expected ${expected} for ${key} but received ${JSON.stringify(raw[key])}`);
+    throw new ModelError(where, invalidValue(expected, key, raw[key]));
   };
   if (raw.mean !== undefined) out.mean = channelTriple(raw.mean, 'mean', where);
   if (raw.std !== undefined) out.std = channelTriple(raw.std, 'std', where, true);
@@ -300,7 +303,7 @@ export function channelTriple(value: unknown, what: string, where: string, posit
   if (!ok) {
     throw new ModelError(
       where,
-      `Expected one or three ${positive ? 'positive ' : ''}numbers for ${what} but received ${JSON.stringify(value)}`,
+      invalidValue(`one or three ${positive ? 'positive ' : ''}numbers`, what, value),
     );
   }
   return (nums.length === 1 ? [nums[0], nums[0], nums[0]] : nums) as Normalisation['mean'];
@@ -388,6 +391,16 @@ export function readLabels(file: string): string[] {
   return lines.map((l) => l.trim());
 }
 
+/** Whether a parsed JSON value nests deeper than `depth`, found without recursion. */
+function nestingOver(value: unknown, depth: number): boolean {
+  let level: unknown[] = [value];
+  for (let d = 0; level.length > 0; d++) {
+    if (d > depth) return true;
+    level = level.flatMap((v) => (typeof v === 'object' && v !== null ? Object.values(v) : []));
+  }
+  return false;
+}
+
 function labelsFromId2label(id2label: unknown, file: string): string[] {
   if (typeof id2label !== 'object' || id2label === null) throw new ModelError(file, 'has no id2label object (the class names)');
   const entries = Object.entries(id2label as Record<string, unknown>);
@@ -395,7 +408,8 @@ function labelsFromId2label(id2label: unknown, file: string): string[] {
   const labels: string[] = [];
   for (const [k, v] of entries) {
     if (!/^\d+$/.test(k)) throw new ModelError(file, `id2label key ${JSON.stringify(k)} is not a class index`);
-    labels[Number(k)] = String(v);
+    if (typeof v !== 'string') throw new ModelError(file, invalidValue('a label (a string)', `id2label ${JSON.stringify(k)}`, v));
+    labels[Number(k)] = v;
   }
   for (let i = 0; i < labels.length; i++) {
     if (labels[i] === undefined) throw new ModelError(file, `id2label has no entry for index ${i}`);

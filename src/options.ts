@@ -1,11 +1,12 @@
 // One way to reject a bad flag value, in the words sharp uses:
 // "Expected positive integer for --batch-size but received -1".
 import { InvalidArgumentError } from 'commander';
-import { parseCrop } from './image/preprocessing.js';
+import { invalidValue } from './errors.js';
+import { MAX_CROP_SIDE, parseCrop } from './image/preprocessing.js';
 import { channelTriple } from './model.js';
 
 function reject(expected: string, flag: string, raw: string): never {
-  throw new InvalidArgumentError(`Expected ${expected} for ${flag} but received ${JSON.stringify(raw)}`);
+  throw new InvalidArgumentError(invalidValue(expected, flag, raw));
 }
 
 export const positiveInt = (flag: string) => (raw: string) => {
@@ -56,6 +57,6 @@ export const crop = (flag: string) => (raw: string) => {
   try {
     return parseCrop(raw);
   } catch {
-    reject('none, a positive integer (the shorter side) or HEIGHTxWIDTH', flag, raw);
+    reject(`none, a positive integer up to ${MAX_CROP_SIDE} (the shorter side) or HEIGHTxWIDTH`, flag, raw);
   }
 };

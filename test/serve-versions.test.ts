@@ -35,7 +35,11 @@ describe('a broken highest version', () => {
       // The watcher does not load the same broken files again...
       await new Promise((r) => setTimeout(r, 500));
       expect(server.stderr()).not.toMatch(/version 3 found/);
-      // ...but a version whose files change is tried again.
+      // A good version below the broken highest one, above the one serving, is taken...
+      rmSync(join(root, '2'), { recursive: true });
+      cpSync(COLOUR, join(root, '2'), { recursive: true });
+      await expect.poll(() => server.stderr(), { timeout: 10_000 }).toMatch(/now serving version 2/);
+      // ...and a version whose files change is tried again.
       rmSync(join(root, '3'), { recursive: true });
       cpSync(COLOUR, join(root, '3'), { recursive: true });
       await expect.poll(() => server.stderr(), { timeout: 10_000 }).toMatch(/now serving version 3/);

@@ -23,6 +23,19 @@ describe('classify serve', () => {
     expect(r.body.predictions).toHaveLength(3);
   });
 
+  it('reads file names as UTF-8, as browsers and curl send them', async () => {
+    const name = 'fleur été 花.jpg';
+    const boundary = 'xyz';
+    const body = Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="data"; filename="${name}"\r\nContent-Type: image/jpeg\r\n\r\n`, 'utf8'),
+      image('red.jpg'),
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ]);
+    const r = await post(server.url, body, { 'Content-Type': `multipart/form-data; boundary=${boundary}` });
+    expect(r.body.path).toBe(name);
+    expect((await post(server.url, form([name, image('red.jpg')]))).body.path).toBe(name);
+  });
+
   it('takes top_k and threshold from the query string, and rejects bad ones', async () => {
     const r = await post(`${server.url}/?top_k=1`, form(['red.jpg', image('red.jpg')]));
     expect(r.body.predictions).toHaveLength(1);

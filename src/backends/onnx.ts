@@ -4,7 +4,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from 'onnxruntime-node';
-import { ModelError } from '../errors.js';
+import { invalidValue, ModelError } from '../errors.js';
 import type { Layout } from '../image/layout.js';
 import type { Engine, EngineOptions, ModelSignature } from './engine.js';
 
@@ -121,6 +121,9 @@ function signatureOf(session: OrtSession, file: string, opts: EngineOptions): Om
   // Hugging Face exports (PyTorch, so NCHW) name every dimension; their preprocessor config
   // gives the image size.
   const symbolic = opts.imageSize && shape.slice(1).every((d) => typeof d !== 'number');
+  if (!opts.imageSize && shape.slice(1).every((d) => typeof d !== 'number')) {
+    throw new ModelError(file, `input "${input.name}" has no fixed size (shape [${shape.join(',')}]) and the model states none (a Hugging Face export gives it as size or crop_size in preprocessor_config.json)`);
+  }
   if (shape[1] === 3 || symbolic) layout = 'NCHW';
   else if (shape[3] === 3) layout = 'NHWC';
   else throw new ModelError(file, `input "${input.name}" has shape [${shape.join(',')}]: neither NCHW nor NHWC with 3 channels`);
@@ -149,7 +152,7 @@ export async function loadOnnx(model: string | Uint8Array, file: string, opts: E
   // Unknown names would otherwise be dropped with a console warning and the CPU used silently.
   const devices = ['auto', ...ort.listSupportedBackends().map((b) => b.name)];
   if (!devices.includes(opts.device)) {
-    throw new ModelError(file, `Expected one of ${devices.join(', ')} for --device but received ${JSON.stringify(opts.device)}`);
+    throw new ModelError(file, invalidValue(`one of ${devices.join(', ')}`, '--device', opts.device));
   }
   const notes: string[] = [];
   let opened;

@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache.js';
 import { Classifier, type ClassifierOptions, DECODE_QUEUE } from '../classifier.js';
-import { UsageError } from '../errors.js';
+import { invalidValue, UsageError } from '../errors.js';
 import { loadNewestWorking } from '../model.js';
 import type { Log } from '../log.js';
 import { describeClassifier } from '../report.js';
@@ -23,7 +23,7 @@ export type ServeCommandOptions = ClassifierOptions &
 export async function runServe(opts: ServeCommandOptions, log: Log): Promise<number> {
   const metrics = new ServerMetrics();
   if (opts.maxBuffered < opts.maxBody) {
-    throw new UsageError(`Expected --max-buffered of at least --max-body (${opts.maxBody}) but received ${opts.maxBuffered}`);
+    throw new UsageError(invalidValue(`at least --max-body (${opts.maxBody})`, '--max-buffered', opts.maxBuffered));
   }
   // --max-queue is the server's one bound on images in flight (a request over it gets 503 before
   // any work); the batcher, which only ever holds some of those images, gets none of its own.

@@ -1,5 +1,6 @@
 // What is done to an image before the model sees it: decoding choices, resizing, normalisation.
 // Plain data, so it can be written to ONNX metadata, read from classify.json, sent to a thread.
+import { invalidValue } from '../errors.js';
 import type { Crop } from './resize.js';
 import type { Normalisation } from './tensor.js';
 
@@ -49,22 +50,25 @@ export const VIEWER_STEPS: ImageSteps = { resize: 'area', crop: null, icc: 'appl
 
 /** Reads "none", "0", "256" (shorter side) or "256x320" (HEIGHTxWIDTH). Throws with the reason. */
 export function parseCrop(raw: unknown): Crop {
-  if (raw === null || raw === 0 || raw === 'none' || raw === '0') return null;
+  if (raw === null || raw === 'none') return null;
   if (typeof raw === 'object') {
     const o = raw as Record<string, unknown>;
     if (positiveInteger(o.shorter)) return { shorter: Number(o.shorter) };
     if (positiveInteger(o.height) && positiveInteger(o.width)) return { height: Number(o.height), width: Number(o.width) };
   } else {
     const m = /^\s*(\d+)(?:\s*x\s*(\d+))?\s*$/.exec(String(raw));
-    if (m && Number(m[1]) > 0 && (m[2] === undefined || Number(m[2]) > 0)) {
+    if (m && positiveInteger(m[1]) && (m[2] === undefined || positiveInteger(m[2]))) {
       return m[2] === undefined ? { shorter: Number(m[1]) } : { height: Number(m[1]), width: Number(m[2]) };
     }
   }
-  throw new Error(`Expected none, a positive integer (the shorter side) or HEIGHTxWIDTH for crop but received ${JSON.stringify(raw)}`);
+  throw new Error(invalidValue(`none, a positive integer up to ${MAX_CROP_SIDE} (the shorter side) or HEIGHTxWIDTH`, 'crop', raw));
 }
 
+/** Larger than any image a model is fed, small enough that the resize it asks for can be made. */
+export const MAX_CROP_SIDE = 16384;
+
 function positiveInteger(v: unknown): boolean {
-  return (typeof v === 'number' || typeof v === 'string') && /^\d+$/.test(String(v)) && Number(v) > 0;
+  return (typeof v === 'number' || typeof v === 'string') && /^\d+$/.test(String(v)) && Number(v) > 0 && Number(v) <= MAX_CROP_SIDE;
 }
 
 export function formatCrop(crop: Crop): string {

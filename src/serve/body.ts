@@ -157,6 +157,8 @@ function readMultipart(req: IncomingMessage, limits: BodyLimits, settle: (err: B
   try {
     parser = busboy({
       headers: req.headers,
+      // Browsers and curl send file names as UTF-8 bytes; busboy's default reads them as Latin-1.
+      defParamCharset: 'utf8',
       limits: { fileSize: limits.maxBody, files: limits.maxFiles, fields: 100, parts: limits.maxFiles + 100 },
     });
   } catch (err) {

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { CachingClassifier } from '../cache.js';
 import type { Classifier } from '../classifier.js';
+import { invalidValue } from '../errors.js';
 import { InputError, type InputErrorKind } from '../image/decode.js';
 import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';
 import type { ServerMetrics } from './metrics.js';
@@ -57,11 +58,11 @@ function querySettings(url: string | undefined, defaults: { topK: number; thresh
   const t = query.get('threshold');
   const topK = k === null ? defaults.topK : Number(k);
   if (k !== null && (!/^\d+$/.test(k) || !Number.isSafeInteger(topK) || topK < 1)) {
-    throw new BodyError(400, `Expected positive integer for top_k but received ${JSON.stringify(k)}`);
+    throw new BodyError(400, invalidValue('positive integer', 'top_k', k));
   }
   const threshold = t === null ? defaults.threshold : Number(t);
   if (t !== null && (!DECIMAL.test(t) || !(threshold <= 1))) {
-    throw new BodyError(400, `Expected number between 0 and 1 for threshold but received ${JSON.stringify(t)}`);
+    throw new BodyError(400, invalidValue('number between 0 and 1', 'threshold', t));
   }
   return { topK, threshold };
 }

@@ -46,11 +46,19 @@ export function watchVersions(
     busy = true;
     try {
       const serving = Number(current() ?? -1);
-      const newest = listVersions(root)[0];
-      if (newest === undefined || newest <= serving) return void (candidate = undefined);
-      const version = String(newest);
-      const print = fingerprint(join(root, version));
-      if (failed.get(version) === print) return;
+      // The highest version above the one serving that has not failed as it is now: a broken
+      // highest version must not keep a good one below it (and above the one serving) out.
+      let version: string | undefined;
+      let print = '';
+      for (const v of listVersions(root)) {
+        if (v <= serving) break;
+        print = fingerprint(join(root, String(v)));
+        if (failed.get(String(v)) !== print) {
+          version = String(v);
+          break;
+        }
+      }
+      if (version === undefined) return void (candidate = undefined);
       if (candidate?.version !== version || candidate.print !== print) return void (candidate = { version, print });
       log(`version ${version} found; loading`);
       try {
