@@ -219,11 +219,39 @@ export async function main(argv = process.argv): Promise<void> {
   process.exitCode = await run(argv.slice(2));
 }
 
+/** TensorFlow's label_image, which classify replaces, spelled its flags this way: its command
+ * lines work as they are. '' marks --image, whose value is a path argument. */
+const LABEL_IMAGE_FLAGS: Record<string, string> = {
+  '--image': '',
+  '--output_layer': '--output-node',
+  '--input_layer': '--input-node',
+  '--input_mean': '--mean',
+  '--input_std': '--std',
+};
+
+/** label_image's flags as classify's own; `--` ends the flags, as everywhere. */
+export function fromLabelImage(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === '--') return [...out, ...args.slice(i)];
+    const [flag, value] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const ours = LABEL_IMAGE_FLAGS[flag];
+    if (ours === undefined) out.push(arg);
+    else {
+      const v = value ?? args[++i];
+      if (v === undefined) out.push(flag); // commander says the value is missing
+      else out.push(...(ours === '' ? [v] : [ours, v]));
+    }
+  }
+  return out;
+}
+
 /** Runs one command line (without node and the script) to its exit status. */
 export async function run(args: string[], io: CliIO = PROCESS_IO): Promise<number> {
   let status: number = EXIT.ok;
   try {
-    await buildProgram(io, (s) => (status = s)).parseAsync(args, { from: 'user' });
+    await buildProgram(io, (s) => (status = s)).parseAsync(fromLabelImage(args), { from: 'user' });
   } catch (err) {
     return exitFor(err, args.includes('--verbose') || args.includes('-v'), io.stderr);
   }

@@ -49,3 +49,48 @@ describe('on a terminal', () => {
     expect((await runInProcess(['-g', COLOUR], `${red}\n`)).stderr).toBe('');
   });
 });
+
+describe('coming from label_image', () => {
+  const frozen = join(FIX, 'models', 'colour-frozen');
+
+  it("label_image's command line works as it is: --image, --output_layer and --input_layer with :0, --input_mean/--input_std", async () => {
+    const green = join(FIX, 'images', 'green.jpg');
+    const r = await runInProcess([
+      `--graph=${join(frozen, 'output_graph.pb')}`,
+      `--labels=${join(frozen, 'output_labels.txt')}`,
+      '--output_layer=final_result:0',
+      '--input_layer',
+      'input:0',
+      '--input_mean=0',
+      '--input_std=255',
+      `--image=${red}`,
+      '--image',
+      green,
+    ]);
+    expect(r.code).toBe(0);
+    expect(jsonLines(r.stdout).map((o) => [o.path, o.predictions[0].label])).toEqual([
+      [red, 'red'],
+      [green, 'green'],
+    ]);
+    // --input_mean and --input_std mean what --mean and --std mean: (pixel - mean) / std.
+    const shifted = await runInProcess(['-g', frozen, '--input_mean=255', '--input_std=255', '-k', '1', red]);
+    const plain = await runInProcess(['-g', frozen, '--mean', '255', '--std', '255', '-k', '1', red]);
+    expect(shifted.stdout).toBe(plain.stdout);
+  });
+
+  it('a tensor name that is not there is named in the error, and -- ends the translation', async () => {
+    const r = await runInProcess(['-g', frozen, '--output_layer=final_result:1', red]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/no node named "final_result:1"/);
+    const { fromLabelImage } = await import('../src/cli.js');
+    expect(fromLabelImage(['--image=a.jpg', '--', '--image=b.jpg'])).toEqual(['a.jpg', '--', '--image=b.jpg']);
+  });
+
+  it('names resolve as given, node:0 to the node, a node to its tensor node:0', async () => {
+    const { resolveName } = await import('../src/tensorflow/graphdef.js');
+    const names = new Set(['input', 'logits:0', 'odd:0:0']);
+    const has = (n: string) => names.has(n);
+    expect([resolveName('input', has), resolveName('input:0', has), resolveName('logits', has), resolveName('logits:0', has)]).toEqual(['input', 'input', 'logits:0', 'logits:0']);
+    expect([resolveName('input:1', has), resolveName('nothing', has)]).toEqual([undefined, undefined]);
+  });
+});

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from 'onnxruntime-node';
 import { invalidValue, ModelError } from '../errors.js';
 import type { Layout } from '../image/layout.js';
+import { resolveName } from '../tensorflow/graphdef.js';
 import type { Engine, EngineOptions, ModelSignature } from './engine.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -103,14 +104,15 @@ function firstLine(err: unknown): string {
 
 function signatureOf(session: OrtSession, file: string, opts: EngineOptions): Omit<ModelSignature, 'outputSize'> {
   const inputs = session.inputMetadata;
-  const input = opts.inputNode ? inputs.find((m) => m.name === opts.inputNode) : inputs[0];
+  const inputName = opts.inputNode && resolveName(opts.inputNode, (n) => session.inputNames.includes(n));
+  const input = opts.inputNode ? inputs.find((m) => m.name === inputName) : inputs[0];
   if (!input) throw new ModelError(file, `no input named "${opts.inputNode}"; inputs: ${session.inputNames.join(', ')}`);
   if (inputs.length > 1 && !opts.inputNode) {
     throw new ModelError(file, `model has ${inputs.length} inputs (${session.inputNames.join(', ')}); choose one with --input-node`);
   }
-  const outputName = opts.outputNode ?? session.outputNames[0];
-  if (!session.outputNames.includes(outputName)) {
-    throw new ModelError(file, `no output named "${outputName}"; outputs: ${session.outputNames.join(', ')}`);
+  const outputName = opts.outputNode ? resolveName(opts.outputNode, (n) => session.outputNames.includes(n)) : session.outputNames[0];
+  if (outputName === undefined) {
+    throw new ModelError(file, `no output named "${opts.outputNode}"; outputs: ${session.outputNames.join(', ')}`);
   }
   if (!input.isTensor) throw new ModelError(file, `input "${input.name}" is not a tensor`);
   const shape = input.shape;

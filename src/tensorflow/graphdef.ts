@@ -97,6 +97,16 @@ export function encodeGraphDef(graph: GraphJson): Uint8Array {
 /** "name:1" and "^name" (control input) both refer to node "name". */
 export const inputNode = (input: string) => input.replace(/^\^/, '').replace(/:\d+$/, '');
 
+/** The name in a model that a user's name means: as given; TensorFlow's tensor form `node:0` (as
+ * label_image takes it) for the node; or a node name for its tensor `node:0`, as tf2onnx names
+ * an ONNX model's inputs and outputs. */
+export function resolveName(wanted: string, has: (name: string) => boolean): string | undefined {
+  if (has(wanted)) return wanted;
+  const node = /^(.+):0$/.exec(wanted)?.[1];
+  if (node !== undefined && has(node)) return node;
+  return has(`${wanted}:0`) ? `${wanted}:0` : undefined;
+}
+
 export const decodeString = (b64: string | null | undefined) => (b64 == null ? '' : Buffer.from(b64, 'base64').toString('latin1'));
 
 export const shapeOf = (shape: AttrJson['shape'] | TensorJson['tensorShape']): number[] =>

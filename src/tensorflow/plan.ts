@@ -1,6 +1,6 @@
 // Reading a TensorFlow graph as a classifier: which node to feed, which to read, what lies between,
 // and the preprocessing its authors used. Runtime-independent: any engine that runs TF graphs uses it.
-import { type AttrJson, type ConstValue, constValue, decodeGraphDef, decodeString, type GraphJson, inputNode, type NodeJson, shapeOf } from './graphdef.js';
+import { type AttrJson, type ConstValue, constValue, decodeGraphDef, decodeString, type GraphJson, inputNode, type NodeJson, resolveName, shapeOf } from './graphdef.js';
 import type { ImpliedNormalisation } from '../image/preprocessing.js';
 import { ModelError } from '../errors.js';
 
@@ -36,7 +36,8 @@ export function planGraph(file: string, all: NodeJson[], opts: PlanOptions): Gra
     }
   }
   const notes: string[] = [];
-  const outputName = opts.outputNode ?? defaultOutput(all, consumers);
+  const known = (name: string) => byName.has(name);
+  const outputName = opts.outputNode !== undefined ? resolveName(opts.outputNode, known) : defaultOutput(all, consumers);
   if (!outputName || !byName.has(outputName)) {
     throw new ModelError(file, opts.outputNode ? `no node named "${opts.outputNode}" (--output-node)` : 'cannot tell the output node; name it with --output-node');
   }
@@ -46,7 +47,7 @@ export function planGraph(file: string, all: NodeJson[], opts: PlanOptions): Gra
   let width: number;
   let normalisation: ImpliedNormalisation | undefined;
   if (opts.inputNode) {
-    const node = byName.get(opts.inputNode);
+    const node = byName.get(resolveName(opts.inputNode, known) ?? opts.inputNode);
     if (!node) throw new ModelError(file, `no node named "${opts.inputNode}" (--input-node)`);
     inputName = node.name;
     [height, width] = imageSizeOf(node, file);
