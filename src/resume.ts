@@ -199,15 +199,16 @@ export class OutputFile {
   }
 
   /** Syncs and closes FILE, or throws the write error that stopped the run (exit 2); with
-   * --resume, says on stderr what the run skipped. */
-  close(log: Log): void {
+   * --resume and `report` (a terminal, or --verbose), says on stderr what the run skipped. A
+   * nightly job that skipped everything says nothing: cron mails only news. */
+  close(log: Log, report: boolean): void {
     try {
       this.sink.close();
     } finally {
       this.lock?.release();
     }
     if (this.writeError) throw this.writeError;
-    if (this.opts.resume && !this.opts.quiet) {
+    if (this.opts.resume && report && !this.opts.quiet) {
       const known = this.skippedFailures > 0 ? `, ${this.skippedFailures} known failure${this.skippedFailures === 1 ? '' : 's'} not retried (--retry-failed retries them)` : '';
       const repeated = this.failures - this.newFailures;
       const failures = `${this.failures} failed${repeated > 0 ? ` (${repeated} as before)` : ''}`;

@@ -83,7 +83,7 @@ describe('classify -o FILE --resume', () => {
       else expect(result, `seed ${seed}`).toBe(0);
     }
     expect(kills, `seed ${seed}`).toBeGreaterThanOrEqual(4);
-    const last = await runCli(['-g', COLOUR, '-o', file, '--resume'], input(paths));
+    const last = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-v'], input(paths));
     expect(last.code).toBe(0);
     const out = fileLines(file);
     expect(out.map((o) => o.path), `seed ${seed}`).toEqual(paths);
@@ -99,7 +99,7 @@ describe('classify -o FILE --resume', () => {
     const whole = readFileSync(file, 'utf8').split('\n');
     // The 11th line, as a write cut short would leave it.
     appendFileSync(file, whole[9].replace(paths[9], paths[10]).slice(0, 40));
-    const r = await runCli(['-g', COLOUR, '-o', file, '--resume'], input(paths.slice(0, 20)));
+    const r = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-v'], input(paths.slice(0, 20)));
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/cut a partial last line \(40 bytes\)/);
     expect(r.stderr).toMatch(/10 inputs skipped \(answered before\), 10 classified, 0 failed/);
@@ -118,7 +118,7 @@ describe('classify -o FILE --resume', () => {
     // Same size and mtime, other bytes (not an image at all): trusted as unchanged, so not read.
     writeFileSync(own, Buffer.alloc(st.size, 'x'));
     utimesSync(own, 1_700_000_000, 1_700_000_000);
-    const r = await runCli(['-g', COLOUR, '-o', file, '--resume'], input([own]));
+    const r = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-v'], input([own]));
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/1 input skipped/);
     expect(fileLines(file)).toHaveLength(1);
@@ -136,7 +136,7 @@ describe('classify -o FILE --resume', () => {
     copyFileSync(join(FIX, 'images', 'blue.jpg'), some[0]);
     const later = new Date(Date.now() + 5000);
     utimesSync(some[1], later, later);
-    const r = await runCli(['-g', COLOUR, '-o', file, '--resume', '-k', '1'], input(some));
+    const r = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-k', '1', '-v'], input(some));
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/6 inputs skipped \(answered before\), 2 classified, 0 failed/);
     const out = fileLines(file);
@@ -145,7 +145,7 @@ describe('classify -o FILE --resume', () => {
       [some[1], 'green'],
     ]);
     // And a third run has nothing left to do.
-    const again = await runCli(['-g', COLOUR, '-o', file, '--resume'], input(some));
+    const again = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-v'], input(some));
     expect(again.stderr).toMatch(/8 inputs skipped/);
     expect(fileLines(file)).toHaveLength(10);
   });
@@ -166,7 +166,7 @@ describe('classify -o FILE --resume', () => {
       ['no such file', 'not-found'],
     ]);
     copyFileSync(join(FIX, 'images', 'green.jpg'), fixed);
-    const second = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], list);
+    const second = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-v'], list);
     // The absent file is tried again (it may appear) and fails as before: nothing new, exit 0.
     expect(second.code).toBe(0);
     expect(second.stderr).toMatch(/1 input skipped \(answered before\), 1 known failure not retried \(--retry-failed retries them\), 1 classified, 1 failed \(1 as before\)/);
@@ -184,6 +184,9 @@ describe('classify -o FILE --resume', () => {
     const changed = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], list);
     expect(changed.code).toBe(1);
     expect(fileLines(file)).toHaveLength(6);
+    // The next night, nothing new: nothing on stderr (cron mails nothing), exit 0.
+    const night = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[0], broken, fixed]));
+    expect(night).toMatchObject({ code: 0, stderr: '' });
   });
 
   it('--resume needs a regular FILE: a device, a pipe or /dev/stdout is exit 2 at once, never a hang', async () => {
@@ -211,7 +214,7 @@ describe('classify -o FILE --resume', () => {
     expect(out).toHaveLength(2);
     expect(out[0].path).toBe(out[1].path); // both show as a\uFFFD.jpg
     expect(out.map((o) => Buffer.from(o.path_bytes, 'base64'))).toEqual(names);
-    const again = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], list);
+    const again = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-v'], list);
     expect(again.stderr).toMatch(/2 inputs skipped \(answered before\), 0 classified/);
     expect(fileLines(file)).toHaveLength(2);
   });
@@ -245,11 +248,11 @@ describe('classify -o FILE --resume', () => {
       expect(r.stderr).toMatch(/model\.ndjson was last written for another model \(model [0-9a-f]{16}; this one is [0-9a-f]{16}\).*--reclassify/);
       expect(readFileSync(file).equals(before)).toBe(true);
     }
-    const re = await runCli(['-g', NHWC, '-o', file, '--resume', '--reclassify'], input(some));
+    const re = await runInProcess(['-g', NHWC, '-o', file, '--resume', '--reclassify', '-v'], input(some));
     expect(re.code).toBe(0);
     expect(re.stderr).toMatch(/0 inputs skipped \(answered before\), 6 classified/);
     // Now FILE is this model's: resumed without --reclassify, nothing is left to do.
-    const after = await runCli(['-g', NHWC, '-o', file, '--resume'], input(some));
+    const after = await runInProcess(['-g', NHWC, '-o', file, '--resume', '-v'], input(some));
     expect(after.code).toBe(0);
     expect(after.stderr).toMatch(/6 inputs skipped/);
     expect(fileLines(file)).toHaveLength(12);
@@ -259,7 +262,7 @@ describe('classify -o FILE --resume', () => {
   it('takes each path once per run; without --resume, -o appends every line as the filter prints it', async () => {
     const file = join(dir, 'twice.ndjson');
     const list = input([paths[0], paths[1], paths[0]]);
-    const resumed = await runCli(['-g', COLOUR, '-o', file, '--resume'], list);
+    const resumed = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-v'], list);
     expect(resumed.stderr).toMatch(/1 input skipped \(answered before\), 2 classified/);
     expect(fileLines(file).map((o) => o.path)).toEqual([paths[0], paths[1]]);
     const plain = await runCli(['-g', COLOUR, '-o', file, '-q'], list);

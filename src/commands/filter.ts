@@ -157,7 +157,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await classifier.close();
-    output?.close(io.log);
+    output?.close(io.log, Boolean(io.stderr.isTTY) || opts.verbose);
   }
   const seconds = (performance.now() - started.at) / 1000;
   if (io.stderr.isTTY && !opts.quiet && !opts.verbose && done > 0) io.log(Progress.summary(done, failed, seconds));
