@@ -35,7 +35,7 @@ const DEVICES = ['auto', ...PROVIDERS] as const;
 const EXAMPLES = `
 Examples:
   ls *.jpg | classify --graph model
-  find photos -type f | classify -g model -o labels.ndjson --resume   # nightly: only new, changed or failed photos
+  find photos -type f -name '*.jpg' -print0 | classify -0 --graph model > labels.ndjson
 `;
 
 /** A command's options, held to what it takes: a required one missing, or one it does not know
