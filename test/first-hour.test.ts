@@ -13,6 +13,8 @@ describe('messages', () => {
     [['-g'], 'classify: option -g, --graph <model> argument missing\n'],
     [['srve', '-g', COLOUR], 'classify: unknown command srve (did you mean serve?)\n'],
     [['-g', COLOUR, '--device', 'cuda'], /^classify: \S+model\.onnx: ONNX Runtime cannot load it: the CUDA execution provider is not installed .*\n$/],
+    // ONNX Runtime's own (coloured) log line would come first: it is off.
+    [['-g', COLOUR, '--device', 'tensorrt'], /^classify: \S+model\.onnx: ONNX Runtime cannot load it: [^\x1b\n]*\n$/],
   ])('%j: one line on stderr, exit 2, nothing read', async (args, said) => {
     const r = await runInProcess(args as string[], `${red}\n`);
     expect(r.code).toBe(2);

@@ -145,7 +145,7 @@ describe('flags', () => {
     expect(r.stderr).toMatch(/resize, crop, exif_rotate, mean, std from flags; icc from/);
     for (const [flag, value, expected] of [
       ['--resize', 'nearest', 'one of tf1, bilinear, area, pil-bilinear, pil-bicubic'],
-      ['--crop', '-3', 'none, a positive integer (the shorter side) or HEIGHTxWIDTH'],
+      ['--crop', '-3', 'none, a positive integer up to 16384 (the shorter side) or HEIGHTxWIDTH'],
       ['--icc', 'maybe', 'one of apply, ignore'],
     ]) {
       const bad = await runCli(['-g', COLOUR, flag, value, fixture('images', 'red.jpg')]);

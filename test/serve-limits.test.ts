@@ -80,7 +80,7 @@ describe('classify serve: bytes buffered across requests', () => {
   it('refuses --max-buffered below --max-body before loading the model', async () => {
     const r = await runCli(['serve', '-g', COLOUR, '--port', '0', '--max-body', '2000', '--max-buffered', '1000']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/Expected --max-buffered of at least --max-body \(2000\) but received 1000/);
+    expect(r.stderr).toMatch(/Expected at least --max-body \(2000\) for --max-buffered but received 1000/);
   });
 });
 
