@@ -112,7 +112,8 @@ export function buildProgram() {
     )
       .option('-r, --remote <urls>', 'classify on classify serve backends (comma-separated URLs) instead of loading --graph', (v: string) => v.split(',').filter(Boolean))
       .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), 8)
-      .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), 30000),
+      .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), 30000)
+      .option('--remote-refresh <ms>', 'how often --remote hostnames are resolved again', positiveInt('--remote-refresh'), 30000),
   )
     .version(version())
     .addHelpText('after', EXAMPLES)
@@ -178,7 +179,6 @@ export function buildProgram() {
     if (rest.resume && !rest.output) usage('--resume needs -o FILE: it reads back the file it appends to');
     if (rest.resume && rest.format !== 'json') usage('--resume reads FILE back, which takes --format json');
     if (rest.reclassify && !rest.resume) usage('--reclassify goes with --resume');
-    if (remote && rest.resume) usage('--resume needs the model here (--graph) to fingerprint it; the --remote servers hold theirs');
     if (remote && rest.cache) usage('--cache needs the model here; give it to the servers instead (classify serve --cache DIR)');
     const opts = exactly<FilterOptions>()({ ...rest, ...place, maxDelayMs: maxDelay, nul });
     process.exitCode = await runFilter(opts, paths, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, log });

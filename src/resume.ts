@@ -152,7 +152,7 @@ export class OutputFile {
       if (p.previous === failed(p.size, p.mtime, outcome.error)) return;
     } else this.classified++;
     const line =
-      this.opts.format === 'json' ? JSON.stringify({ ...jsonRecord(outcome), size: p.size, mtime: p.mtime, model: this.model }) : formatLine(outcome, this.opts.format);
+      this.opts.format === 'json' ? JSON.stringify({ ...jsonRecord(outcome), size: p.size, mtime: p.mtime, model: outcome.model ?? this.model }) : formatLine(outcome, this.opts.format);
     if (this.writeError) return;
     try {
       this.sink.writeLine(line);

@@ -1,8 +1,9 @@
 // One result -> one output line. The three formats a user can ask for.
 import type { Prediction } from '../classifier.js';
 
-/** One input's result. `path` is what the input was called (absent for an unnamed upload). */
-export type Outcome = { path?: string; predictions: Prediction[]; version?: string } | { path?: string; error: string; version?: string };
+/** One input's result. `path` is what the input was called (absent for an unnamed upload);
+ * `model`, the fingerprint of the model that answered, where the line records it. */
+export type Outcome = { path?: string; predictions: Prediction[]; version?: string; model?: string } | { path?: string; error: string; version?: string; model?: string };
 
 export type Format = 'json' | 'text' | 'tsv';
 export const FORMATS: Format[] = ['json', 'text', 'tsv'];
@@ -15,7 +16,7 @@ const escapeControl = (s: string) => s.replace(/[\t\n\r\\]/g, (c) => ({ '\t': '\
 
 /** The JSON shape of one result, shared by the CLI's lines and the server's answers. */
 export function jsonRecord(o: Outcome): object {
-  const head = { ...(o.path !== undefined ? { path: o.path } : {}), ...(o.version !== undefined ? { version: o.version } : {}) };
+  const head = { ...(o.path !== undefined ? { path: o.path } : {}), ...(o.version !== undefined ? { version: o.version } : {}), ...(o.model !== undefined ? { model: o.model } : {}) };
   return 'error' in o
     ? { ...head, error: o.error }
     : { ...head, predictions: o.predictions.map((p) => ({ label: p.label, score: round(p.score) })) };
