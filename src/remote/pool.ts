@@ -162,7 +162,8 @@ export class BackendPool {
       const now = Date.now();
       if (now >= deadline) return false;
       this.probing ??= this.probeLeftOut().finally(() => (this.probing = undefined));
-      const until = Math.min(deadline, ...this.backends.map((b) => b.ejectedUntil));
+      // A backend gone from the name is not one to wait for.
+      const until = Math.min(deadline, ...this.backends.filter((b) => !b.gone && b.ejectedUntil > now).map((b) => b.ejectedUntil));
       const timer = new AbortController();
       const woken = new Promise<void>((r) => this.waiters.push(r));
       await Promise.race([woken, this.probing, sleep(Math.max(0, until - now), undefined, { signal: timer.signal }).catch(() => undefined)]);
@@ -174,13 +175,14 @@ export class BackendPool {
    * round every probeMs, however many images wait. */
   private async probeLeftOut(): Promise<void> {
     const probe = this.opts.probe;
-    if (!probe) return;
-    const now = Date.now();
-    const out = this.backends.filter((b) => !b.gone && b.ejectedUntil > now);
-    const ready = await Promise.all(out.map((b) => probe(b).catch(() => false)));
-    out.forEach((b, i) => ready[i] && this.answered(b));
-    if (ready.some(Boolean)) this.wake();
-    else await sleep(this.opts.probeMs ?? 500);
+    if (probe) {
+      const now = Date.now();
+      const out = this.backends.filter((b) => !b.gone && b.ejectedUntil > now);
+      const ready = await Promise.all(out.map((b) => probe(b).catch(() => false)));
+      out.forEach((b, i) => ready[i] && this.answered(b));
+      if (ready.some(Boolean)) return this.wake();
+    }
+    await sleep(this.opts.probeMs ?? 500);
   }
 
   /** Leaves a backend out for a while. */
