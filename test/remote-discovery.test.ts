@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Resolver } from '../src/remote/pool.js';
+import { BackendPool, type Resolver } from '../src/remote/pool.js';
 import { RemoteClassifier, RemoteImageError } from '../src/remote/client.js';
 import { jsonLines } from './helpers.js';
 import { classify, fakeBackend, IMAGES, inputs, labelOf } from './remote-fakes.js';
@@ -115,6 +115,14 @@ describe('discovery: what a name resolves to (issue 24)', () => {
     expect(host).toBe('pods');
     return addresses.map((address) => ({ address, family: 4 }));
   };
+
+  it('names are resolved as the system resolves them (getaddrinfo): /etc/hosts names localhost', async () => {
+    const pool = new BackendPool([new URL('http://localhost:9')], { maxInFlight: 1, ejectMs: 1000, refreshMs: 60_000 });
+    await pool.start();
+    pool.stop();
+    expect(pool.all.map((b) => new URL(b.url).hostname).every((h) => ['127.0.0.1', '[::1]'].includes(h))).toBe(true);
+    expect(pool.all.map((b) => b.host)).toContain('localhost:9');
+  });
 
   it('a backend added to the name is used within --remote-refresh', async () => {
     // Two loopback addresses, one port: two "pods" behind one name.

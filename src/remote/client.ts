@@ -1,7 +1,8 @@
 // classify --remote: the same filter, with the model on one or more `classify serve` backends.
 // Each image's bytes go to one backend; a backend that refuses, fails (connection error, 5xx,
 // an answer that is not a well-formed classification) or times out is left out for a while and
-// the image goes to another, so every input still gets exactly one line.
+// the image goes to another; with none in service, images wait (up to --remote-timeout) for one
+// to be back. Every input still gets exactly one line.
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { type FilePath, ImageReader } from '../image/decode.js';
