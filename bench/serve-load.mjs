@@ -3,9 +3,10 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
 
-function start(bin, graph) {
+/** `classify serve` on a free loopback port; resolves once it listens. */
+export function start(bin, graph, extra = ['--max-queue', '1024'], env = process.env) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, 'serve', '-g', graph, '--port', '0', '--quiet', '--max-queue', '1024']);
+    const child = spawn(process.execPath, [bin, 'serve', '-g', graph, '--port', '0', '--quiet', ...extra], { env });
     let err = '';
     child.stderr.on('data', (d) => {
       err += d;

@@ -6,6 +6,7 @@ import { type FingerprintOptions, modelFingerprint } from './fingerprint.js';
 import type { FilePath } from './image/decode.js';
 import type { Log } from './log.js';
 import { OutputFile, type OutputOptions } from './resume.js';
+import { UsageError } from './errors.js';
 
 export interface BulkOptions extends OutputOptions, FingerprintOptions {
   /** reuse answers for identical bytes from this folder */
@@ -16,22 +17,26 @@ export interface BulkOptions extends OutputOptions, FingerprintOptions {
 
 /** What the filter classifies with: a loaded model or remote servers, and either through the cache. */
 export interface PathClassifier {
-  classifyPath(path: FilePath, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string }>;
+  classifyPath(path: FilePath, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string; model?: string }>;
   close(): Promise<void>;
 }
 
 /** The classifier to use (through the cache with --cache) and FILE with -o. `local` is the
- * loaded model, undefined with --remote (the CLI refuses --resume and --cache there). A setup
- * that fails (exit 2) closes the classifier first. */
+ * loaded model, undefined with --remote (the CLI refuses --cache there), where `remoteModel` is
+ * the fingerprint the backends give. A setup that fails (exit 2) closes the classifier first. */
 export async function setUpBulk(
   opts: BulkOptions,
   classifier: PathClassifier,
   local: Classifier | undefined,
   log: Log,
   stopInput: () => void,
+  remoteModel?: string,
 ): Promise<{ classifier: PathClassifier; output?: OutputFile }> {
   try {
-    const set = wrap(opts, classifier, local, log);
+    if (!local && opts.resume && remoteModel === undefined) {
+      throw new UsageError('--resume: the --remote backends do not say which model they serve (a classify serve that sends X-Model-Fingerprint does)');
+    }
+    const set = wrap(opts, classifier, local, log, remoteModel);
     if (set.output) set.output.stopInput = stopInput;
     return set;
   } catch (err) {
@@ -40,7 +45,7 @@ export async function setUpBulk(
   }
 }
 
-function wrap(opts: BulkOptions, classifier: PathClassifier, local: Classifier | undefined, log: Log): { classifier: PathClassifier; output?: OutputFile } {
+function wrap(opts: BulkOptions, classifier: PathClassifier, local: Classifier | undefined, log: Log, remoteModel?: string): { classifier: PathClassifier; output?: OutputFile } {
   let caching: CachingClassifier | undefined;
   let wrapped: PathClassifier = classifier;
   if (opts.cache && local) {
@@ -55,7 +60,7 @@ function wrap(opts: BulkOptions, classifier: PathClassifier, local: Classifier |
       },
     };
   }
-  const model = local && (caching ? caching.fingerprint(local) : opts.output ? modelFingerprint(local.info, opts) : undefined);
+  const model = local ? (caching ? caching.fingerprint(local) : opts.output ? modelFingerprint(local.info, opts) : undefined) : remoteModel;
   if (opts.verbose && model) log(`model fingerprint ${model}`);
   const output = opts.output ? OutputFile.open({ ...opts, output: opts.output }, model, log) : undefined;
   return { classifier: wrapped, output };

@@ -126,7 +126,8 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     )
       .option('-r, --remote <urls>', 'classify on classify serve backends (comma-separated URLs) instead of loading --graph', (v: string) => v.split(',').filter(Boolean))
       .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), 8)
-      .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), 30000),
+      .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), 30000)
+      .option('--remote-refresh <ms>', 'how often --remote hostnames are resolved again', positiveInt('--remote-refresh'), 30000),
   )
     .version(version())
     .addHelpText('after', EXAMPLES)
@@ -195,7 +196,6 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     if (rest.resume && rest.format !== 'json') usage('--resume reads FILE back, which takes --format json');
     if (rest.reclassify && !rest.resume) usage('--reclassify goes with --resume');
     if (rest.retryFailed && !rest.resume) usage('--retry-failed goes with --resume');
-    if (remote && rest.resume) usage('--resume needs the model here (--graph) to fingerprint it; the --remote servers hold theirs');
     if (remote && rest.cache) usage('--cache needs the model here; give it to the servers instead (classify serve --cache DIR)');
     const opts = exactly<FilterOptions>()({ ...rest, ...place, maxDelayMs: maxDelay, nul });
     done(await runFilter(opts, paths, { ...io, log }));

@@ -187,7 +187,7 @@ export class OutputFile {
       if (p.previous === failed(p.size, p.mtime, outcome.error)) return;
       this.newFailures++;
     } else this.classified++;
-    const provenance = { ...(errorKind ? { error_kind: errorKind } : {}), size: p.size, mtime: p.mtime, model: this.model };
+    const provenance = { ...(errorKind ? { error_kind: errorKind } : {}), size: p.size, mtime: p.mtime, model: outcome.model ?? this.model };
     const line = this.opts.format === 'json' ? JSON.stringify({ ...jsonRecord(outcome), ...provenance }) : formatLine(outcome, this.opts.format);
     if (this.writeError) return;
     try {

@@ -64,7 +64,8 @@ describe.each(BAD)('a backend answering 200 with %s', (_name, post, reason) => {
   it('alone: each line is an error line and the run goes on to the end', async () => {
     const bad = await fakeBackend(post);
     const input = inputs(6);
-    const r = await classify(['--remote', bad.url, '-q'], input.map((i) => i.path).join('\n') + '\n');
+    // Each image waits --remote-timeout for the backend to be back, retrying it, then fails.
+    const r = await classify(['--remote', bad.url, '-q', '--remote-timeout', '1000'], input.map((i) => i.path).join('\n') + '\n');
     expect(r.code).toBe(1);
     const out = jsonLines(r.stdout);
     expect(out.map((o) => o.path)).toEqual(input.map((i) => i.path));
@@ -137,17 +138,22 @@ describe('backends left out and back', () => {
     pool.stop();
   });
 
-  it('a backend that fails one request is left out, then back when it answers again', async () => {
+  it('a backend that fails one request is left out, then back when it answers again: the image waits for it', async () => {
     let calls = 0;
     const flaky = await fakeBackend((req, res, body) => (++calls === 1 ? json(500, '{"error":"oops"}')(req, res) : goodAnswer(req, res, body)));
     const log: string[] = [];
     const remote = await RemoteClassifier.connect({ urls: [flaky.url], maxInFlight: 1, timeoutMs: 5000, ejectMs: 50, log: (l) => log.push(l) });
-    await expect(remote.classifyPath(IMAGES[0], 1, 0)).rejects.toThrow(new RemoteImageError(`all backends failed (127.0.0.1:${flaky.port}: HTTP 500 oops)`));
-    // Still out: the next image is not sent, and says why.
-    await expect(remote.classifyPath(IMAGES[0], 1, 0)).rejects.toThrow(`all backends failed (127.0.0.1:${flaky.port}: left out after HTTP 500 oops)`);
-    await new Promise((r) => setTimeout(r, 120));
     expect((await remote.classifyPath(IMAGES[0], 1, 0)).predictions).toEqual([{ label: inputs(1)[0].label, score: 0.9 }]);
+    expect(calls).toBe(2);
     expect(log).toEqual([`backend 127.0.0.1:${flaky.port} left out: HTTP 500 oops`, `backend 127.0.0.1:${flaky.port} is back`]);
+    await remote.close();
+  });
+
+  it('a backend that keeps failing: the image fails after --remote-timeout, saying why', async () => {
+    const broken = await fakeBackend(json(500, '{"error":"oops"}'));
+    const remote = await RemoteClassifier.connect({ urls: [broken.url], maxInFlight: 1, timeoutMs: 300, ejectMs: 50, probeMs: 50 });
+    await expect(remote.classifyPath(IMAGES[0], 1, 0)).rejects.toThrow(new RemoteImageError(`all backends failed (127.0.0.1:${broken.port}: HTTP 500 oops)`));
+    expect(broken.posts).toBeGreaterThan(1); // tried again while it waited
     await remote.close();
   });
 });

@@ -295,12 +295,12 @@ describe('classify -o FILE --resume', () => {
     expect(r.stderr).toMatch(/classify: cannot write \/dev\/full: no space left on device \(ENOSPC\)/);
   });
 
-  it('usage errors exit 2 before any input is read: --resume without -o or JSON, with --remote; a FILE not of JSON lines', async () => {
+  // --resume with --remote is tested in remote-discovery.test.ts (keyed on the backends' model).
+  it('usage errors exit 2 before any input is read: --resume without -o or JSON; a FILE not of JSON lines', async () => {
     const cases: [string[], RegExp][] = [
       [['-g', COLOUR, '--resume'], /--resume needs -o FILE/],
       [['-g', COLOUR, '-o', join(dir, 'x.txt'), '--resume', '-f', 'tsv'], /--resume reads FILE back, which takes --format json/],
       [['-g', COLOUR, '--reclassify'], /--reclassify goes with --resume/],
-      [['-r', 'http://127.0.0.1:9', '-o', join(dir, 'x.ndjson'), '--resume'], /--resume needs the model here/],
       [['-g', COLOUR, '-o', dir], /cannot open for appending \(EISDIR\)/],
     ];
     for (const [args, message] of cases) {

@@ -182,6 +182,9 @@ describe('model versions', () => {
     expect(out.map((o) => o.predictions[0].label)).toEqual(input.map(([, l]) => l));
     const versions = out.map((o) => o.version).join('');
     expect(versions).toMatch(/^1+2+$/); // every answer from 1, then every answer from 2
+    // ...and each line names the model that answered: two fingerprints, in the same two runs.
+    const models = out.map((o) => o.model).join(' ');
+    expect(models).toMatch(/^([0-9a-f]{16})( \1)* (?!\1)([0-9a-f]{16})( \3)*$/);
     const ready = await (await fetch(`${s.url}/readyz`)).json();
     expect(ready.version).toBe('2');
     expect(await (await fetch(`${s.url}/metrics`)).text()).toMatch(/classify_model_info\{[^}]*version="2"\} 1/);

@@ -25,6 +25,7 @@ export type FilterOptions = FilterSettings & ModelPlace;
 interface FilterSettings extends Omit<ClassifierOptions, 'graph'>, BulkOptions {
   remoteInFlight: number;
   remoteTimeout: number;
+  remoteRefresh: number;
   withVersion: boolean;
   format: Format;
   topK: number;
@@ -49,6 +50,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   let classifier: PathClassifier;
   let local: Classifier | undefined;
   let window: number;
+  let remoteModel: string | undefined;
   if (opts.remote) {
     // Backends left out or back: one line each, clear of the progress line.
     const note = (line: string) => {
@@ -60,8 +62,10 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
       urls: opts.remote,
       maxInFlight: opts.remoteInFlight,
       timeoutMs: opts.remoteTimeout,
+      refreshMs: opts.remoteRefresh,
       log: opts.quiet ? undefined : note,
     });
+    remoteModel = remote.model;
     if (opts.verbose) io.log(`remote: ${remote.backends} backend${remote.backends === 1 ? '' : 's'}, up to ${opts.remoteInFlight} requests in flight each`);
     classifier = remote;
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
@@ -73,7 +77,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     window = Math.max(16, local.info.inFlight + local.info.batchSize);
   }
   // -o, --resume, --cache: FILE is read (and refused with exit 2) before any input is.
-  const bulk = opts.output || opts.cache ? await setUpBulk(opts, classifier, local, io.log, () => io.stdin.destroy()) : undefined;
+  const bulk = opts.output || opts.cache ? await setUpBulk(opts, classifier, local, io.log, () => io.stdin.destroy(), remoteModel) : undefined;
   if (bulk) classifier = bulk.classifier;
   const output = bulk?.output;
 
@@ -103,7 +107,13 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     const named = file ? { path, pathBytes: file } : { path };
     if (problem !== undefined) return Promise.resolve({ ...named, error: problem });
     return classifier.classifyPath(file ?? path, opts.topK, opts.threshold).then(
-      ({ predictions, version }) => ({ ...named, predictions, ...(opts.withVersion ? { version: version ?? '' } : {}) }),
+      // With --remote, the model that answered is recorded (-o) or shown (--with-version).
+      ({ predictions, version, model }) => ({
+        ...named,
+        predictions,
+        ...(opts.withVersion ? { version: version ?? '' } : {}),
+        ...(model && (opts.withVersion || opts.output) ? { model } : {}),
+      }),
       (err: unknown) =>
         err instanceof InputError
           ? { ...named, error: err.message, kind: err.kind }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache.js';
 import { Classifier, type ClassifierOptions, DECODE_QUEUE } from '../classifier.js';
 import { invalidValue, UsageError } from '../errors.js';
+import { modelFingerprint } from '../fingerprint.js';
 import { loadNewestWorking } from '../model.js';
 import type { Log } from '../log.js';
 import { describeClassifier } from '../report.js';
@@ -40,7 +41,11 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
     await classifier.close();
     throw err;
   }
-  const server = new ClassifyServer(classifier, metrics, opts, log, cache);
+  // Each model's fingerprint is worked out once, when it first serves (hashing its files).
+  const prints = new WeakMap<Classifier, string>();
+  const fingerprint = (c: Classifier) => cache?.fingerprint(c) ?? prints.get(c) ?? prints.set(c, modelFingerprint(c.info, opts)).get(c)!;
+  fingerprint(classifier);
+  const server = new ClassifyServer(classifier, metrics, opts, log, cache, fingerprint);
   // A folder of numbered versions is watched for newer ones.
   const watch =
     classifier.info.version !== undefined
@@ -48,7 +53,10 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
           opts.graph,
           () => server.model.info.version,
           (version) => load(join(opts.graph, version), version),
-          (next) => server.swap(next),
+          (next) => {
+            fingerprint(next);
+            server.swap(next);
+          },
           log,
           opts.watchInterval,
         )

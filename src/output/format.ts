@@ -2,8 +2,9 @@
 import type { Prediction } from '../classifier.js';
 
 /** One input's result. `path` is what the input was called (absent for an unnamed upload);
- * `pathBytes` its exact bytes where they are not UTF-8 (`path` then shows U+FFFD). */
-type Named = { path?: string; pathBytes?: Buffer; version?: string };
+ * `pathBytes` its exact bytes where they are not UTF-8 (`path` then shows U+FFFD); `model`, the
+ * fingerprint of the model that answered, where the line records it. */
+type Named = { path?: string; pathBytes?: Buffer; version?: string; model?: string };
 /** `kind`: what sort of failure (src/image/decode.ts's InputErrorKind), where known. */
 export type Outcome = (Named & { predictions: Prediction[] }) | (Named & { error: string; kind?: string });
 
@@ -22,6 +23,7 @@ export function jsonRecord(o: Outcome): object {
     ...(o.path !== undefined ? { path: o.path } : {}),
     ...(o.pathBytes !== undefined ? { path_bytes: o.pathBytes.toString('base64') } : {}),
     ...(o.version !== undefined ? { version: o.version } : {}),
+    ...(o.model !== undefined ? { model: o.model } : {}),
   };
   return 'error' in o
     ? { ...head, error: o.error }

@@ -30,11 +30,34 @@ export class ServerMetrics {
     registers: [this.registry],
   });
   readonly inFlight = new Gauge({ name: 'classify_images_in_flight', help: 'Images accepted and not yet answered', registers: [this.registry] });
+  /** The autoscaling signal: its rate() over a window is the average of images in flight over
+   * that window, exactly (a gauge scraped every 15 s would only sample it). */
+  readonly inFlightSeconds = new Counter({
+    name: 'classify_images_in_flight_seconds_total',
+    help: 'Images in flight integrated over time: rate() of it is the average number of images in flight',
+    registers: [this.registry],
+    collect: () => this.advance(),
+  });
+  private inFlightNow = 0;
+  private inFlightSince = performance.now();
   readonly modelInfo = new Gauge({ name: 'classify_model_info', help: 'The model being served (value is always 1)', labelNames: ['model', 'engine', 'version'], registers: [this.registry] });
 
   setModel(info: { model: string; engine: string; version?: string }): void {
     this.modelInfo.reset();
     this.modelInfo.set({ model: info.model, engine: info.engine, version: info.version ?? '' }, 1);
+  }
+
+  setInFlight(images: number): void {
+    this.advance();
+    this.inFlightNow = images;
+    this.inFlight.set(images);
+  }
+
+  /** Adds the time since the last change, at the count held through it, to the integral. */
+  private advance(): void {
+    const now = performance.now();
+    if (this.inFlightNow > 0) this.inFlightSeconds.inc((this.inFlightNow * (now - this.inFlightSince)) / 1000);
+    this.inFlightSince = now;
   }
 
   /** Feeds the batcher's per-batch report into the histograms. */

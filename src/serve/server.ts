@@ -42,6 +42,10 @@ const STATUS_OF: Record<InputErrorKind, number> = {
 
 type ImageResult = { outcome: Outcome; status: number };
 
+/** Names the model that answered (its fingerprint, as -o lines record it) on every answer and on
+ * /readyz: a --remote client notices a backend that now serves another model. */
+export const MODEL_HEADER = 'X-Model-Fingerprint';
+
 /** What Node's HTTP parser reports before a request exists, as Node's own handler answers it. */
 const CLIENT_ERRORS: Record<string, [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'request headers too large'],
@@ -84,6 +88,8 @@ export class ClassifyServer {
     private readonly log: Log,
     /** --cache: answers for bytes seen before, per model */
     private readonly cache?: CachingClassifier,
+    /** a loaded model's fingerprint (src/fingerprint.ts) */
+    private readonly fingerprint?: (c: Classifier) => string,
   ) {
     this.budget = new UploadBudget(opts.maxBuffered, (bytes) => metrics.bufferedBytes.set(bytes));
     // Node's own limit on receiving a request stays behind ours (--body-timeout), as a backstop.
@@ -195,7 +201,9 @@ export class ClassifyServer {
       } else if (path === '/readyz' && (req.method === 'GET' || req.method === 'HEAD')) {
         route = 'readyz';
         const info = this.classifier.info;
-        send(res, this.draining ? 503 : 200, { ready: !this.draining, model: info.model, version: info.version ?? null, engine: info.engine });
+        const fingerprint = this.fingerprint?.(this.classifier);
+        if (fingerprint) res.setHeader(MODEL_HEADER, fingerprint);
+        send(res, this.draining ? 503 : 200, { ready: !this.draining, model: info.model, version: info.version ?? null, engine: info.engine, fingerprint: fingerprint ?? null });
       } else if (path === '/metrics' && req.method === 'GET') {
         route = 'metrics';
         res.writeHead(200, { 'Content-Type': this.metrics.registry.contentType });
@@ -257,8 +265,10 @@ export class ClassifyServer {
       return uploads.length;
     }
     this.imagesInFlight += uploads.length;
-    this.metrics.inFlight.set(this.imagesInFlight);
+    this.metrics.setInFlight(this.imagesInFlight);
     const model = this.use();
+    const fingerprint = this.fingerprint?.(model);
+    if (fingerprint) res.setHeader(MODEL_HEADER, fingerprint);
     let results: ImageResult[];
     try {
       // The request is its own group for decode slots: a big request cannot starve a small one.
@@ -266,7 +276,7 @@ export class ClassifyServer {
     } finally {
       this.done(model);
       this.imagesInFlight -= uploads.length;
-      this.metrics.inFlight.set(this.imagesInFlight);
+      this.metrics.setInFlight(this.imagesInFlight);
     }
     const multipart = (req.headers['content-type'] ?? '').toLowerCase().startsWith('multipart/');
     if (results.length === 1 && !(multipart && uploads.length > 1)) {
