@@ -182,7 +182,7 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     .action(async (model, { json, ...rest }) => {
       const { info, formatInfo } = await import('./commands/info.js');
       const i = await info(model, exactly<Parameters<typeof info>[1]>()({ ...rest, threads: 0 }));
-      process.stdout.write(json ? JSON.stringify(i, null, 2) + '\n' : formatInfo(i));
+      io.stdout.write(json ? JSON.stringify(i, null, 2) + '\n' : formatInfo(i));
     });
 
   program.action(async (paths, { graph, remote, maxDelay, null: nul, ...rest }) => {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContentCache, decodeEntry, encodeEntry } from '../src/cache.js';
-import { BIN, COLOUR, FIX, jsonLines, ROOT, runCli } from './helpers.js';
+import { BIN, COLOUR, FIX, jsonLines, ROOT, runInProcess } from './helpers.js';
 
 let dir: string;
 let images: string[];
@@ -25,7 +25,7 @@ beforeAll(async () => {
       return file;
     }),
   );
-  const r = await runCli(['-g', COLOUR], input(images));
+  const r = await runInProcess(['-g', COLOUR], input(images));
   expect(r.code).toBe(0);
   expected = new Map(jsonLines(r.stdout).map((o) => [o.path, o.predictions]));
 });
@@ -171,7 +171,7 @@ describe('a cache folder holds only its own files', () => {
 describe('classify --cache', () => {
   it('a second run answers every image from the cache, exactly as without it; a copy under another name is a hit', async () => {
     const cache = join(dir, 'plain');
-    const first = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
+    const first = await runInProcess(['-g', COLOUR, '--cache', cache, '-v'], input(images));
     expect(first.code).toBe(0);
     expect(hitsAndMisses(first.stderr)).toEqual([0, 40]);
     expectRight(first.stdout);
@@ -179,24 +179,24 @@ describe('classify --cache', () => {
     const copy = join(dir, 'copy of c5.png');
     copyFileSync(images[5], copy);
     expected.set(copy, expected.get(images[5]));
-    const second = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input([...images, copy]));
+    const second = await runInProcess(['-g', COLOUR, '--cache', cache, '-v'], input([...images, copy]));
     expect(second.code).toBe(0);
     expect(hitsAndMisses(second.stderr)).toEqual([41, 0]);
     expectRight(second.stdout, [...images, copy]);
     // Another model does not see this one's answers.
-    const other = await runCli(['-g', join(FIX, 'models', 'colour-nhwc'), '--cache', cache, '-v'], input(images.slice(0, 3)));
+    const other = await runInProcess(['-g', join(FIX, 'models', 'colour-nhwc'), '--cache', cache, '-v'], input(images.slice(0, 3)));
     expect(hitsAndMisses(other.stderr)).toEqual([0, 3]);
   });
 
   it('answers from the stored score vector without running the model: any --top-k, and a planted entry shows', async () => {
     const cache = join(dir, 'planted');
     const red = join(FIX, 'images', 'red.jpg');
-    expect((await runCli(['-g', COLOUR, '--cache', cache], input([red]))).code).toBe(0);
+    expect((await runInProcess(['-g', COLOUR, '--cache', cache], input([red]))).code).toBe(0);
     const [entry] = entries(cache);
     const scores = decodeEntry(readFileSync(entry), keyOf(entry), 3)!;
     expect(scores[0]).toBeGreaterThan(0.99); // red, green, blue
     writeFileSync(entry, encodeEntry(keyOf(entry), Float32Array.from([0.1, 0.3, 0.6])));
-    const r = await runCli(['-g', COLOUR, '--cache', cache, '-k', '2'], input([red]));
+    const r = await runInProcess(['-g', COLOUR, '--cache', cache, '-k', '2'], input([red]));
     expect(jsonLines(r.stdout)[0].predictions).toEqual([
       { label: 'blue', score: 0.6 },
       { label: 'green', score: 0.3 },
@@ -205,14 +205,14 @@ describe('classify --cache', () => {
 
   it('a truncated or corrupt entry is a miss: the right answer, and the entry written whole again', async () => {
     const cache = join(dir, 'damaged');
-    expect((await runCli(['-g', COLOUR, '--cache', cache], input(images))).code).toBe(0);
+    expect((await runInProcess(['-g', COLOUR, '--cache', cache], input(images))).code).toBe(0);
     const all = entries(cache);
     const size = readFileSync(all[0]).length;
     truncateSync(all[0], 10);
     const flipped = readFileSync(all[1]);
     flipped[12] ^= 0x40; // a score's bits
     writeFileSync(all[1], flipped);
-    const r = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
+    const r = await runInProcess(['-g', COLOUR, '--cache', cache, '-v'], input(images));
     expect(r.code).toBe(0);
     expect(hitsAndMisses(r.stderr)).toEqual([38, 2]);
     expectRight(r.stdout);
@@ -222,11 +222,11 @@ describe('classify --cache', () => {
 
   it('an entry replaced by a link to /dev/zero or by a FIFO: refused at start (exit 2), a miss once running, never a hang', async () => {
     const cache = join(dir, 'planted');
-    expect((await runCli(['-g', COLOUR, '--cache', cache], input(images))).code).toBe(0);
+    expect((await runInProcess(['-g', COLOUR, '--cache', cache], input(images))).code).toBe(0);
     const all = entries(cache);
     rmSync(all[0]);
     symlinkSync('/dev/zero', all[0]);
-    const r = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
+    const r = await runInProcess(['-g', COLOUR, '--cache', cache, '-v'], input(images));
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`which is not a cache entry`);
     expect(r.stdout).toBe('');
@@ -261,13 +261,13 @@ describe('classify --cache', () => {
     expect(entries(cache)).toHaveLength(40);
     expect(readdirSync(cache).filter((f) => f.startsWith('.tmp-'))).toEqual([]);
     for (const e of entries(cache)) expect(decodeEntry(readFileSync(e), keyOf(e), 3)).toBeDefined();
-    const third = await runCli(['-g', COLOUR, '--cache', cache, '-v'], input(images));
+    const third = await runInProcess(['-g', COLOUR, '--cache', cache, '-v'], input(images));
     expect(hitsAndMisses(third.stderr)).toEqual([40, 0]);
   });
 
   it('--cache-entries bounds the folder: a run ends with at most that many entries', async () => {
     const cache = join(dir, 'bounded');
-    const r = await runCli(['-g', COLOUR, '--cache', cache, '--cache-entries', '10'], input(images));
+    const r = await runInProcess(['-g', COLOUR, '--cache', cache, '--cache-entries', '10'], input(images));
     expect(r.code).toBe(0);
     expectRight(r.stdout);
     expect(entries(cache).length).toBeGreaterThan(0);
@@ -277,14 +277,14 @@ describe('classify --cache', () => {
   it('a folder that cannot be a cache, or --cache with --remote, is a usage error', async () => {
     const file = join(dir, 'a-file');
     writeFileSync(file, '');
-    const r = await runCli(['-g', COLOUR, '--cache', join(file, 'sub')], input(images.slice(0, 1)));
+    const r = await runInProcess(['-g', COLOUR, '--cache', join(file, 'sub')], input(images.slice(0, 1)));
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--cache .*a-file\/sub: cannot use as a cache folder \(ENOTDIR\)/);
     // /proc says ENOENT under a parent that exists: Node's recursive mkdir used to spin for ever.
-    const proc = await runCli(['-g', COLOUR, '--cache', '/proc/no-such/cache'], input(images.slice(0, 1)));
+    const proc = await runInProcess(['-g', COLOUR, '--cache', '/proc/no-such/cache'], input(images.slice(0, 1)));
     expect(proc.code).toBe(2);
     expect(proc.stderr).toMatch(/--cache \/proc\/no-such\/cache: cannot use as a cache folder \(ENOENT\)/);
-    const remote = await runCli(['-r', 'http://127.0.0.1:9', '--cache', join(dir, 'c')], '');
+    const remote = await runInProcess(['-r', 'http://127.0.0.1:9', '--cache', join(dir, 'c')], '');
     expect(remote.code).toBe(2);
     expect(remote.stderr).toMatch(/--cache needs the model here/);
   });

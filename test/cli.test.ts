@@ -4,7 +4,7 @@ import { chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli } from './helpers.js';
+import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli, runInProcess } from './helpers.js';
 
 const img = (name: string) => join('fixtures', 'images', name);
 const broken = (name: string) => join('fixtures', 'broken', name);
@@ -39,7 +39,7 @@ const BAD = [
 
 describe('classify (filter)', () => {
   it('classifies each image by its dominant colour, one JSON line per path, in order', async () => {
-    const r = await runCli(['--graph', COLOUR], GOOD.map(([p]) => p).join('\n') + '\n');
+    const r = await runInProcess(['--graph', COLOUR], GOOD.map(([p]) => p).join('\n') + '\n');
     expect(r.code).toBe(0);
     expect(r.stderr).toBe('');
     const out = jsonLines(r.stdout);
@@ -57,7 +57,7 @@ describe('classify (filter)', () => {
     // Good and bad interleaved, repeated: more lines than a batch, so batches mix both.
     const input: string[] = [];
     for (let i = 0; i < 6; i++) input.push(...BAD, ...GOOD.map(([p]) => p));
-    const r = await runCli(['-g', COLOUR, '-b', '4'], input.join('\n') + '\n');
+    const r = await runInProcess(['-g', COLOUR, '-b', '4'], input.join('\n') + '\n');
     expect(r.code).toBe(1);
     const out = jsonLines(r.stdout);
     expect(out.map((o) => o.path)).toEqual(input);
@@ -77,20 +77,20 @@ describe('classify (filter)', () => {
   });
 
   it('--quiet keeps stderr empty even when images fail', async () => {
-    const r = await runCli(['-g', COLOUR, '-q'], `${broken('empty.jpg')}\n${img('red.jpg')}\n`);
+    const r = await runInProcess(['-g', COLOUR, '-q'], `${broken('empty.jpg')}\n${img('red.jpg')}\n`);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe('');
     expect(lines(r.stdout)).toHaveLength(2);
   });
 
   it('takes paths as arguments instead of stdin', async () => {
-    const r = await runCli(['-g', COLOUR, img('red.jpg'), img('blue.jpg')]);
+    const r = await runInProcess(['-g', COLOUR, img('red.jpg'), img('blue.jpg')]);
     expect(r.code).toBe(0);
     expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(['red', 'blue']);
   });
 
   it('tolerates CRLF line ends and skips blank lines', async () => {
-    const r = await runCli(['-g', COLOUR], `\r\n${img('red.jpg')}\r\n\r\n   \n${img('green.jpg')}\r\n`);
+    const r = await runInProcess(['-g', COLOUR], `\r\n${img('red.jpg')}\r\n\r\n   \n${img('green.jpg')}\r\n`);
     expect(r.code).toBe(0);
     expect(jsonLines(r.stdout).map((o) => o.path)).toEqual([img('red.jpg'), img('green.jpg')]);
   });
@@ -99,7 +99,7 @@ describe('classify (filter)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'classify odd '));
     const names = ['with space.jpg', 'ünïcødé 🌼.jpg', 'new\nline.jpg', 'tab\there.jpg'].map((n) => join(dir, n));
     for (const n of names) copyFileSync(join(FIX, 'images', 'red.jpg'), n);
-    const r = await runCli(['-g', COLOUR, '-0'], names.join('\0') + '\0');
+    const r = await runInProcess(['-g', COLOUR, '-0'], names.join('\0') + '\0');
     expect(r.code).toBe(0);
     const out = jsonLines(r.stdout);
     expect(out.map((o) => o.path)).toEqual(names);
@@ -108,11 +108,11 @@ describe('classify (filter)', () => {
 
   it('text and tsv formats: one line per input', async () => {
     const input = `${img('red.jpg')}\n${broken('empty.jpg')}\n`;
-    const text = await runCli(['-g', COLOUR, '-f', 'text', '-k', '2', '-q'], input);
+    const text = await runInProcess(['-g', COLOUR, '-f', 'text', '-k', '2', '-q'], input);
     expect(lines(text.stdout)).toHaveLength(2);
     expect(lines(text.stdout)[0]).toMatch(/^fixtures\/images\/red\.jpg: red \(0\.9\d{3}\), (green|blue) \(0\.\d{4}\)$/);
     expect(lines(text.stdout)[1]).toBe('fixtures/broken/empty.jpg: error: empty file');
-    const tsv = await runCli(['-g', COLOUR, '-f', 'tsv', '-k', '1', '-q'], input);
+    const tsv = await runInProcess(['-g', COLOUR, '-f', 'tsv', '-k', '1', '-q'], input);
     const [good, bad] = lines(tsv.stdout).map((l) => l.split('\t'));
     expect(good.slice(0, 3)).toEqual(['fixtures/images/red.jpg', 'ok', 'red']);
     expect(Number(good[3])).toBeGreaterThan(0.95);
@@ -120,15 +120,15 @@ describe('classify (filter)', () => {
   });
 
   it('--top-k and --threshold limit the predictions', async () => {
-    const top1 = jsonLines((await runCli(['-g', COLOUR, '-k', '1', img('red.jpg')])).stdout)[0];
+    const top1 = jsonLines((await runInProcess(['-g', COLOUR, '-k', '1', img('red.jpg')])).stdout)[0];
     expect(top1.predictions.map((p: { label: string }) => p.label)).toEqual(['red']);
-    const above = jsonLines((await runCli(['-g', COLOUR, '-t', '0.5', img('grey.jpg'), img('red.jpg')])).stdout);
+    const above = jsonLines((await runInProcess(['-g', COLOUR, '-t', '0.5', img('grey.jpg'), img('red.jpg')])).stdout);
     expect(above[0].predictions).toEqual([]); // grey: every class near 1/3
     expect(above[1].predictions).toHaveLength(1);
   });
 
   it('runs NHWC models and turns raw scores into probabilities', async () => {
-    const r = await runCli(['-g', join(FIX, 'models', 'colour-nhwc'), img('green.jpg')]);
+    const r = await runInProcess(['-g', join(FIX, 'models', 'colour-nhwc'), img('green.jpg')]);
     expect(r.code).toBe(0);
     const [o] = jsonLines(r.stdout);
     expect(o.predictions[0].label).toBe('green');
@@ -138,7 +138,7 @@ describe('classify (filter)', () => {
 
   it('runs models with a fixed batch of one, whatever --batch-size says', async () => {
     const input = Array.from({ length: 12 }, (_, i) => GOOD[i % GOOD.length][0]);
-    const r = await runCli(['-g', join(FIX, 'models', 'colour-batch1'), '-b', '8', '-v'], input.join('\n'));
+    const r = await runInProcess(['-g', join(FIX, 'models', 'colour-batch1'), '-b', '8', '-v'], input.join('\n'));
     expect(r.code).toBe(0);
     expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(input.map((p) => GOOD.find(([q]) => q === p)![1]));
     expect(r.stderr).toMatch(/fixed batch of 1/);
@@ -147,7 +147,7 @@ describe('classify (filter)', () => {
 
   it('--verbose describes the model, engine, input and batching on stderr', async () => {
     // --device cpu: on a machine with a GPU, auto would pick it (and batch 16).
-    const r = await runCli(['-g', COLOUR, '-v', '--device', 'cpu', img('red.jpg')]);
+    const r = await runInProcess(['-g', COLOUR, '-v', '--device', 'cpu', img('red.jpg')]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/classify: model .*colour\/model\.onnx/);
     expect(r.stderr).toMatch(/classify: engine onnxruntime-node [\d.]+ \(cpu\)/);
@@ -303,7 +303,7 @@ describe('classify: usage and model errors exit 2 before reading stdin', () => {
   });
 
   it('--help exits 0', async () => {
-    const r = await runCli(['--help']);
+    const r = await runInProcess(['--help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/--batch-size/);
   });
@@ -321,7 +321,7 @@ describe('--help and the README say the same', () => {
   const helpFlags = (text: string) => [...text.matchAll(/^ {2}(?:-\w, )?(--[a-z0-9-]+)/gm)].map((m) => m[1]);
 
   it('the filter: --graph first, every flag in the README table and no other, the README\'s first examples', async () => {
-    const r = await runCli(['--help']);
+    const r = await runInProcess(['--help']);
     const flags = helpFlags(r.stdout);
     expect(flags[0]).toBe('--graph');
     expect(new Set(flags)).toEqual(readmeFlags('### Flags'));
@@ -331,7 +331,7 @@ describe('--help and the README say the same', () => {
   });
 
   it('serve: --graph first, every flag in the README table and no other', async () => {
-    const r = await runCli(['serve', '--help']);
+    const r = await runInProcess(['serve', '--help']);
     const flags = helpFlags(r.stdout);
     expect(flags[0]).toBe('--graph');
     const listed = readmeFlags('| serve flag |');

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli, runInProcess } from './helpers.js';
+import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runInProcess } from './helpers.js';
 
 const img = (name: string) => join('fixtures', 'images', name);
 const REAL = new Set([img('red.jpg'), img('green.jpg'), img('blue.jpg')]);
@@ -38,7 +38,7 @@ describe('filter: only regular files are read', () => {
   it('a FIFO and a character device are that line\'s error; the run goes on and ends', async () => {
     const fifo = join(dir, 'pipe.jpg');
     spawnSync('mkfifo', [fifo]);
-    const r = await runCli(['-g', COLOUR, '-k', '1'], [img('red.jpg'), fifo, '/dev/zero', '/dev/urandom', img('green.jpg')].join('\n') + '\n');
+    const r = await runInProcess(['-g', COLOUR, '-k', '1'], [img('red.jpg'), fifo, '/dev/zero', '/dev/urandom', img('green.jpg')].join('\n') + '\n');
     expect(r.code).toBe(1);
     expect(jsonLines(r.stdout)).toEqual([
       { path: img('red.jpg'), predictions: [{ label: 'red', score: expect.any(Number) }] },
@@ -53,12 +53,12 @@ describe('filter: only regular files are read', () => {
     const sparse = join(dir, 'huge.jpg');
     writeFileSync(sparse, '');
     truncateSync(sparse, 1.5 * 1024 ** 3);
-    const r = await runCli(['-g', COLOUR, '-q'], `${sparse}\n${img('red.jpg')}\n`);
+    const r = await runInProcess(['-g', COLOUR, '-q'], `${sparse}\n${img('red.jpg')}\n`);
     expect(r.code).toBe(1);
     const [huge, red] = jsonLines(r.stdout);
     expect(huge).toEqual({ path: sparse, error: `file of ${1.5 * 1024 ** 3} bytes is over the limit of 104857600 (--max-file-size)` });
     expect(red.predictions[0].label).toBe('red');
-    const small = await runCli(['-g', COLOUR, '-q', '--max-file-size', '1000', img('red.jpg')]);
+    const small = await runInProcess(['-g', COLOUR, '-q', '--max-file-size', '1000', img('red.jpg')]);
     expect(jsonLines(small.stdout)[0].error).toMatch(/over the limit of 1000 \(--max-file-size\)/);
   });
 });
@@ -79,7 +79,7 @@ describe('filter: interrupts', () => {
   });
 
   it('at a real end of input, an unterminated last line is a path', async () => {
-    const r = await runCli(['-g', COLOUR, '-k', '1'], `${img('red.jpg')}\n${img('green.jpg')}`);
+    const r = await runInProcess(['-g', COLOUR, '-k', '1'], `${img('red.jpg')}\n${img('green.jpg')}`);
     expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(['red', 'green']);
   });
 
@@ -112,7 +112,7 @@ describe('filter: interrupts', () => {
 describe('filter: odd input lines', () => {
   it('a line over 1 MiB is that line\'s error; later lines are classified', async () => {
     const long = 'x'.repeat(3 * 1024 * 1024);
-    const r = await runCli(['-g', COLOUR, '-k', '1'], `${img('red.jpg')}\n${long}\n${img('green.jpg')}\n`);
+    const r = await runInProcess(['-g', COLOUR, '-k', '1'], `${img('red.jpg')}\n${long}\n${img('green.jpg')}\n`);
     expect(r.code).toBe(1);
     const out = jsonLines(r.stdout);
     expect(out).toHaveLength(3);
@@ -149,7 +149,7 @@ describe('filter: odd input lines', () => {
   });
 
   it('--device gpu is refused before the model loads, without blaming the model', async () => {
-    const r = await runCli(['-g', 'no/such/model', '--device', 'gpu'], img('red.jpg'));
+    const r = await runInProcess(['-g', 'no/such/model', '--device', 'gpu'], img('red.jpg'));
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/Expected one of auto, cpu, webgpu, cuda, tensorrt for --device but received "gpu"/);
     expect(r.stderr).not.toMatch(/no\/such\/model/);
@@ -181,7 +181,7 @@ describe('filter: found by attacking the hardened filter', () => {
       ['--batch-size', '100000000', 'integer from 0 to 1024'],
       ['--max-delay', '99999999999', 'number from 0 to 60000'],
     ]) {
-      const r = await runCli(['-g', 'no/such/model', flag, value], img('red.jpg'));
+      const r = await runInProcess(['-g', 'no/such/model', flag, value], img('red.jpg'));
       expect(r.code).toBe(2);
       expect(r.stderr).toContain(`Expected ${expected} for ${flag} but received "${value}"`);
     }
@@ -192,7 +192,7 @@ describe('filter: found by attacking the hardened filter', () => {
     const server = net.createServer().listen(sock);
     await once(server, 'listening');
     try {
-      const r = await runCli(['-g', COLOUR, '-q', sock]);
+      const r = await runInProcess(['-g', COLOUR, '-q', sock]);
       expect(jsonLines(r.stdout)).toEqual([{ path: sock, error: 'not a regular file' }]);
     } finally {
       server.close();
@@ -206,20 +206,20 @@ describe('filter: found by attacking the hardened filter', () => {
       bomb,
       `<svg xmlns="http://www.w3.org/2000/svg" width="4000" height="4000"><filter id="f" x="-1000%" y="-1000%" width="3000%" height="3000%"><feGaussianBlur stdDeviation="2000"/></filter>${rects}</svg>`,
     );
-    const r = await runCli(['-g', join(FIX, 'models', 'colour-frozen'), '-k', '1', bomb]); // tf1 by default
+    const r = await runInProcess(['-g', join(FIX, 'models', 'colour-frozen'), '-k', '1', bomb]); // tf1 by default
     expect(r.code).toBe(0);
     expect(jsonLines(r.stdout)[0].predictions[0].label).toBe('red');
   }, 20_000);
 
   it('-o to /dev/null or a pipe writes and exits 0 (syncing them used to be an internal error)', async () => {
-    const r = await runCli(['-g', COLOUR, '-o', '/dev/null', img('red.jpg')]);
+    const r = await runInProcess(['-g', COLOUR, '-o', '/dev/null', img('red.jpg')]);
     expect([r.code, r.stderr]).toEqual([0, '']);
   });
 
   it('-o FILE --resume never cuts a last line classify did not write', async () => {
     const notes = join(dir, 'notes.txt');
     writeFileSync(notes, 'keep\nnote');
-    const r = await runCli(['-g', COLOUR, '-o', notes, '--resume', img('red.jpg')]);
+    const r = await runInProcess(['-g', COLOUR, '-o', notes, '--resume', img('red.jpg')]);
     expect(r.code).toBe(2);
     expect(readFileSync(notes, 'utf8')).toBe('keep\nnote');
   });
@@ -233,7 +233,7 @@ describe('filter: file names are bytes', () => {
     copyFileSync(join(FIX, 'images', 'green.jpg'), unicode);
     for (const sep of ['\0', '\n']) {
       const input = Buffer.concat([raw, Buffer.from(sep), Buffer.from(unicode + sep)]);
-      const r = await runCli(['-g', COLOUR, '-k', '1', ...(sep === '\0' ? ['-0'] : [])], input);
+      const r = await runInProcess(['-g', COLOUR, '-k', '1', ...(sep === '\0' ? ['-0'] : [])], input);
       expect(r.code).toBe(0);
       const [bad, good] = jsonLines(r.stdout);
       expect(bad.path).toBe(raw.toString('utf8')); // shown with U+FFFD: JSON text cannot hold the bytes

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeToRgb, InputError } from '../src/image/decode.js';
 import { jpegHeader } from '../src/image/jpeg-header.js';
 import { WASM_MAX_PIXELS, WasmJpegDecoder } from '../src/image/jpeg-wasm.js';
-import { COLOUR, FIX, runCli, SHARED, sharedAvailable } from './helpers.js';
+import { COLOUR, FIX, SHARED, sharedAvailable, runInProcess } from './helpers.js';
 
 const decoder = WasmJpegDecoder.create()!;
 
@@ -59,9 +59,9 @@ describe('the WebAssembly JPEG decoder', () => {
   });
 
   it('--verbose says which decoder takes which images', async () => {
-    const exact = await runCli(['-g', COLOUR, '--resize', 'tf1', '-v'], '');
+    const exact = await runInProcess(['-g', COLOUR, '--resize', 'tf1', '-v'], '');
     expect(exact.stderr).toMatch(/decoding small sequential JPEGs by libjpeg-turbo in WebAssembly/);
-    const area = await runCli(['-g', COLOUR, '--resize', 'area', '-v'], '');
+    const area = await runInProcess(['-g', COLOUR, '--resize', 'area', '-v'], '');
     expect(area.stderr).toMatch(/decoding by sharp/);
   });
 

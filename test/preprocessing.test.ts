@@ -13,7 +13,7 @@ import { jpegClaimsMoreThanItHolds } from '../src/image/jpeg-header.js';
 import { type ImageSteps, VIEWER_STEPS } from '../src/image/preprocessing.js';
 import { choosePreprocessing, huggingFaceHints, readLabels, resolveModel } from '../src/model.js';
 import { decodeMetadata } from '../src/proto/onnx.js';
-import { COLOUR, FIX, jsonLines, runCli, SHARED, sharedAvailable } from './helpers.js';
+import { COLOUR, FIX, jsonLines, SHARED, sharedAvailable, runInProcess } from './helpers.js';
 
 const HF = join(FIX, 'models', 'hf-colour');
 const fixture = (...p: string[]) => join(FIX, ...p);
@@ -97,7 +97,7 @@ describe('a Hugging Face export runs with no flags', () => {
   it('classifies with its labels, its crop and its normalisation', async () => {
     // blue-centre.png is red at both ends: blue only once the centre is cut out, as the config says.
     const paths = [fixture('decode', 'blue-centre.png'), fixture('images', 'red.jpg'), fixture('images', 'green.jpg')];
-    const r = await runCli(['-g', HF, '-k', '1', '-v'], paths.join('\n'));
+    const r = await runInProcess(['-g', HF, '-k', '1', '-v'], paths.join('\n'));
     expect(r.code).toBe(0);
     expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(['blue', 'red', 'green']);
     expect(r.stderr).toMatch(/labels .*hf-colour\/config\.json \(3 classes\)/);
@@ -105,7 +105,7 @@ describe('a Hugging Face export runs with no flags', () => {
     expect(r.stderr).toMatch(/preprocessing resize pil-bicubic \(the shorter side to 20, then the centre cut out\), embedded ICC profile ignored, EXIF orientation applied/);
     expect(r.stderr).toMatch(/resize, crop, icc, exif_rotate, mean, std from .*preprocessor_config\.json/);
     // The same model without its configuration sees mostly red.
-    const plain = await runCli(['-g', join(HF, 'onnx', 'model.onnx'), '--labels', join(COLOUR, 'labels.txt'), '--resize', 'area', '--crop', 'none', '-k', '1', paths[0]]);
+    const plain = await runInProcess(['-g', join(HF, 'onnx', 'model.onnx'), '--labels', join(COLOUR, 'labels.txt'), '--resize', 'area', '--crop', 'none', '-k', '1', paths[0]]);
     expect(jsonLines(plain.stdout)[0].predictions[0].label).toBe('red');
   });
 
@@ -123,14 +123,14 @@ describe('a Hugging Face export runs with no flags', () => {
   });
 
   it('info says which preprocessing applies and why', async () => {
-    const r = await runCli(['info', HF, '--json']);
+    const r = await runInProcess(['info', HF, '--json']);
     expect(r.code).toBe(0);
     const info = JSON.parse(r.stdout);
     expect(info.labels).toMatchObject({ count: 3, first: ['red', 'green', 'blue'] });
     expect(info.preprocessing).toMatchObject({ resize: 'pil-bicubic', crop: '20', icc: 'ignore', exifRotate: true, mean: [127.5, 127.5, 127.5] });
     expect(info.preprocessing.matches).toMatch(/PIL's Image.resize BICUBIC/);
     expect(info.preprocessing.sources.crop).toMatch(/preprocessor_config\.json$/);
-    const text = await runCli(['info', fixture('models', 'colour-frozen')]);
+    const text = await runInProcess(['info', fixture('models', 'colour-frozen')]);
     expect(text.stdout).toMatch(/preprocessing resize tf1 \(the whole image to the input size\), embedded ICC profile ignored, EXIF orientation not applied/);
     expect(text.stdout).toMatch(/tf1: .*TF1 resize_bilinear as retrain.py and label_image.py use it/);
     expect(text.stdout).toMatch(/resize, crop, icc, exif_rotate from TensorFlow frozen graph: retrain.py's pipeline; mean, std from .*classify\.json/);
@@ -139,7 +139,7 @@ describe('a Hugging Face export runs with no flags', () => {
 
 describe('flags', () => {
   it('override the model, and bad values are refused before anything runs', async () => {
-    const r = await runCli(['-g', HF, '--resize', 'tf1', '--crop', 'none', '--mean', '0', '--std', '255', '--no-exif-rotate', '-v', fixture('images', 'red.jpg')]);
+    const r = await runInProcess(['-g', HF, '--resize', 'tf1', '--crop', 'none', '--mean', '0', '--std', '255', '--no-exif-rotate', '-v', fixture('images', 'red.jpg')]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/preprocessing resize tf1 \(the whole image to the input size\), embedded ICC profile ignored, EXIF orientation not applied/);
     expect(r.stderr).toMatch(/resize, crop, exif_rotate, mean, std from flags; icc from/);
@@ -148,14 +148,14 @@ describe('flags', () => {
       ['--crop', '-3', 'none, a positive integer up to 16384 (the shorter side) or HEIGHTxWIDTH'],
       ['--icc', 'maybe', 'one of apply, ignore'],
     ]) {
-      const bad = await runCli(['-g', COLOUR, flag, value, fixture('images', 'red.jpg')]);
+      const bad = await runInProcess(['-g', COLOUR, flag, value, fixture('images', 'red.jpg')]);
       expect(bad.code).toBe(2);
       expect(bad.stderr).toContain(`Expected ${expected} for ${flag} but received "${value}"`);
     }
   });
 
   it('a crop smaller than the model input is a load-time error naming where it came from', async () => {
-    const r = await runCli(['-g', COLOUR, '--crop', '8', fixture('images', 'red.jpg')]);
+    const r = await runInProcess(['-g', COLOUR, '--crop', '8', fixture('images', 'red.jpg')]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/crop 8 is smaller than the model's input 16x16 \(crop from flags\)/);
     expect(r.stdout).toBe('');
@@ -219,7 +219,7 @@ describe('JPEGs that are broken, and JPEGs that only look it', () => {
       expect(err).toBeInstanceOf(InputError);
       expect([err.kind, err.message]).toEqual(['corrupt', 'corrupt or truncated image']);
     });
-    const r = await runCli(['-g', COLOUR, file, file]);
+    const r = await runInProcess(['-g', COLOUR, file, file]);
     expect(r.code).toBe(1);
     expect(jsonLines(r.stdout).map((o) => o.error)).toEqual(['corrupt or truncated image', 'corrupt or truncated image']);
   });
@@ -228,7 +228,7 @@ describe('JPEGs that are broken, and JPEGs that only look it', () => {
     const files = ['sos-warning.jpg', 'extraneous-bytes.jpg'].map((f) => fixture('decode', f));
     for (const f of files) expect(jpegClaimsMoreThanItHolds(readFileSync(f))).toBe(false);
     for (const graph of [COLOUR, fixture('models', 'colour-frozen')]) {
-      const r = await runCli(['-g', graph, '-k', '1', ...files]);
+      const r = await runInProcess(['-g', graph, '-k', '1', ...files]);
       expect(r.code).toBe(0);
       expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(['red', 'red']);
     }
@@ -245,17 +245,17 @@ describe('JPEGs that are broken, and JPEGs that only look it', () => {
 describe('convert writes the whole preprocessing into the ONNX metadata', () => {
   it('so the ONNX file preprocesses exactly as the frozen graph', async () => {
     const out = join(tmp, 'colour.onnx');
-    const c = await runCli(['convert', fixture('models', 'colour-frozen'), out]);
+    const c = await runInProcess(['convert', fixture('models', 'colour-frozen'), out]);
     expect(c.code).toBe(0);
     expect(decodeMetadata(readFileSync(out))).toMatchObject({ resize: 'tf1', crop: 'none', icc: 'ignore', exif_rotate: 'false', mean: '0,0,0', std: '255,255,255' });
     const labels = fixture('models', 'colour-frozen', 'output_labels.txt');
-    const info = JSON.parse((await runCli(['info', out, '--labels', labels, '--json'])).stdout);
+    const info = JSON.parse((await runInProcess(['info', out, '--labels', labels, '--json'])).stdout);
     expect(info.preprocessing).toMatchObject({ resize: 'tf1', icc: 'ignore', exifRotate: false });
     expect(info.preprocessing.sources.resize).toBe(`${out} metadata`);
     // The same scores, to the last printed digit, on an image whose orientation matters.
     const paths = [fixture('images', 'exif-rotated.jpg'), fixture('decode', 'p3.jpg')];
-    const a = await runCli(['-g', out, '--labels', labels], paths.join('\n'));
-    const b = await runCli(['-g', fixture('models', 'colour-frozen')], paths.join('\n'));
+    const a = await runInProcess(['-g', out, '--labels', labels], paths.join('\n'));
+    const b = await runInProcess(['-g', fixture('models', 'colour-frozen')], paths.join('\n'));
     expect(a.stdout).toBe(b.stdout);
   });
 });
@@ -305,7 +305,7 @@ describe.runIf(sharedAvailable('preprocessing parity with TensorFlow'))('parity 
       // And the CLI, batched as it runs: the reference's top-1 label and score.
       const cases = JSON.parse(readFileSync(ref('cases.json'), 'utf8')).cases as { image: string; top1: number; top1_score: number }[];
       const labels = readLabels(resolveModel(graph).labelsFile);
-      const r = await runCli(['-g', graph, '-k', '1', ...run.cli], cases.map((c) => join(SHARED, 'images', 'flowers', c.image)).join('\n'));
+      const r = await runInProcess(['-g', graph, '-k', '1', ...run.cli], cases.map((c) => join(SHARED, 'images', 'flowers', c.image)).join('\n'));
       expect(r.code).toBe(0);
       jsonLines(r.stdout).forEach((o, i) => {
         expect(o.predictions[0].label, cases[i].image).toBe(labels[cases[i].top1]);

@@ -7,7 +7,7 @@ import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rm
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, COLOUR, FIX, jsonLines, ROOT, runCli, runInProcess, waitFor } from './helpers.js';
+import { BIN, COLOUR, FIX, jsonLines, ROOT, runInProcess, waitFor } from './helpers.js';
 
 const COLOURS = ['red', 'green', 'blue', 'grey'];
 const NHWC = join(FIX, 'models', 'colour-nhwc');
@@ -30,7 +30,7 @@ beforeAll(async () => {
     copyFileSync(join(FIX, 'images', `${COLOURS[i % 4]}.jpg`), p);
     return p;
   });
-  const r = await runCli(['-g', COLOUR], paths.join('\n') + '\n');
+  const r = await runInProcess(['-g', COLOUR], paths.join('\n') + '\n');
   expect(r.code).toBe(0);
   expected = new Map(jsonLines(r.stdout).map((o) => [o.path, o.predictions]));
 });
@@ -94,7 +94,7 @@ describe('classify -o FILE --resume', () => {
 
   it('cuts a partial last line left by a kill mid-write, then appends whole lines after it', async () => {
     const file = join(dir, 'partial.ndjson');
-    const first = await runCli(['-g', COLOUR, '-o', file, '--resume', '-q'], input(paths.slice(0, 10)));
+    const first = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-q'], input(paths.slice(0, 10)));
     expect(first.code).toBe(0);
     const whole = readFileSync(file, 'utf8').split('\n');
     // The 11th line, as a write cut short would leave it.
@@ -111,7 +111,7 @@ describe('classify -o FILE --resume', () => {
     const own = join(dir, 'own.jpg');
     copyFileSync(join(FIX, 'images', 'red.jpg'), own);
     utimesSync(own, 1_700_000_000, 1_700_000_000);
-    expect((await runCli(['-g', COLOUR, '-o', file, '--resume'], input([own]))).code).toBe(0);
+    expect((await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([own]))).code).toBe(0);
     const [line] = fileLines(file);
     const st = statSync(own);
     expect(line).toMatchObject({ path: own, size: st.size, mtime: st.mtimeMs, model: expect.stringMatching(/^[0-9a-f]{16}$/) });
@@ -131,7 +131,7 @@ describe('classify -o FILE --resume', () => {
       copyFileSync(p, own);
       return own;
     });
-    expect((await runCli(['-g', COLOUR, '-o', file, '--resume'], input(some))).code).toBe(0);
+    expect((await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input(some))).code).toBe(0);
     // mod0 was red: now blue, and mod1 only touched (same bytes, new mtime).
     copyFileSync(join(FIX, 'images', 'blue.jpg'), some[0]);
     const later = new Date(Date.now() + 5000);
@@ -240,10 +240,10 @@ describe('classify -o FILE --resume', () => {
   it('refuses with exit 2 a FILE written for another model or other preprocessing; --reclassify classifies again', async () => {
     const file = join(dir, 'model.ndjson');
     const some = paths.slice(0, 6);
-    expect((await runCli(['-g', COLOUR, '-o', file, '--resume'], input(some))).code).toBe(0);
+    expect((await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input(some))).code).toBe(0);
     const before = readFileSync(file);
     for (const other of [['-g', NHWC], ['-g', COLOUR, '--mean', '10'], ['-g', COLOUR, '--softmax', 'on']]) {
-      const r = await runCli([...other, '-o', file, '--resume'], input(some));
+      const r = await runInProcess([...other, '-o', file, '--resume'], input(some));
       expect(r.code, other.join(' ')).toBe(2);
       expect(r.stderr).toMatch(/model\.ndjson was last written for another model \(model [0-9a-f]{16}; this one is [0-9a-f]{16}\).*--reclassify/);
       expect(readFileSync(file).equals(before)).toBe(true);
@@ -265,7 +265,7 @@ describe('classify -o FILE --resume', () => {
     const resumed = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-v'], list);
     expect(resumed.stderr).toMatch(/1 input skipped \(answered before\), 2 classified/);
     expect(fileLines(file).map((o) => o.path)).toEqual([paths[0], paths[1]]);
-    const plain = await runCli(['-g', COLOUR, '-o', file, '-q'], list);
+    const plain = await runInProcess(['-g', COLOUR, '-o', file, '-q'], list);
     expect(plain.code).toBe(0);
     expect(plain.stdout).toBe('');
     expect(plain.stderr).toBe('');
@@ -274,9 +274,9 @@ describe('classify -o FILE --resume', () => {
 
   it('-o with text and tsv appends those lines; --quiet keeps the resume report off stderr', async () => {
     const file = join(dir, 'text.txt');
-    expect((await runCli(['-g', COLOUR, '-o', file, '-f', 'text', '-k', '1'], input([paths[0]]))).code).toBe(0);
+    expect((await runInProcess(['-g', COLOUR, '-o', file, '-f', 'text', '-k', '1'], input([paths[0]]))).code).toBe(0);
     expect(readFileSync(file, 'utf8')).toBe(`${paths[0]}: red (0.9975)\n`);
-    const q = await runCli(['-g', COLOUR, '-o', join(dir, 'quiet.ndjson'), '--resume', '-q'], input([paths[0]]));
+    const q = await runInProcess(['-g', COLOUR, '-o', join(dir, 'quiet.ndjson'), '--resume', '-q'], input([paths[0]]));
     expect(q.code).toBe(0);
     expect(q.stderr).toBe('');
   });
@@ -304,13 +304,13 @@ describe('classify -o FILE --resume', () => {
       [['-g', COLOUR, '-o', dir], /cannot open for appending \(EISDIR\)/],
     ];
     for (const [args, message] of cases) {
-      const r = await runCli(args, input([paths[0]]));
+      const r = await runInProcess(args, input([paths[0]]));
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(message);
     }
     const text = join(dir, 'not-json.ndjson');
     writeFileSync(text, `${paths[0]}: red (0.9975)\n`);
-    const r = await runCli(['-g', COLOUR, '-o', text, '--resume'], input([paths[0]]));
+    const r = await runInProcess(['-g', COLOUR, '-o', text, '--resume'], input([paths[0]]));
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/not-json\.ndjson line 1: not a JSON line classify -o writes/);
     expect(readFileSync(text, 'utf8')).toBe(`${paths[0]}: red (0.9975)\n`);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BackendPool } from '../src/remote/pool.js';
-import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli } from './helpers.js';
+import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runInProcess } from './helpers.js';
 import { freePort } from './remote-fakes.js';
 
 const started: ChildProcess[] = [];
@@ -73,7 +73,7 @@ describe('classify --remote', () => {
 
   it("passes on the server's answer for a bad image without retrying it elsewhere", async () => {
     const s = await serve(COLOUR);
-    const r = await runCli(['--remote', s.url, '-q'], `${join(FIX, 'broken', 'not-an-image.jpg')}\n${COLOURS[2][0]}\n${join(FIX, 'nope.jpg')}\n`);
+    const r = await runInProcess(['--remote', s.url, '-q'], `${join(FIX, 'broken', 'not-an-image.jpg')}\n${COLOURS[2][0]}\n${join(FIX, 'nope.jpg')}\n`);
     expect(r.code).toBe(1);
     const [bad, good, missing] = jsonLines(r.stdout);
     expect(bad.error).toMatch(/not an image/);
@@ -82,7 +82,7 @@ describe('classify --remote', () => {
   });
 
   it('--remote and --graph together are a usage error', async () => {
-    const r = await runCli(['--remote', 'http://127.0.0.1:1', '--graph', COLOUR], '');
+    const r = await runInProcess(['--remote', 'http://127.0.0.1:1', '--graph', COLOUR], '');
     expect(r.code).toBe(2);
   });
 });
@@ -156,7 +156,7 @@ describe('model versions', () => {
     const root = mkdtempSync(join(tmpdir(), 'classify-versions-'));
     cpSync(COLOUR, join(root, '1'), { recursive: true });
     cpSync(join(FIX, 'models', 'colour-nhwc'), join(root, '3'), { recursive: true });
-    const r = await runCli(['-g', root, '--with-version', '-v', '-k', '1', COLOURS[0][0]]);
+    const r = await runInProcess(['-g', root, '--with-version', '-v', '-k', '1', COLOURS[0][0]]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/model .*\/3\/model\.onnx \(version 3\)/);
     expect(jsonLines(r.stdout)[0]).toMatchObject({ version: '3', predictions: [{ label: 'red' }] });

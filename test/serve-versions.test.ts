@@ -4,7 +4,7 @@ import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { COLOUR, FIX, jsonLines, runCli } from './helpers.js';
+import { COLOUR, FIX, jsonLines, runInProcess } from './helpers.js';
 import { form, image, post, startServer } from './serve-helpers.js';
 
 const roots: string[] = [];
@@ -51,7 +51,7 @@ describe('a broken highest version', () => {
 
   it('the CLI classifies with the highest version that loads and says which failed', async () => {
     const root = versions({ '1': 'good', '2': 'broken' });
-    const r = await runCli(['-g', root, '--with-version', '-k', '1', RED]);
+    const r = await runInProcess(['-g', root, '--with-version', '-k', '1', RED]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/version 2 failed to load, trying version 1: \S*\/2\/\S+: /);
     expect(jsonLines(r.stdout)).toMatchObject([{ path: RED, version: '1', predictions: [{ label: 'red' }] }]);
@@ -60,7 +60,7 @@ describe('a broken highest version', () => {
   it('when no version loads, the CLI and serve exit 2 having said why each failed', async () => {
     const root = versions({ '1': 'broken', '2': 'broken' });
     for (const args of [['-g', root, RED], ['serve', '-g', root, '--port', '0']]) {
-      const r = await runCli(args);
+      const r = await runInProcess(args);
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(/version 2 failed to load, trying version 1: /);
       expect(r.stderr).toMatch(/\/1\/\S+: /); // the last one's error ends the run

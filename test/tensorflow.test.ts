@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadEngine } from '../src/backends/load.js';
 import { encodeGraphDef } from '../src/tensorflow/graphdef.js';
-import { FIX, jsonLines, runCli, SHARED, sharedAvailable } from './helpers.js';
+import { FIX, jsonLines, SHARED, sharedAvailable, runInProcess } from './helpers.js';
 
 const frozen = join(FIX, 'models', 'colour-frozen');
 const img = (name: string) => join('fixtures', 'images', name);
@@ -21,8 +21,8 @@ const f32 = (file: string) => {
 describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
   it('classifies like the ONNX twin of the same model', async () => {
     const paths = ['red.jpg', 'green.jpg', 'blue.jpg', 'blue-alpha.png'].map(img);
-    const tf = await runCli(['-g', frozen, '-v', '--backend', 'tfjs'], paths.join('\n'));
-    const onnx = await runCli(['-g', join(FIX, 'models', 'colour'), ...TF_PREPROCESSING], paths.join('\n'));
+    const tf = await runInProcess(['-g', frozen, '-v', '--backend', 'tfjs'], paths.join('\n'));
+    const onnx = await runInProcess(['-g', join(FIX, 'models', 'colour'), ...TF_PREPROCESSING], paths.join('\n'));
     expect(tf.code).toBe(0);
     expect(tf.stderr).toMatch(/engine TensorFlow\.js [\d.]+ \((wasm|cpu)\)/);
     expect(tf.stderr).toMatch(/labels .*output_labels\.txt/);
@@ -33,13 +33,13 @@ describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
   });
 
   it('runs a TF.js graph model folder (model.json + weight shards)', async () => {
-    const r = await runCli(['-g', join(FIX, 'models', 'colour-tfjs'), '-k', '1'], [img('red.jpg'), img('blue.jpg')].join('\n'));
+    const r = await runInProcess(['-g', join(FIX, 'models', 'colour-tfjs'), '-k', '1'], [img('red.jpg'), img('blue.jpg')].join('\n'));
     expect(r.code).toBe(0);
     expect(jsonLines(r.stdout).map((o) => o.predictions[0].label)).toEqual(['red', 'blue']);
   });
 
   it('refuses an op TF.js cannot run at load, naming the op and a node', async () => {
-    const r = await runCli(['-g', join(FIX, 'models', 'unsupported-op')], `${img('red.jpg')}\n`);
+    const r = await runInProcess(['-g', join(FIX, 'models', 'unsupported-op')], `${img('red.jpg')}\n`);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/TensorFlow\.js cannot run these ops: BatchNormWithGlobalNormalization \(e\.g\. node "odd\/op"\)/);
     expect(r.stdout).toBe('');
@@ -61,7 +61,7 @@ describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
       const file = join(dir, 'output_graph.pb');
       writeFileSync(file, graph);
       writeFileSync(join(dir, 'output_labels.txt'), 'a\n');
-      const r = await runCli(['-g', dir, '--backend', 'tfjs'], '');
+      const r = await runInProcess(['-g', dir, '--backend', 'tfjs'], '');
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(new RegExp(`^classify: ${file.replace(/[.]/g, '\\.')}: `));
       expect(r.stderr).toMatch(/constant "scale" has no value/);
@@ -71,16 +71,16 @@ describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
   });
 
   it('wrong --input-node / --output-node are model errors naming the node', async () => {
-    const input = await runCli(['-g', frozen, '--input-node', 'nope'], '');
+    const input = await runInProcess(['-g', frozen, '--input-node', 'nope'], '');
     expect(input.code).toBe(2);
     expect(input.stderr).toMatch(/no node named "nope" \(--input-node\)/);
-    const output = await runCli(['-g', frozen, '--output-node', 'missing'], '');
+    const output = await runInProcess(['-g', frozen, '--output-node', 'missing'], '');
     expect(output.code).toBe(2);
     expect(output.stderr).toMatch(/no node named "missing" \(--output-node\)/);
   });
 
   it('--output-node reads another node (here the logits, softmaxed by --softmax auto)', async () => {
-    const r = await runCli(['-g', frozen, '--output-node', 'logits', img('green.jpg')]);
+    const r = await runInProcess(['-g', frozen, '--output-node', 'logits', img('green.jpg')]);
     expect(r.code).toBe(0);
     const [o] = jsonLines(r.stdout);
     expect(o.predictions[0].label).toBe('green');
@@ -88,7 +88,7 @@ describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
   });
 
   it('by default a frozen graph is translated to ONNX and runs on ONNX Runtime, with the same answers', async () => {
-    const r = await runCli(['-g', frozen, '-v', img('green.jpg')]);
+    const r = await runInProcess(['-g', frozen, '-v', img('green.jpg')]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/engine onnxruntime-node/);
     expect(r.stderr).toMatch(/translated to ONNX in \d+ ms/);
@@ -96,15 +96,15 @@ describe('frozen GraphDef via TensorFlow.js (generated fixtures)', () => {
   });
 
   it('--backend onnx on a TF.js model and tfjs on an ONNX model are refused clearly', async () => {
-    const r = await runCli(['-g', join(FIX, 'models', 'colour-tfjs'), '--backend', 'onnx'], '');
+    const r = await runInProcess(['-g', join(FIX, 'models', 'colour-tfjs'), '--backend', 'onnx'], '');
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--backend onnx runs \.onnx models and frozen graphs/);
-    const s = await runCli(['-g', join(FIX, 'models', 'colour'), '--backend', 'tfjs-wasm'], '');
+    const s = await runInProcess(['-g', join(FIX, 'models', 'colour'), '--backend', 'tfjs-wasm'], '');
     expect(s.code).toBe(2);
   });
 
   it('a SavedModel without the native binding says what to install', async () => {
-    const r = await runCli(['-g', join(FIX, 'models', 'saved-model-stub')], '');
+    const r = await runInProcess(['-g', join(FIX, 'models', 'saved-model-stub')], '');
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/SavedModel needs native TensorFlow; install the native TensorFlow binding: npm install @tensorflow\/tfjs-node/);
   });
@@ -145,14 +145,14 @@ describe.runIf(sharedAvailable('TensorFlow parity tests'))('shared frozen graphs
 
   it('the ImageNet MobileNet graph calls flower2.jpg a daisy, end to end', async () => {
     const flowers = join(SHARED, 'images', 'flowers');
-    const r = await runCli(['-g', join(SHARED, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb'), '-k', '1'], `${join(flowers, 'flower2.jpg')}\n`);
+    const r = await runInProcess(['-g', join(SHARED, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb'), '-k', '1'], `${join(flowers, 'flower2.jpg')}\n`);
     expect(r.code).toBe(0);
     expect(jsonLines(r.stdout)[0].predictions[0].label).toBe('daisy');
   });
 
   it('the retrain.py graph classifies every flower photo with its 3 labels', async () => {
     const flowers = ['flower1.jpg', 'flower2.jpg', 'flower3.jpg', 'flower4.jpg', 'flower5.jpg'].map((f) => join(SHARED, 'images', 'flowers', f));
-    const r = await runCli(['-g', join(SHARED, 'models', 'retrained_3class')], flowers.join('\n'));
+    const r = await runInProcess(['-g', join(SHARED, 'models', 'retrained_3class')], flowers.join('\n'));
     expect(r.code).toBe(0);
     const out = jsonLines(r.stdout);
     expect(out.map((o) => o.path)).toEqual(flowers);
@@ -161,12 +161,12 @@ describe.runIf(sharedAvailable('TensorFlow parity tests'))('shared frozen graphs
 
   it('a graph that decodes JPEG itself is fed after its decode, and agrees with its ONNX twin', async () => {
     const photo = join(SHARED, 'images', 'flowers', 'flower3.jpg');
-    const tf = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), '-v', '-k', '3', '--backend', 'tfjs', photo]);
+    const tf = await runInProcess(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), '-v', '-k', '3', '--backend', 'tfjs', photo]);
     expect(tf.code).toBe(0);
     expect(tf.stderr).toMatch(/fed after its decode and resize, at "Mul"/);
     const norm = /normalisation mean ([\d.]+),[\d.]+,[\d.]+ std ([\d.]+),/.exec(tf.stderr)!;
-    const onnx = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_onnx'), '--mean', norm[1], '--std', norm[2], ...TF_PREPROCESSING, '-k', '3', photo]);
-    const translated = await runCli(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), '-v', '-k', '3', photo]);
+    const onnx = await runInProcess(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_onnx'), '--mean', norm[1], '--std', norm[2], ...TF_PREPROCESSING, '-k', '3', photo]);
+    const translated = await runInProcess(['-g', join(SHARED, 'models', 'mobilenetv2_224_random_frozen'), '-v', '-k', '3', photo]);
     expect(translated.stderr).toMatch(/engine onnxruntime-node/);
     const [b] = jsonLines(onnx.stdout);
     for (const [a] of [jsonLines(tf.stdout), jsonLines(translated.stdout)]) {

@@ -194,31 +194,31 @@ describe('GraphDef -> ONNX, each op against TensorFlow.js', () => {
 
 describe('classify convert and classify info', () => {
   it('convert writes an ONNX file that runs with the same preprocessing and answers', async () => {
-    const { runCli, FIX, jsonLines } = await import('./helpers.js');
+    const { runInProcess, FIX, jsonLines } = await import('./helpers.js');
     const out = join(dir, 'converted.onnx');
-    const c = await runCli(['convert', join(FIX, 'models', 'colour-frozen'), out]);
+    const c = await runInProcess(['convert', join(FIX, 'models', 'colour-frozen'), out]);
     expect(c.code).toBe(0);
     expect(c.stderr).toBe('');
-    const i = await runCli(['info', out, '--labels', join(FIX, 'models', 'colour-frozen', 'output_labels.txt'), '--json']);
+    const i = await runInProcess(['info', out, '--labels', join(FIX, 'models', 'colour-frozen', 'output_labels.txt'), '--json']);
     expect(i.code).toBe(0);
     const info = JSON.parse(i.stdout);
     expect(info.format).toBe('onnx');
     expect(info.input).toMatchObject({ name: 'input', layout: 'NHWC', height: 16, width: 16 });
     expect(info.preprocessing.std).toEqual([255, 255, 255]); // carried over from classify.json
-    const r = await runCli(['-g', out, '--labels', join(FIX, 'models', 'colour-frozen', 'output_labels.txt'), join(FIX, 'images', 'blue.jpg')]);
+    const r = await runInProcess(['-g', out, '--labels', join(FIX, 'models', 'colour-frozen', 'output_labels.txt'), join(FIX, 'images', 'blue.jpg')]);
     expect(jsonLines(r.stdout)[0].predictions[0].label).toBe('blue');
   });
 
   it('convert refuses what is not a frozen graph, exit 2', async () => {
-    const { runCli, COLOUR } = await import('./helpers.js');
-    const r = await runCli(['convert', COLOUR, join(dir, 'x.onnx')]);
+    const { runInProcess, COLOUR } = await import('./helpers.js');
+    const r = await runInProcess(['convert', COLOUR, join(dir, 'x.onnx')]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/convert takes a frozen TensorFlow graph/);
   });
 
   it('info describes inputs, outputs, labels, preprocessing and engine', async () => {
-    const { runCli, COLOUR } = await import('./helpers.js');
-    const r = await runCli(['info', COLOUR]);
+    const { runInProcess, COLOUR } = await import('./helpers.js');
+    const r = await runInProcess(['info', COLOUR]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^model +.*colour\/model\.onnx \(onnx\)$/m);
     expect(r.stdout).toMatch(/^engine +onnxruntime-node/m);
