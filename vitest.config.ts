@@ -5,6 +5,7 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // One temporary folder for the run, removed at its end (test/global-setup.ts).
     globalSetup: ['test/global-setup.ts'],
+    setupFiles: ['test/setup.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // CLI tests start real processes; two at a time suits a 2-core machine.

@@ -6,7 +6,7 @@ import { Command, CommanderError, Option, type OptionValues } from '@commander-j
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
-import { type FilterOptions, type ModelPlace, runFilter } from './commands/filter.js';
+import { type FilterIO, type FilterOptions, type ModelPlace, runFilter } from './commands/filter.js';
 import type { ServeCommandOptions } from './commands/serve.js';
 import { EXIT, ModelError, OutputError, UsageError } from './errors.js';
 import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
@@ -21,6 +21,8 @@ export interface CliIO {
   stdin: Readable;
   stdout: Writable;
   stderr: Writable & { isTTY?: boolean; columns?: number };
+  /** how the filter loads a model (default Classifier.load) */
+  loadClassifier?: FilterIO['loadClassifier'];
 }
 
 const PROCESS_IO: CliIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr };

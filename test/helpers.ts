@@ -1,6 +1,7 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
+import type { Classifier, ClassifierOptions } from '../src/classifier.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -42,6 +43,37 @@ export function sharedAvailable(what: string): boolean {
   return false;
 }
 
+/** Models loaded by runInProcess, by their options: loaded once per test file and shared by its
+ * runs, as a server shares one between requests. Closed when the file's tests end. */
+const loaded = new Map<string, Promise<Classifier>>();
+
+async function sharedLoad(opts: ClassifierOptions): Promise<Classifier> {
+  const key = JSON.stringify(opts);
+  let model = loaded.get(key);
+  if (!model) {
+    const { Classifier } = (await import('../dist/classifier.js')) as typeof import('../src/classifier.js');
+    model = Classifier.load(opts);
+    loaded.set(key, model);
+    model.catch(() => loaded.delete(key)); // a load that fails is tried again by the next run
+  }
+  const classifier = await model;
+  // A run's close() must leave the shared model running for the next run.
+  return new Proxy(classifier, {
+    get: (target, prop) => {
+      if (prop === 'close') return async () => undefined;
+      const value = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+/** Closes the models runInProcess loaded (test/setup.ts, after each file). */
+export async function closeSharedModels(): Promise<void> {
+  const all = [...loaded.values()];
+  loaded.clear();
+  await Promise.all(all.map((m) => m.then((c) => c.close(), () => undefined)));
+}
+
 /** Runs the CLI in this process (the built code, whose threads load from dist/): the same
  * parsing, streams and exit status as the binary, without starting node and loading a model per
  * test. For signals, EPIPE and the process's own exit, use runCli. */
@@ -62,7 +94,7 @@ export async function runInProcess(args: string[], input: string | Buffer | Read
     collect((s) => (stderr += s)),
     { isTTY: opts.stderrTTY },
   );
-  const code = await run(args, { stdin, stdout: out, stderr: err });
+  const code = await run(args, { stdin, stdout: out, stderr: err, loadClassifier: sharedLoad });
   return { code, signal: null, stdout, stderr };
 }
 

@@ -40,6 +40,8 @@ export interface FilterIO {
   stdout: Writable;
   stderr: Terminal;
   log: Log;
+  /** how a model is loaded: Classifier.load; tests share one loaded model between runs */
+  loadClassifier?: (opts: ClassifierOptions) => Promise<Classifier>;
 }
 
 /** Gathered output is written at the end of a turn, or sooner once it is this long. */
@@ -70,7 +72,8 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     classifier = remote;
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
   } else {
-    local = await loadNewestWorking(opts.graph, (graph, version) => Classifier.load({ ...opts, graph, version }), io.log);
+    const load = io.loadClassifier ?? ((o: ClassifierOptions) => Classifier.load(o));
+    local = await loadNewestWorking(opts.graph, (graph, version) => load({ ...opts, graph, version }), io.log);
     if (opts.verbose) describeClassifier(local.info, io.log);
     classifier = local;
     // Enough paths in flight to keep every slot busy and a batch's worth ready behind them.
