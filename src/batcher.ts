@@ -7,8 +7,6 @@
 export interface BatcherOptions {
   maxSize: number;
   maxDelayMs: number;
-  /** submit() rejects with QueueFullError beyond this many waiting items (0: unbounded) */
-  maxQueue?: number;
   /** how many items are on their way to submit() (being read or decoded); unset: unknown */
   inbound?: () => number;
   /** called after every batch, for metrics */
@@ -21,13 +19,6 @@ export interface BatchStats {
   waits: number[];
   runMs: number;
   failed: boolean;
-}
-
-export class QueueFullError extends Error {
-  constructor(readonly limit: number) {
-    super(`queue full (${limit} images waiting)`);
-    this.name = 'QueueFullError';
-  }
 }
 
 interface Waiting<T, R> {
@@ -54,8 +45,6 @@ export class MicroBatcher<T, R> {
   }
 
   submit(item: T): Promise<R> {
-    const limit = this.opts.maxQueue ?? 0;
-    if (limit > 0 && this.queue.length >= limit) return Promise.reject(new QueueFullError(limit));
     return new Promise<R>((resolve, reject) => {
       this.queue.push({ item, enqueuedAt: performance.now(), resolve, reject });
       this.schedule();

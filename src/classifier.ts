@@ -238,11 +238,6 @@ export class Classifier {
     }
   }
 
-  /** images waiting for a batch */
-  get queued(): number {
-    return this.batcher.waiting;
-  }
-
   /** Lets what is in flight finish (images in preparation, then the batches they join), then
    * stops the decode threads and the engine. */
   async close(): Promise<void> {

@@ -1,4 +1,4 @@
-/** Runs at most `limit` async tasks at once. Waiters are served a group at a time in turn
+/** Lets at most `limit` holders hold a permit at once. Waiters are served a group at a time in turn
  * (round-robin), each group's in arrival order; without groups that is plain arrival order. */
 export class Semaphore {
   private active = 0;
@@ -6,17 +6,6 @@ export class Semaphore {
   private readonly waiters = new Map<unknown, (() => void)[]>();
 
   constructor(private readonly limit: number) {}
-
-  async run<T>(task: () => Promise<T>, group: unknown = this): Promise<T> {
-    // A free permit starts the task at once, in this turn (acquire() would take a microtask).
-    if (this.active < this.limit) this.active++;
-    else await new Promise<void>((resolve) => this.wait(group, resolve));
-    try {
-      return await task();
-    } finally {
-      this.release();
-    }
-  }
 
   /** Takes a permit, waiting for one when all are taken; give it back with release(). */
   acquire(group: unknown = this): Promise<void> {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { type BatchStats, MicroBatcher, QueueFullError } from '../src/batcher.js';
+import { type BatchStats, MicroBatcher } from '../src/batcher.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function recording(opts: { maxSize: number; maxDelayMs: number; maxQueue?: number; runMs?: number; inbound?: () => number }) {
+function recording(opts: { maxSize: number; maxDelayMs: number; runMs?: number; inbound?: () => number }) {
   const batches: number[][] = [];
   const stats: BatchStats[] = [];
   const batcher = new MicroBatcher<number, number>(
@@ -87,13 +87,6 @@ describe('MicroBatcher', () => {
     await expect(bad[0]).rejects.toThrow('bad batch');
     await expect(bad[1]).rejects.toThrow('bad batch');
     expect(await Promise.all(good)).toEqual([60, 70]);
-  });
-
-  it('refuses items beyond max-queue', async () => {
-    const { batcher } = recording({ maxSize: 1, maxDelayMs: 0, maxQueue: 2, runMs: 30 });
-    const accepted = [batcher.submit(1), batcher.submit(2), batcher.submit(3)]; // 1 runs, 2 and 3 wait
-    await expect(batcher.submit(4)).rejects.toBeInstanceOf(QueueFullError);
-    expect(await Promise.all(accepted)).toEqual([10, 20, 30]);
   });
 
   it('reports batch sizes and queue waits', async () => {

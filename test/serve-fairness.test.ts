@@ -44,23 +44,27 @@ describe('classify serve: fairness between requests', () => {
 
 describe('decode slots', () => {
   it('go round the groups in turn, each group in arrival order; without groups, arrival order', async () => {
+    /** Takes a permit, notes the holder, and gives the permit back. */
+    const hold = async (slots: Semaphore, ran: string[], name: string, group?: string) => {
+      await slots.acquire(group);
+      ran.push(name);
+      slots.release();
+    };
     const slots = new Semaphore(1);
     const ran: string[] = [];
-    let release = () => undefined as void;
-    const blocker = slots.run(() => new Promise<void>((r) => (release = r)));
-    const task = (name: string) => async () => void ran.push(name);
+    await slots.acquire(); // held while the others queue
     const jobs = [
-      ...['a1', 'a2', 'a3', 'a4'].map((n) => slots.run(task(n), 'a')),
-      ...['b1', 'b2'].map((n) => slots.run(task(n), 'b')),
-      slots.run(task('c1'), 'c'),
+      ...['a1', 'a2', 'a3', 'a4'].map((n) => hold(slots, ran, n, 'a')),
+      ...['b1', 'b2'].map((n) => hold(slots, ran, n, 'b')),
+      hold(slots, ran, 'c1', 'c'),
     ];
-    release();
-    await Promise.all([blocker, ...jobs]);
+    slots.release();
+    await Promise.all(jobs);
     expect(ran).toEqual(['a1', 'b1', 'c1', 'a2', 'b2', 'a3', 'a4']);
 
     const fifo: string[] = [];
     const plain = new Semaphore(2);
-    await Promise.all(['1', '2', '3', '4', '5'].map((n) => plain.run(async () => void fifo.push(n))));
+    await Promise.all(['1', '2', '3', '4', '5'].map((n) => hold(plain, fifo, n)));
     expect(fifo).toEqual(['1', '2', '3', '4', '5']);
   });
 });

@@ -38,10 +38,6 @@ export class UploadBudget {
     private readonly report: (used: number) => void = () => undefined,
   ) {}
 
-  get buffered(): number {
-    return this.used;
-  }
-
   /** One request's share: it takes bytes as they arrive (or all it declared, up front) and
    * gives them all back once its uploads are no longer held. */
   account(): UploadAccount {
