@@ -5,6 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import type { EngineOptions } from './backends/engine.js';
 import type { EngineSpec, ModelFormat } from './backends/load.js';
 import { invalidValue, ModelError } from './errors.js';
+import * as parse from './parse.js';
 import type { TfjsRuntime } from './backends/tfjs.js';
 import {
   ICC_MODES,
@@ -296,17 +297,13 @@ export function huggingFaceHints(cfg: Record<string, unknown>, where: string): P
 }
 
 /** Accepts 127.5, "127.5", [1,2,3] or "1,2,3" and returns one value per channel. */
-export function channelTriple(value: unknown, what: string, where: string, positive = false): Normalisation['mean'] {
-  const parts = Array.isArray(value) ? value : typeof value === 'number' ? [value] : String(value).split(',');
-  const nums = parts.map((v) => (typeof v === 'number' ? v : Number(String(v).trim())));
-  const ok = (nums.length === 1 || nums.length === 3) && nums.every((n) => Number.isFinite(n) && (!positive || n > 0));
-  if (!ok) {
-    throw new ModelError(
-      where,
-      invalidValue(`one or three ${positive ? 'positive ' : ''}numbers`, what, value),
-    );
+/** A per-channel setting read from `where` (a model file), as the flags read theirs. */
+function channelTriple(value: unknown, what: string, where: string, positive = false): Normalisation['mean'] {
+  try {
+    return parse.channelTriple(value, what, positive);
+  } catch (err) {
+    throw new ModelError(where, (err as Error).message);
   }
-  return (nums.length === 1 ? [nums[0], nums[0], nums[0]] : nums) as Normalisation['mean'];
 }
 
 /** What the engine thread loads for a resolved model. */

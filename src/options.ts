@@ -1,62 +1,36 @@
-// One way to reject a bad flag value, in the words sharp uses:
-// "Expected positive integer for --batch-size but received -1".
+// The flags' value parsers: those of src/parse.ts, whose errors commander reports as a bad
+// value (exit 2) in the one form: "Expected positive integer for --batch-size but received "-1"".
 import { InvalidArgumentError } from 'commander';
-import { invalidValue } from './errors.js';
 import { MAX_CROP_SIDE, parseCrop } from './image/preprocessing.js';
-import { channelTriple } from './model.js';
+import * as parse from './parse.js';
+import { invalidValue } from './errors.js';
 
-function reject(expected: string, flag: string, raw: string): never {
-  throw new InvalidArgumentError(invalidValue(expected, flag, raw));
-}
+/** A parser as commander takes it: its error is a bad flag value, not an exception. */
+const flag =
+  <T>(parser: parse.Parser<T>) =>
+  (raw: string): T => {
+    try {
+      return parser(raw);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
 
-export const positiveInt = (flag: string) => (raw: string) => {
-  const n = Number(raw);
-  if (!/^\s*\d+\s*$/.test(raw) || !Number.isSafeInteger(n) || n < 1) reject('positive integer', flag, raw);
-  return n;
-};
-
-export const nonNegativeInt = (flag: string, max = Number.MAX_SAFE_INTEGER) => (raw: string) => {
-  const n = Number(raw);
-  const ok = /^\s*\d+\s*$/.test(raw) && Number.isSafeInteger(n) && n <= max;
-  if (!ok) reject(max === Number.MAX_SAFE_INTEGER ? 'integer of 0 or more' : `integer from 0 to ${max}`, flag, raw);
-  return n;
-};
-
-export const nonNegativeNumber = (flag: string, max = Infinity) => (raw: string) => {
-  const n = Number(raw);
-  const ok = raw.trim() !== '' && Number.isFinite(n) && n >= 0 && n <= max;
-  if (!ok) reject(max === Infinity ? 'number of 0 or more' : `number from 0 to ${max}`, flag, raw);
-  return n;
-};
+export const positiveInt = (name: string) => flag(parse.positiveInt(name));
+export const nonNegativeInt = (name: string, max?: number) => flag(parse.nonNegativeInt(name, max));
+export const nonNegativeNumber = (name: string, max?: number) => flag(parse.nonNegativeNumber(name, max));
+export const unitInterval = (name: string) => flag(parse.unitInterval(name));
+export const oneOf = <T extends string>(name: string, choices: readonly T[]) => flag(parse.oneOf(name, choices));
+export const triple = (name: string, positive: boolean) => flag((raw) => parse.channelTriple(raw, name, positive));
 
 /** Upper bounds far beyond any useful setting, below what would exhaust memory or threads. */
 export const LIMITS = { batchSize: 1024, threads: 64, decodeJobs: 64, maxDelayMs: 60_000 } as const;
 
-export const unitInterval = (flag: string) => (raw: string) => {
-  const n = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) reject('number between 0 and 1', flag, raw);
-  return n;
-};
-
-export const oneOf =
-  <T extends string>(flag: string, choices: readonly T[]) =>
-  (raw: string): T => {
-    if (!choices.includes(raw as T)) reject(`one of ${choices.join(', ')}`, flag, raw);
-    return raw as T;
-  };
-
-export const triple = (flag: string, positive: boolean) => (raw: string) => {
-  try {
-    return channelTriple(raw, flag, flag, positive);
-  } catch {
-    reject(`one or three comma-separated ${positive ? 'positive ' : ''}numbers`, flag, raw);
-  }
-};
-
-export const crop = (flag: string) => (raw: string) => {
-  try {
-    return parseCrop(raw);
-  } catch {
-    reject(`none, a positive integer up to ${MAX_CROP_SIDE} (the shorter side) or HEIGHTxWIDTH`, flag, raw);
-  }
-};
+export const crop = (name: string) =>
+  flag((raw) => {
+    try {
+      return parseCrop(raw);
+    } catch {
+      throw new Error(invalidValue(`none, a positive integer up to ${MAX_CROP_SIDE} (the shorter side) or HEIGHTxWIDTH`, name, raw));
+    }
+  });

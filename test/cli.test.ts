@@ -263,7 +263,7 @@ describe('classify: usage and model errors exit 2 before reading stdin', () => {
     expect(r.stderr).toMatch(/Expected integer from 0 to 1024 for --batch-size but received "-1"/);
     const mean = await runWithOpenStdin(['-g', COLOUR, '--mean', '1,2']);
     expect(mean.code).toBe(2);
-    expect(mean.stderr).toMatch(/Expected one or three comma-separated numbers for --mean but received "1,2"/);
+    expect(mean.stderr).toMatch(/Expected one or three numbers for --mean but received "1,2"/);
     const device = await runWithOpenStdin(['-g', COLOUR, '--device', 'gpu0']);
     expect(device.code).toBe(2);
     expect(device.stderr).toMatch(/Expected one of auto, cpu, webgpu, .* for --device but received "gpu0"/);

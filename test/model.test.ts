@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../src/errors.js';
 import { vulkanPresent } from '../src/backends/onnx.js';
-import { channelTriple, readLabels, resolveModel } from '../src/model.js';
+import { readLabels, resolveModel } from '../src/model.js';
+import { channelTriple, nonNegativeNumber, positiveInt, unitInterval } from '../src/parse.js';
 import { COLOUR, FIX } from './helpers.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'classify-labels-'));
@@ -67,16 +68,22 @@ describe('resolveModel', () => {
   });
 });
 
-describe('channelTriple', () => {
-  it('accepts one value for all channels or three', () => {
-    expect(channelTriple('127.5', 'mean', 'x')).toEqual([127.5, 127.5, 127.5]);
-    expect(channelTriple('1, 2,3', 'mean', 'x')).toEqual([1, 2, 3]);
-    expect(channelTriple([4, 5, 6], 'mean', 'x')).toEqual([4, 5, 6]);
+describe('the value parsers (flags, model files, the server query)', () => {
+  it('channelTriple: one value for all channels or three, numbers or decimal text', () => {
+    expect(channelTriple('127.5', 'mean')).toEqual([127.5, 127.5, 127.5]);
+    expect(channelTriple('1, 2,3', 'mean')).toEqual([1, 2, 3]);
+    expect(channelTriple([4, 5, 6], 'mean')).toEqual([4, 5, 6]);
+    expect(channelTriple('-1.5e1', 'mean')).toEqual([-15, -15, -15]);
   });
 
-  it('rejects anything else in one consistent message', () => {
-    expect(() => channelTriple('1,2', 'mean', 'x')).toThrow('Expected one or three numbers for mean but received "1,2"');
-    expect(() => channelTriple('0', 'std', 'x', true)).toThrow(/positive numbers for std/);
+  it('reject anything else in one message form, plain decimals only', () => {
+    expect(() => channelTriple('1,2', 'mean')).toThrow('Expected one or three numbers for mean but received "1,2"');
+    expect(() => channelTriple('0', 'std', true)).toThrow(/positive numbers for std/);
+    expect(() => channelTriple('0x10', 'mean')).toThrow(/for mean but received "0x10"/);
+    for (const bad of ['0x1', '', ' 1', '1_0', 'Infinity', '-0.5', '1.5']) expect(() => unitInterval('t')(bad)).toThrow(/number between 0 and 1 for t/);
+    expect(unitInterval('t')('1e-7')).toBe(1e-7);
+    for (const bad of ['0', '-1', '1.0', '0x2', ' 5', '9007199254740993']) expect(() => positiveInt('k')(bad)).toThrow('Expected positive integer for k');
+    expect(() => nonNegativeNumber('d', 10)('11')).toThrow('Expected number from 0 to 10 for d but received "11"');
   });
 });
 

@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { CachingClassifier } from '../cache.js';
 import type { Classifier } from '../classifier.js';
-import { invalidValue } from '../errors.js';
+import { positiveInt, unitInterval } from '../parse.js';
 import { InputError, type InputErrorKind } from '../image/decode.js';
 import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';
 import type { ServerMetrics } from './metrics.js';
@@ -53,23 +53,19 @@ const CLIENT_ERRORS: Record<string, [number, string]> = {
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'request not received in time'],
 };
 
-/** Query values are plain decimals: Number() would also take "0x2", "" or "1_0" (as 0). */
-const DECIMAL = /^(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i;
-
+/** top_k and threshold from the query, parsed as the flags are (src/parse.ts); a bad one is a 400. */
 function querySettings(url: string | undefined, defaults: { topK: number; threshold: number }): { topK: number; threshold: number } {
   const query = new URL(url ?? '/', 'http://x').searchParams;
   const k = query.get('top_k');
   const t = query.get('threshold');
-  const topK = k === null ? defaults.topK : Number(k);
-  if (k !== null && (!/^\d+$/.test(k) || !Number.isSafeInteger(topK) || topK < 1)) {
-    throw new BodyError(400, invalidValue('positive integer', 'top_k', k));
+  try {
+    return { topK: k === null ? defaults.topK : parseTopK(k), threshold: t === null ? defaults.threshold : parseThreshold(t) };
+  } catch (err) {
+    throw new BodyError(400, (err as Error).message);
   }
-  const threshold = t === null ? defaults.threshold : Number(t);
-  if (t !== null && (!DECIMAL.test(t) || !(threshold <= 1))) {
-    throw new BodyError(400, invalidValue('number between 0 and 1', 'threshold', t));
-  }
-  return { topK, threshold };
 }
+const parseTopK = positiveInt('top_k');
+const parseThreshold = unitInterval('threshold');
 
 export class ClassifyServer {
   private readonly server: Server;
