@@ -34,6 +34,9 @@ export const EXIT = {
   sigterm: 143,
 } as const;
 
+/** A --remote backend's answer for one image was an error: that image's line, as the backend said it. */
+export class RemoteImageError extends Error {}
+
 /** The command cannot go on as asked (exit 2): said once, with the reason. */
 export class UsageError extends Error {
   constructor(message: string) {

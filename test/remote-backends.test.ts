@@ -3,7 +3,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { BackendPool } from '../src/remote/pool.js';
-import { MAX_ANSWER_BYTES, parseAnswer, RemoteClassifier, RemoteImageError } from '../src/remote/client.js';
+import { RemoteImageError } from '../src/errors.js';
+import { MAX_ANSWER_BYTES, parseAnswer, RemoteClassifier } from '../src/remote/client.js';
 import { jsonLines, lines } from './helpers.js';
 import { classify, fakeBackend, goodAnswer, IMAGES, inputs } from './remote-fakes.js';
 

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BackendPool, type Resolver } from '../src/remote/pool.js';
-import { RemoteClassifier, RemoteImageError } from '../src/remote/client.js';
+import { RemoteImageError } from '../src/errors.js';
+import { RemoteClassifier } from '../src/remote/client.js';
 import { jsonLines } from './helpers.js';
 import { classify, fakeBackend, IMAGES, inputs, labelOf } from './remote-fakes.js';
 

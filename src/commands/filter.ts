@@ -6,12 +6,12 @@ import { performance } from 'node:perf_hooks';
 import type { Readable, Writable } from 'node:stream';
 import { type BulkOptions, type PathClassifier, setUpBulk } from '../bulk.js';
 import { Classifier, type ClassifierOptions } from '../classifier.js';
-import { RemoteClassifier, RemoteImageError } from '../remote/client.js';
-import { InputError, IS_A_DIRECTORY } from '../image/decode.js';
+import { RemoteClassifier } from '../remote/client.js';
+import { IS_A_DIRECTORY } from '../image/decode.js';
 import { EXIT } from '../errors.js';
 import { inOrder } from '../in-order.js';
 import { type PathLine, pathsFromArgs, pathsFromStream } from '../input.js';
-import { type Format, formatLine, type Outcome } from '../output/format.js';
+import { describeFailure, type Format, formatLine, type Outcome } from '../output/format.js';
 import { loadNewestWorking } from '../model.js';
 import { Progress, type Terminal } from '../progress.js';
 import type { Log } from '../log.js';
@@ -117,10 +117,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
         ...(opts.withVersion ? { version: version ?? '' } : {}),
         ...(model && (opts.withVersion || opts.output) ? { model } : {}),
       }),
-      (err: unknown) =>
-        err instanceof InputError
-          ? { ...named, error: err.message, kind: err.kind }
-          : { ...named, error: err instanceof RemoteImageError ? err.message : `inference failed: ${(err as Error).message}` },
+      (err: unknown) => ({ ...named, ...describeFailure(err) }),
     );
   };
 

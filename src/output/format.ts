@@ -1,5 +1,7 @@
 // One result -> one output line. The three formats a user can ask for.
 import type { Prediction } from '../classifier.js';
+import { RemoteImageError } from '../errors.js';
+import { InputError, type InputErrorKind } from '../image/decode.js';
 
 /** One input's result. `path` is what the input was called (absent for an unnamed upload);
  * `pathBytes` its exact bytes where they are not UTF-8 (`path` then shows U+FFFD); `model`, the
@@ -10,6 +12,15 @@ export type Outcome = (Named & { predictions: Prediction[] }) | (Named & { error
 
 export type Format = 'json' | 'text' | 'tsv';
 export const FORMATS: Format[] = ['json', 'text', 'tsv'];
+
+/** What one image's failure says in its line, the same in the filter's output and the server's
+ * answers: an unreadable or undecodable image its reason (and kind), a --remote backend's answer
+ * as the backend gave it, anything else as the inference that failed. */
+export function describeFailure(err: unknown): { error: string; kind?: InputErrorKind } {
+  if (err instanceof InputError) return { error: err.message, kind: err.kind };
+  const message = err instanceof Error ? err.message : String(err);
+  return { error: err instanceof RemoteImageError ? message : `inference failed: ${message}` };
+}
 
 /** Scores are float32 underneath: six decimals say all they can. */
 const round = (score: number) => Math.round(score * 1e6) / 1e6;

@@ -8,7 +8,7 @@ import { request as httpsRequest } from 'node:https';
 import { type FilePath, ImageReader } from '../image/decode.js';
 import type { Prediction } from '../classifier.js';
 import { type Backend, backendName, BackendPool, type Resolver } from './pool.js';
-import { UsageError } from '../errors.js';
+import { RemoteImageError, UsageError } from '../errors.js';
 
 /** The most bytes read of one answer: far above any real one (60,000 predictions), and what
  * stops a broken or hostile backend from filling the client's memory. */
@@ -33,7 +33,6 @@ export interface RemoteOptions {
 }
 
 /** The server's answer for one image: what the client prints, not a retry signal. */
-export class RemoteImageError extends Error {}
 
 /** A bad --remote URL or no backend ready at start: a usage error (exit 2) before input is read. */
 export class RemoteSetupError extends UsageError {}

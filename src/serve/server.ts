@@ -7,11 +7,11 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { CachingClassifier } from '../cache.js';
 import type { Classifier } from '../classifier.js';
 import { positiveInt, unitInterval } from '../parse.js';
-import { InputError, type InputErrorKind } from '../image/decode.js';
+import type { InputErrorKind } from '../image/decode.js';
 import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';
 import type { ServerMetrics } from './metrics.js';
 import type { Log } from '../log.js';
-import { jsonRecord, type Outcome } from '../output/format.js';
+import { describeFailure, jsonRecord, type Outcome } from '../output/format.js';
 
 export interface ServeOptions {
   host: string;
@@ -294,8 +294,8 @@ export class ClassifyServer {
       return { outcome: { path, predictions, version: model.info.version }, status: 200 };
     } catch (err) {
       this.metrics.images.inc({ outcome: 'failed' });
-      if (err instanceof InputError) return { outcome: { path, error: err.message }, status: STATUS_OF[err.kind] };
-      return { outcome: { path, error: `inference failed: ${(err as Error).message}` }, status: 500 };
+      const { error, kind } = describeFailure(err);
+      return { outcome: { path, error }, status: kind ? STATUS_OF[kind] : 500 };
     }
   }
 }
