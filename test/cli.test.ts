@@ -330,6 +330,23 @@ describe('--help and the README say the same', () => {
     for (const example of examples) expect(readme).toContain(example.trim());
   });
 
+  it("every default the README's tables quote is the code's", async () => {
+    const { buildProgram } = await import('../src/cli.js');
+    const { DEFAULT_BATCH } = await import('../src/classifier.js');
+    const program = buildProgram();
+    const serve = program.commands.find((c) => c.name() === 'serve')!;
+    const rows = readme.split('\n').filter((l) => l.startsWith('| `-'));
+    const defaultCell = (long: string) => rows.find((l) => new RegExp(`(^\\| \`|, )${long}[ \`,]`).test(l.split(' | ')[0]))?.split(' | ')[1];
+    let checked = 0;
+    for (const o of [...program.options, ...serve.options]) {
+      if (o.defaultValue === undefined || o.defaultValue === false || o.negate) continue;
+      expect(defaultCell(o.long!), o.long).toMatch(new RegExp(`^\`${String(o.defaultValue).replace(/\./g, '\\.')}\``));
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(30);
+    expect(defaultCell('--batch-size')).toContain(`${DEFAULT_BATCH.cpu} on CPU, ${DEFAULT_BATCH.accelerator} on a GPU`);
+  });
+
   it('serve: --graph first, every flag in the README table and no other', async () => {
     const r = await runInProcess(['serve', '--help']);
     const flags = helpFlags(r.stdout);
