@@ -31,6 +31,18 @@ export const nonNegativeNumber = (flag: string, max = Infinity) => (raw: string)
 /** Upper bounds far beyond any useful setting, below what would exhaust memory or threads. */
 export const LIMITS = { batchSize: 1024, threads: 64, decodeJobs: 64, maxDelayMs: 60_000 } as const;
 
+export const positiveNumber = (flag: string) => (raw: string) => {
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n) || n <= 0) reject('positive number', flag, raw);
+  return n;
+};
+
+export const percentage = (flag: string) => (raw: string) => {
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n) || n < 0 || n >= 100) reject('number from 0 to under 100', flag, raw);
+  return n;
+};
+
 export const unitInterval = (flag: string) => (raw: string) => {
   const n = Number(raw);
   if (raw.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) reject('number between 0 and 1', flag, raw);
