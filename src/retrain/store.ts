@@ -19,6 +19,8 @@ export function defaultBottleneckDir(env: NodeJS.ProcessEnv = process.env): stri
 
 /** An entry's size in bytes for `length` floats (magic and count, the floats, the checksum). */
 const entryBytes = (length: number) => 8 + 4 * length + 32;
+/** Far above any bottleneck (Inception's is 2,048 floats): the most an entry read unsized may hold. */
+const MAX_FEATURES = 1 << 20;
 
 export class BottleneckStore {
   hits = 0;
@@ -49,10 +51,12 @@ export class BottleneckStore {
     return join(this.dir, key.slice(0, 2), key.slice(2));
   }
 
-  get(key: string, length: number): Float32Array | undefined {
+  /** The entry for `key`: of `length` floats, or (length unknown yet) of the length it says. */
+  get(key: string, length?: number): Float32Array | undefined {
     let v: Float32Array | undefined;
     try {
-      v = decodeEntry(readRegularFileSync(this.path(key), entryBytes(length)), key, length);
+      const buf = readRegularFileSync(this.path(key), entryBytes(length ?? MAX_FEATURES));
+      v = decodeEntry(buf, key, length ?? (buf.length >= 8 ? buf.readUInt32LE(4) : 0));
     } catch {
       // absent, or not an entry
     }

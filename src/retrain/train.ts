@@ -6,6 +6,10 @@
 // Two optimisers: full-batch L-BFGS (the default: no learning rate to choose, converges in tens to
 // a few hundred steps at this size) and mini-batch Adam when --train-batch-size is given.
 
+/** Validation checks in a row without a better loss before training stops. On the digits the
+ * best validation loss came at L-BFGS step 7, and the 99 steps after it (1.7 s) never bettered it. */
+const PATIENCE = 10;
+
 export interface TrainOptions {
   /** optimiser steps: L-BFGS iterations, or Adam mini-batches */
   steps: number;
@@ -59,14 +63,21 @@ export function train(data: Data, trainRows: number[], validationRows: number[],
   let best = new Float64Array(size);
   let bestLoss = Infinity;
   let bestStep = 0;
-  const keep = (p: Float64Array, step: number) => {
+  let checks = 0;
+  let sinceBest = 0;
+  /** Keeps the weights with the lowest validation loss; says to stop once PATIENCE checks in a
+   * row have not bettered it (early stopping). No validation set: the last weights, no stop. */
+  const keep = (p: Float64Array, step: number): boolean => {
     const v = validationLoss(p);
-    // No validation set: the last weights are kept.
+    checks++;
     if (Number.isNaN(v) || v < bestLoss) {
       bestLoss = Number.isNaN(v) ? bestLoss : v;
       best = p.slice();
       bestStep = step;
+      sinceBest = 0;
+      return false;
     }
+    return ++sinceBest >= PATIENCE && checks > PATIENCE;
   };
   let steps: number;
   if (opts.batchSize === undefined) steps = lbfgs(size, (p, g) => objective(p, trainRows, g), opts, keep);
@@ -176,7 +187,7 @@ const dot = (a: Float64Array, b: Float64Array) => {
 
 /** L-BFGS (10 pairs) with a backtracking Armijo line search; stops early once the loss no longer
  * moves. Returns the steps taken. */
-function lbfgs(size: number, f: (p: Float64Array, g: Float64Array) => number, opts: TrainOptions, keep: (p: Float64Array, step: number) => void): number {
+function lbfgs(size: number, f: (p: Float64Array, g: Float64Array) => number, opts: TrainOptions, keep: (p: Float64Array, step: number) => boolean): number {
   const m = 10;
   let p = new Float64Array(size);
   let g = new Float64Array(size);
@@ -228,9 +239,9 @@ function lbfgs(size: number, f: (p: Float64Array, g: Float64Array) => number, op
     const moved = loss - nextLoss;
     [p, g, loss] = [next, nextG, nextLoss];
     step++;
-    keep(p, step);
+    const stop = keep(p, step);
     opts.progress?.(step, loss);
-    if (moved < 1e-9 * Math.max(1, Math.abs(loss))) break;
+    if (stop || moved < 1e-9 * Math.max(1, Math.abs(loss))) break;
     [next, nextG] = [new Float64Array(size), new Float64Array(size)];
   }
   if (step === 0) keep(p, 0);
@@ -243,7 +254,7 @@ function adam(
   f: (p: Float64Array, g: Float64Array, rows: number[]) => number,
   rows: number[],
   opts: TrainOptions,
-  keep: (p: Float64Array, step: number) => void,
+  keep: (p: Float64Array, step: number) => boolean,
 ): number {
   const [b1, b2, eps] = [0.9, 0.999, 1e-8];
   const p = new Float64Array(size);
@@ -270,8 +281,8 @@ function adam(
       v[j] = b2 * v[j] + (1 - b2) * g[j] * g[j];
       p[j] -= (opts.learningRate * (m[j] / (1 - b1 ** step))) / (Math.sqrt(v[j] / (1 - b2 ** step)) + eps);
     }
-    if (step % every === 0 || step === opts.steps) keep(p, step);
     opts.progress?.(step, loss);
+    if ((step % every === 0 || step === opts.steps) && keep(p, step)) return step;
   }
   return opts.steps;
 }
