@@ -57,7 +57,7 @@ export function formatEvaluation(e: Evaluation): string[] {
   const width = Math.max(5, ...e.perLabel.map((p) => p.label.length));
   const out = [`${'label'.padEnd(width)}  precision  recall  images`];
   for (const p of e.perLabel) out.push(`${p.label.padEnd(width)}  ${pct(p.precision).padStart(9)}  ${pct(p.recall).padStart(6)}  ${String(p.support).padStart(6)}`);
-  out.push('', `confusion matrix (rows: actual, columns: predicted, in label order)`);
+  out.push(`confusion matrix (rows: actual, columns: predicted, in label order)`);
   const cell = Math.max(4, ...e.confusion.flat().map((v) => String(v).length + 1));
   e.confusion.forEach((row, k) => out.push(`${e.perLabel[k].label.padEnd(width)}  ${row.map((v) => String(v).padStart(cell)).join('')}`));
   return out;
