@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Classifier } from '../dist/classifier.js';
 import { convert } from '../dist/commands/convert.js';
 import { type RetrainOptions, runRetrain } from '../dist/commands/retrain.js';
-import { readMetadata } from '../dist/proto/onnx.js';
+import { encodeModel, readMetadata } from '../dist/proto/onnx.js';
 import { listImages, whichSet } from '../dist/retrain/split.js';
 import { train } from '../dist/retrain/train.js';
 import { COLOUR, FIX, ROOT, runCli, SHARED } from './helpers.js';
@@ -183,8 +183,13 @@ describe('classify retrain', () => {
       for (const f of readdirSync(join(PHOTOS, 'yellow'))) copyFileSync(join(PHOTOS, 'yellow', f), join(dir, label, `${label}-${f}`));
     }
     const out = join(tmp, 'not-good-enough');
-    const r = await retrain(dir, { output: out, minAccuracy: 0.9, testingPercentage: 40 });
+    const r = await retrain(dir, { output: out, minAccuracy: 0.9, testingPercentage: 40, printMisclassifiedTestImages: true });
     expect(r.code).toBe(1);
+    // Every wrong test answer listed, and only those: N minus the right ones.
+    const [, accuracy, n] = /final test accuracy ([\d.]+)% \(N=(\d+)\)/.exec(r.log)!.map(Number);
+    const listed = r.log.match(/^misclassified: \S+\/(a\/a|b\/b)-\S+\.jpg is (a, predicted b|b, predicted a)$/gm) ?? [];
+    expect(listed.length).toBe(Math.round(n * (1 - accuracy / 100)));
+    expect(listed.length).toBeGreaterThan(0);
     expect(r.log).toMatch(/test accuracy 0\.\d+ is below --min-accuracy 0\.9: \S+not-good-enough not written/);
     expect(existsSync(out)).toBe(false);
   });
@@ -256,6 +261,38 @@ describe.skipIf(!python)('other runtimes read the ONNX files classify writes', (
     const r = await crossRun(out, photos);
     expect(r).toMatchObject({ checker: 'ok', opencv: 'ok' });
     expect(r.top1).toEqual(r.ours);
+  });
+
+  it('an ONNX base with Clip (as ReLU6 is exported): rewritten where OpenCV 4.6 cannot read it, same answers', async () => {
+    const base = join(tmp, 'clip-base');
+    mkdirSync(base);
+    const model = encodeModel({
+      name: 'clipped_colour',
+      nodes: [
+        { op: 'GlobalAveragePool', inputs: ['image'], outputs: ['pooled'] },
+        { op: 'Flatten', inputs: ['pooled'], outputs: ['flat'], attrs: { axis: 1 } },
+        { op: 'Clip', inputs: ['flat', 'lo', 'hi'], outputs: ['clipped'] },
+        { op: 'MatMul', inputs: ['clipped', 'W'], outputs: ['logits'] },
+        { op: 'Softmax', inputs: ['logits'], outputs: ['scores'], attrs: { axis: -1 } },
+      ],
+      initializers: [
+        { name: 'lo', dims: [], data: Float32Array.of(0.2) },
+        { name: 'hi', dims: [], data: Float32Array.of(0.6) },
+        { name: 'W', dims: [3, 2], data: new Float32Array(6).fill(1) },
+      ],
+      inputs: [{ name: 'image', shape: ['N', 3, 16, 16] }],
+      outputs: [{ name: 'scores', shape: ['N', 2] }],
+      metadata: { mean: '0', std: '255' },
+    });
+    writeFileSync(join(base, 'model.onnx'), model);
+    const out = join(tmp, 'cross-clip');
+    const r = await retrain(PHOTOS, { output: out, base });
+    expect(r.code).toBe(0);
+    expect(r.log).toMatch(/bottleneck "clipped"/);
+    const x = await crossRun(out, photos);
+    expect(x).toMatchObject({ checker: 'ok', opencv: 'ok' });
+    expect(x.top1).toEqual(x.ours);
+    expect(x.ours).toEqual([2, 1, 0, 3]);
   });
 
   it.skipIf(!shared)('retrained on the frozen ImageNet MobileNet (ReLU6, its own preprocessing), with --format pb', async () => {

@@ -74,13 +74,38 @@ function onnxFeatures(file: string, bytes: Uint8Array, chosen?: string): Feature
     for (const o of n.output) needed.add(o);
     stack.push(...n.input.filter(Boolean));
   }
-  const nodes = g.node.filter((n) => n.output.some((o) => needed.has(o)));
+  const nodes = g.node.filter((n) => n.output.some((o) => needed.has(o))).flatMap((n) => readableClip(n, g));
   const used = new Set(nodes.flatMap((n) => n.input));
   g.node = nodes;
   g.initializer = g.initializer.filter((t) => used.has(t.name));
   g.output = [{ name: output }];
   g.value_info = (g.value_info ?? []).filter((v) => needed.has(v.name));
   return { onnx: encodeModelProto(m), node: output, output, notes: [] };
+}
+
+/** Clip with a constant minimum and maximum, as min(max(x, lo), hi) = hi - Relu(hi - lo - Relu(x -
+ * lo)): OpenCV 4.6 reads Clip only in its opset-6 form (attributes), and the output model should
+ * load there too. Anything else is left as it is. */
+function readableClip(n: GraphJson['node'][number], g: GraphJson): GraphJson['node'] {
+  if (n.op_type !== 'Clip' || n.input.length !== 3) return [n];
+  const scalar = (name: string) => {
+    const t = g.initializer.find((i) => i.name === name) as { dims?: number[]; data_type?: number; raw_data?: Uint8Array; float_data?: number[] } | undefined;
+    if (!t || (t.dims?.length ?? 0) !== 0 || t.data_type !== 1) return undefined;
+    return t.float_data?.length ? t.float_data[0] : t.raw_data?.length === 4 ? Buffer.from(t.raw_data).readFloatLE(0) : undefined;
+  };
+  const [lo, hi] = [scalar(n.input[1]), scalar(n.input[2])];
+  if (lo === undefined || hi === undefined) return [n];
+  const y = n.output[0];
+  const at = (s: string) => `${y}/clip/${s}`;
+  g.initializer.push(tensorProto({ name: at('lo'), dims: [], data: Float32Array.of(lo) }), tensorProto({ name: at('span'), dims: [], data: Float32Array.of(hi - lo) }), tensorProto({ name: at('hi'), dims: [], data: Float32Array.of(hi) }));
+  const steps: [string, string[], string][] = [
+    ['Sub', [n.input[0], at('lo')], at('shifted')],
+    ['Relu', [at('shifted')], at('above')],
+    ['Sub', [at('span'), at('above')], at('room')],
+    ['Relu', [at('room')], at('below')],
+    ['Sub', [at('hi'), at('below')], y],
+  ];
+  return steps.map(([op, inputs, output]) => nodeProto({ op, inputs, outputs: [output], name: output }));
 }
 
 function isOnnxClassifierLayer(n: GraphJson['node'][number], constant: Set<string>, g: GraphJson): boolean {

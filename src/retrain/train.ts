@@ -47,8 +47,8 @@ export interface Data {
 export function train(data: Data, trainRows: number[], validationRows: number[], opts: TrainOptions): Trained {
   const start = performance.now();
   const { d, classes: c } = data;
+  // Standardised as it is read, not copied: the bottlenecks are the run's largest array.
   const { mean, scale } = standardisation(data, trainRows);
-  const z = standardised(data, mean, scale);
   const counts = new Float64Array(c);
   for (const i of trainRows) counts[data.y[i]]++;
   const present = counts.filter((n) => n > 0).length;
@@ -57,7 +57,7 @@ export function train(data: Data, trainRows: number[], validationRows: number[],
   // Parameters: W (d x c) then b (c).
   const size = d * c + c;
   const objective = (p: Float64Array, rows: number[], grad?: Float64Array, weightOf = rowWeight) =>
-    lossAndGradient(z, data.y, d, c, p, rows, weightOf, opts.l2, grad);
+    lossAndGradient({ x: data.x, mean, scale }, data.y, d, c, p, rows, weightOf, opts.l2, grad);
   const validationLoss = (p: Float64Array) => (validationRows.length ? objective(p, validationRows, undefined, () => 1) : NaN);
 
   let best = new Float64Array(size);
@@ -120,16 +120,9 @@ function standardisation(data: Data, rows: number[]): { mean: Float64Array; scal
   return { mean, scale };
 }
 
-function standardised(data: Data, mean: Float64Array, scale: Float64Array): Float32Array {
-  const { d, x } = data;
-  const z = new Float32Array(x.length);
-  for (let i = 0; i < x.length; i++) z[i] = (x[i] - mean[i % d]) * scale[i % d];
-  return z;
-}
-
 /** Weighted mean cross-entropy + l2/2 |W|^2; adds the gradient into `grad` (zeroed first). */
 function lossAndGradient(
-  z: Float32Array,
+  z: { x: Float32Array; mean: Float64Array; scale: Float64Array },
   y: Int32Array,
   d: number,
   c: number,
@@ -140,14 +133,15 @@ function lossAndGradient(
   grad?: Float64Array,
 ): number {
   const logits = new Float64Array(c);
+  const row = new Float64Array(d);
   let loss = 0;
   let total = 0;
   if (grad) grad.fill(0);
   for (const i of rows) {
-    const row = i * d;
+    for (let j = 0; j < d; j++) row[j] = (z.x[i * d + j] - z.mean[j]) * z.scale[j];
     for (let k = 0; k < c; k++) logits[k] = p[d * c + k];
     for (let j = 0; j < d; j++) {
-      const v = z[row + j];
+      const v = row[j];
       if (v === 0) continue;
       const at = j * c;
       for (let k = 0; k < c; k++) logits[k] += v * p[at + k];
@@ -162,7 +156,7 @@ function lossAndGradient(
     if (!grad) continue;
     for (let k = 0; k < c; k++) logits[k] = (w * (logits[k] / sum - (k === y[i] ? 1 : 0)));
     for (let j = 0; j < d; j++) {
-      const v = z[row + j];
+      const v = row[j];
       if (v === 0) continue;
       const at = j * c;
       for (let k = 0; k < c; k++) grad[at + k] += v * logits[k];
