@@ -100,6 +100,9 @@ class Translator {
     return encodeModel({
       name: 'translated_from_tensorflow',
       producer: 'classify tf2onnx',
+      // Opset 10: the last whose Clip, Squeeze and Pad take attributes, the forms OpenCV 4.6's
+      // importer reads (opset 13 moved them to inputs).
+      opset: 10,
       nodes: this.out,
       initializers: this.initializers,
       inputs: [{ name: this.plan.inputName, shape: ['N', this.plan.height, this.plan.width, 3] }],
@@ -365,15 +368,11 @@ class Translator {
       case 'Rsqrt':
         this.emit('Reciprocal', [this.emit('Sqrt', [x()], `${n.name}/sqrt`)], n.name);
         return;
-      case 'Relu6': {
-        // Neither Clip nor Min(Relu(x), 6): OpenCV 4.6 reads Clip only in its opset-6 form and Min
-        // only between tensors of one shape. 6 - Relu(6 - Relu(x)) every runtime reads, and ONNX
-        // Runtime still fuses the first Relu into the convolution before it.
-        const six = this.addInit(`${n.name}/six`, [], new Float32Array([6]));
-        const below = this.emit('Sub', [six, this.emit('Relu', [x()], `${n.name}/relu`)], `${n.name}/below`);
-        this.emit('Sub', [six, this.emit('Relu', [below], `${n.name}/below_relu`)], n.name);
+      case 'Relu6':
+        // Clip in its opset-6 form (bounds as attributes): the one OpenCV 4.6 reads, and ONNX
+        // Runtime fuses it into the convolution before it as it does the opset-13 form.
+        this.emit('Clip', [x()], n.name, { min: { float: 0 }, max: { float: 6 } });
         return;
-      }
       case 'Softmax':
         this.emit('Softmax', [x()], n.name, { axis: -1 });
         return;
@@ -423,7 +422,7 @@ class Translator {
         const p = this.intConst(ins[1], n);
         const rank = p.length / 2;
         const pads = [...Array.from({ length: rank }, (_, i) => p[2 * i]), ...Array.from({ length: rank }, (_, i) => p[2 * i + 1])];
-        this.emit('Pad', [x(), this.addInit(`${n.name}/pads`, [pads.length], BigInt64Array.from(pads, BigInt))], n.name, { mode: 'constant' });
+        this.emit('Pad', [x()], n.name, { mode: 'constant', pads });
         return;
       }
       case 'ConcatV2': {
@@ -437,18 +436,8 @@ class Translator {
         return;
       }
       case 'Squeeze': {
-        // As a Reshape where the shape is known: OpenCV 4.6 reads Squeeze only in its opset-11
-        // form (axes as an attribute), and opset 13 has axes as an input.
-        const shape = this.shapeOf(n.name);
-        if (shape && shape.filter((d) => typeof d !== 'number').length <= 1) {
-          const dims = BigInt64Array.from(shape, (d) => BigInt(typeof d === 'number' ? d : -1));
-          this.emit('Reshape', [x(), this.addInit(`${n.name}/shape`, [dims.length], dims)], n.name);
-          return;
-        }
         const axes = listI(n, 'squeeze_dims', listI(n, 'axis', []));
-        const inputs = [x()];
-        if (axes.length > 0) inputs.push(this.addInit(`${n.name}/axes`, [axes.length], BigInt64Array.from(axes, BigInt)));
-        this.emit('Squeeze', inputs, n.name);
+        this.emit('Squeeze', [x()], n.name, axes.length > 0 ? { axes } : undefined);
         return;
       }
       case 'MatMul': {

@@ -17,7 +17,8 @@ const METADATA_FIELD = ModelProto.fields.metadata_props.id;
 export const TensorType = { FLOAT: 1, UINT8: 2, INT32: 6, INT64: 7 } as const;
 const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, FLOATS: 6, INTS: 7 } as const;
 
-export type AttributeValue = number | string | number[] | { floats: number[] } | OnnxTensor;
+/** A number is an INT attribute when it is whole; `{ float }` says FLOAT whatever its value. */
+export type AttributeValue = number | string | number[] | { float: number } | { floats: number[] } | OnnxTensor;
 
 export interface OnnxTensor {
   name: string;
@@ -64,6 +65,7 @@ function attributeProto(name: string, value: AttributeValue) {
   }
   if (typeof value === 'string') return { name, type: AttributeType.STRING, s: Buffer.from(value) };
   if (Array.isArray(value)) return { name, type: AttributeType.INTS, ints: value };
+  if ('float' in value) return { name, type: AttributeType.FLOAT, f: value.float };
   if ('floats' in value) return { name, type: AttributeType.FLOATS, floats: value.floats };
   return { name, type: AttributeType.TENSOR, t: tensorProto(value) };
 }
