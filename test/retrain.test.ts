@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Classifier } from '../dist/classifier.js';
@@ -12,6 +12,7 @@ import { convert } from '../dist/commands/convert.js';
 import { type RetrainOptions, runRetrain } from '../dist/commands/retrain.js';
 import { encodeModel, readMetadata } from '../dist/proto/onnx.js';
 import { listImages, whichSet } from '../dist/retrain/split.js';
+import { defaultBottleneckDir } from '../dist/retrain/store.js';
 import { train } from '../dist/retrain/train.js';
 import { COLOUR, FIX, ROOT, runCli, SHARED } from './helpers.js';
 import { form, image, post, startServer } from './serve-helpers.js';
@@ -89,6 +90,13 @@ describe('the split and the folder', () => {
     const after = listImages(dir, 10, 10).images;
     expect(after).toHaveLength(before.size + 30);
     for (const img of after) if (before.has(img.path)) expect(img.set).toBe(before.get(img.path));
+  });
+
+  it('bottlenecks go to $XDG_CACHE_HOME/classify/bottlenecks, else ~/.cache/classify/bottlenecks', () => {
+    expect(defaultBottleneckDir({ XDG_CACHE_HOME: '/var/cache/me' })).toBe('/var/cache/me/classify/bottlenecks');
+    // The XDG rule: a relative value is ignored.
+    expect(defaultBottleneckDir({ XDG_CACHE_HOME: 'relative' })).toBe(join(homedir(), '.cache', 'classify', 'bottlenecks'));
+    expect(defaultBottleneckDir({})).toBe(join(homedir(), '.cache', 'classify', 'bottlenecks'));
   });
 
   it('an empty label folder is an error naming it; so is a folder with one label', () => {
