@@ -141,6 +141,7 @@ describe('the trainer', () => {
   });
 });
 
+// In order: the rerun and the serve tests start from the model folder and bottlenecks the first writes.
 describe('classify retrain', () => {
   it('writes a model folder the filter loads as it is, leaving out the corrupt photo with one line', async () => {
     const out = join(VERSIONS, '1');
@@ -207,14 +208,21 @@ describe('classify retrain', () => {
     const empty = await runCli(['retrain', join(FIX, 'retrain', 'empty-label'), '--base', COLOUR, '-o', out]);
     expect(empty.code).toBe(2);
     expect(empty.stderr).toMatch(/^classify: \S*empty-label\/green: label folder holds no images/);
-    const exists = await runCli(['retrain', PHOTOS, '--base', COLOUR, '-o', join(VERSIONS, '1')]);
+    const taken = join(tmp, 'taken');
+    mkdirSync(taken);
+    writeFileSync(join(taken, 'model.onnx'), 'a model already here');
+    const exists = await runCli(['retrain', PHOTOS, '--base', COLOUR, '-o', taken]);
     expect(exists.code).toBe(2);
-    expect(exists.stderr).toMatch(/colours\/1: already exists/);
+    expect(exists.stderr).toMatch(/taken: already exists/);
+    expect(readFileSync(join(taken, 'model.onnx'), 'utf8')).toBe('a model already here');
     const noBase = await runCli(['retrain', PHOTOS, '-o', out]);
     expect(noBase.code).toBe(2);
     expect(noBase.stderr).toMatch(/--base/);
     await expect(retrain(PHOTOS, { output: out, format: 'pb' })).rejects.toThrow(/--format pb .* takes a frozen graph/);
     await expect(retrain(PHOTOS, { output: out, testingPercentage: 50, validationPercentage: 50 })).rejects.toThrow(/leave no images to train on/);
+    await expect(retrain(PHOTOS, { output: out, bottleneckNode: 'nope' })).rejects.toThrow(/no node output named "nope" \(--bottleneck-node\)/);
+    const frozen = join(FIX, 'models', 'colour-frozen');
+    await expect(retrain(PHOTOS, { output: out, base: frozen, bottleneckNode: 'nope:0' })).rejects.toThrow(/no node named "nope:0" \(--bottleneck-node\)/);
     expect(existsSync(out)).toBe(false);
   });
 

@@ -8,7 +8,7 @@ import { ModelError } from '../errors.js';
 import type { ImpliedNormalisation } from '../image/preprocessing.js';
 import type { ResolvedModel } from '../model.js';
 import { decodeModelProto, encodeModelProto, type GraphJson, nodeProto, tensorProto, type ValueInfoJson, valueInfo } from '../proto/onnx.js';
-import { type ConstValue, encodeGraphDef, inputNode, type NodeJson as TfNode } from '../tensorflow/graphdef.js';
+import { type ConstValue, decodeGraphDef, encodeGraphDef, inputNode, type NodeJson as TfNode } from '../tensorflow/graphdef.js';
 import { readFrozenGraph } from '../tensorflow/plan.js';
 
 export interface FeatureGraph {
@@ -116,7 +116,10 @@ function isOnnxClassifierLayer(n: GraphJson['node'][number], constant: Set<strin
 }
 
 function frozenFeatures(file: string, bytes: Uint8Array, chosen?: string): FeatureGraph {
-  const node = chosen ?? tfBottleneck(file, bytes);
+  if (chosen !== undefined && !decodeGraphDef(bytes).node.some((n) => n.name === inputNode(chosen))) {
+    throw new ModelError(file, `no node named "${chosen}" (--bottleneck-node)`);
+  }
+  const node = chosen === undefined ? tfBottleneck(file, bytes) : inputNode(chosen);
   const t = translateFrozenGraph(file, bytes, { outputNode: node });
   const output = decodeModelProto(t.onnx).graph.output[0].name;
   return { onnx: t.onnx, node, output, normalisation: t.plan.normalisation, notes: [...t.plan.notes] };
