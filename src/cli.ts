@@ -158,7 +158,7 @@ export function buildProgram() {
     .command('retrain')
     .description('Learn your own labels: a new last layer for --base from IMAGE_DIR (one sub-folder of photos per label), written to OUT_DIR as a model folder.')
     .argument('<image_dir>', 'one sub-folder per label (the folder name is the label), images at any depth below it')
-    .option('--base <model>', 'model to start from (required): an ONNX model or frozen graph .pb, or a folder holding one')
+    .option('--base <model>', 'model to start from (required): an ONNX model, a frozen graph .pb or a TF.js model.json, or a folder holding one')
     .option('-o, --output <out_dir>', 'model folder to write (required); must not exist yet, e.g. models/flowers/3 for a new version')
     .option('--bottleneck-node <name>', 'node whose output are the features (default: what the classifier layer reads, found from the graph)')
     .option('--bottleneck-dir <dir>', 'keep computed bottlenecks here, by image content (default: $XDG_CACHE_HOME/classify/bottlenecks, else ~/.cache/classify/bottlenecks)')

@@ -51,6 +51,21 @@ async function retrain(dir: string, overrides: Partial<RetrainOptions>): Promise
 const report = (dir: string) => JSON.parse(readFileSync(join(dir, 'report.json'), 'utf8'));
 const labelOf = (path: string) => path.slice(PHOTOS.length + 1).split('/')[0];
 
+/** Every fixture photo classified with the model folder `graph`: how many get their own label. */
+async function ownLabels(graph: string): Promise<{ version?: string; right: number; wrong: number }> {
+  const c = await Classifier.load({ graph, backend: 'auto', batchSize: 0, maxDelayMs: 10, maxPixels: 1e8, threads: 1, device: 'cpu', softmax: 'auto', decodeJobs: 1 });
+  let [right, wrong] = [0, 0];
+  try {
+    for (const img of listImages(PHOTOS, 10, 10).images.filter((i) => !i.path.endsWith('corrupt.jpg'))) {
+      if ((await c.classifyPath(img.path, 1)).predictions[0].label === labelOf(img.path)) right++;
+      else wrong++;
+    }
+  } finally {
+    await c.close();
+  }
+  return { version: c.info.version, right, wrong };
+}
+
 /** A copy of the fixture photos that a test may add to. */
 function copyPhotos(name: string): string {
   const dir = join(tmp, name);
@@ -162,16 +177,16 @@ describe('classify retrain', () => {
     expect(rep.test.confusion.flat().reduce((a: number, b: number) => a + b, 0)).toBe(rep.test.n);
     expect(JSON.parse(readMetadata(join(out, 'model.onnx')).labels)).toEqual(['blue', 'green', 'red', 'yellow']);
 
-    // Through the folder of versions, as the filter and serve see it: every photo's own label.
-    const c = await Classifier.load({ graph: VERSIONS, backend: 'auto', batchSize: 0, maxDelayMs: 10, maxPixels: 1e8, threads: 1, device: 'cpu', softmax: 'auto', decodeJobs: 1 });
-    try {
-      expect(c.info.version).toBe('1');
-      for (const img of listed.filter((i) => !i.path.endsWith('corrupt.jpg'))) {
-        expect((await c.classifyPath(img.path, 1)).predictions[0].label).toBe(labelOf(img.path));
-      }
-    } finally {
-      await c.close();
-    }
+    // Through the folder of versions, as the filter and serve see it.
+    expect(await ownLabels(VERSIONS)).toEqual({ version: '1', right: listed.length - 1, wrong: 0 });
+  });
+
+  it('a TF.js graph model as the base: its weights read back from the shards', async () => {
+    const out = join(tmp, 'from-tfjs');
+    const r = await retrain(PHOTOS, { output: out, base: join(FIX, 'models', 'colour-tfjs') });
+    expect(r.code).toBe(0);
+    expect(r.log).toMatch(/bottleneck "mean" of \S+colour-tfjs\/model\.json\n/);
+    expect(await ownLabels(out)).toMatchObject({ right: listImages(PHOTOS, 10, 10).images.length - 1, wrong: 0 });
   });
 
   it('a rerun computes only the bottlenecks of photos it has not seen', async () => {

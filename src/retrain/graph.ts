@@ -3,6 +3,7 @@
 // the engine runs to compute bottlenecks, and the very same graph becomes the body of the output
 // model, so the features a model was trained on are the ones it computes when classifying.
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { translateFrozenGraph } from '../convert/tf2onnx.js';
 import { ModelError } from '../errors.js';
 import type { ImpliedNormalisation } from '../image/preprocessing.js';
@@ -35,7 +36,30 @@ export function featureGraph(model: ResolvedModel, node?: string): FeatureGraph 
   const bytes = readFileSync(model.file);
   if (model.format === 'onnx') return onnxFeatures(model.file, bytes, node);
   if (model.format === 'frozen') return frozenFeatures(model.file, bytes, node);
-  throw new ModelError(model.file, `retrain takes an ONNX model or a frozen TensorFlow graph as its base; this is a ${model.format} model`);
+  if (model.format === 'tfjs-graph') return frozenFeatures(model.file, tfjsAsGraphDef(model.file, bytes), node);
+  throw new ModelError(model.file, `retrain takes an ONNX model, a frozen TensorFlow graph or a TF.js graph model as its base; this is a ${model.format} model`);
+}
+
+/** A TF.js graph model (model.json, weights in shards beside it) as the frozen GraphDef it was
+ * converted from: each weight back in its Const node, so it is translated as a frozen graph is. */
+function tfjsAsGraphDef(file: string, json: Uint8Array): Uint8Array {
+  type Spec = { name: string; shape: number[]; dtype: string; quantization?: unknown };
+  const manifest = JSON.parse(Buffer.from(json).toString('utf8')) as { modelTopology?: { node?: TfNode[]; versions?: object }; weightsManifest?: { paths: string[]; weights: Spec[] }[] };
+  if (!manifest.modelTopology?.node) throw new ModelError(file, 'model.json is not a TF.js graph model (no modelTopology.node)');
+  const groups = manifest.weightsManifest ?? [];
+  const data = Buffer.concat(groups.flatMap((g) => g.paths.map((p) => readFileSync(join(dirname(file), p)))));
+  const weights = new Map<string, TfNode['attr']>();
+  let at = 0;
+  for (const w of groups.flatMap((g) => g.weights)) {
+    const dtype = ({ float32: 'DT_FLOAT', int32: 'DT_INT32' } as Record<string, 'DT_FLOAT' | 'DT_INT32'>)[w.dtype];
+    if (!dtype || w.quantization) throw new ModelError(file, `weight "${w.name}" is ${w.quantization ? 'quantized' : w.dtype}; retrain reads float32 and int32 weights`);
+    const bytes = 4 * w.shape.reduce((a, b) => a * b, 1);
+    const tensor = { dtype, tensorShape: { dim: w.shape.map((n) => ({ size: String(n) })) }, tensorContent: data.subarray(at, at + bytes).toString('base64') };
+    weights.set(w.name, { dtype: { type: dtype }, value: { tensor } });
+    at += bytes;
+  }
+  const node = manifest.modelTopology.node.map((n) => (n.op === 'Const' && weights.has(n.name) ? { ...n, attr: { ...n.attr, ...weights.get(n.name) } } : n));
+  return encodeGraphDef({ node, versions: manifest.modelTopology.versions });
 }
 
 function onnxFeatures(file: string, bytes: Uint8Array, chosen?: string): FeatureGraph {
