@@ -33,6 +33,11 @@ const options = (overrides: Partial<RetrainOptions>): RetrainOptions => ({
   learningRate: 0.01,
   seed: 0,
   printMisclassifiedTestImages: false,
+  flipLeftRight: false,
+  randomCrop: 0,
+  randomScale: 0,
+  randomBrightness: 0,
+  distortedCopies: 4,
   format: 'onnx',
   decodeJobs: 1,
   threads: 1,
@@ -196,6 +201,21 @@ describe('classify retrain', () => {
     const r = await retrain(dir, { output: out });
     expect(r.code).toBe(0);
     expect(report(out).bottlenecks).toEqual({ computed: 3, cached: report(join(VERSIONS, '1')).images.used });
+  });
+
+  it('distortions: copies of the training photos, new each run, the same for the same --seed', async () => {
+    const distortions = { flipLeftRight: true, randomCrop: 10, randomScale: 20, randomBrightness: 30, distortedCopies: 2 };
+    const run = async (name: string, seed: number) => {
+      const out = join(tmp, name);
+      expect((await retrain(PHOTOS, { output: out, seed, ...distortions })).code).toBe(0);
+      return { onnx: readFileSync(join(out, 'model.onnx')), report: report(out) };
+    };
+    const [a, again, other] = [await run('distorted-a', 5), await run('distorted-b', 5), await run('distorted-c', 6)];
+    expect(a.report.images.distortedCopies).toBe(2 * a.report.images.training);
+    expect(a.report.bottlenecks.computed).toBe(0); // the photos themselves come from the store
+    expect(a.onnx.equals(again.onnx)).toBe(true);
+    expect(a.onnx.equals(other.onnx)).toBe(false);
+    expect(await ownLabels(join(tmp, 'distorted-a'))).toMatchObject({ wrong: 0 });
   });
 
   it('--min-accuracy: below it, exit 1 and OUT_DIR is not written', async () => {

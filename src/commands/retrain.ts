@@ -18,9 +18,12 @@ import { type Evaluation, evaluate, formatEvaluation, predict } from '../retrain
 import { type FeatureGraph, featureGraph, retrainedGraphDef, retrainedModel } from '../retrain/graph.js';
 import { type LabelledImage, listImages } from '../retrain/split.js';
 import { BottleneckStore, defaultBottleneckDir } from '../retrain/store.js';
-import { train, type Trained } from '../retrain/train.js';
+import { type Distortions, anyDistortion, distort } from '../retrain/distort.js';
+import { mulberry32, train, type Trained } from '../retrain/train.js';
 
-export interface RetrainOptions {
+export interface RetrainOptions extends Distortions {
+  /** with a distortion: distorted copies made of each training photo */
+  distortedCopies: number;
   base: string;
   output: string;
   bottleneckNode?: string;
@@ -82,18 +85,29 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     }
     return classifier;
   };
-  const bottlenecks = await computeBottlenecks(load, store, images, opts, stderr, log);
-  if (opts.verbose) log(`bottlenecks: ${bottlenecks.size} features each, ${bottlenecks.computed} computed, ${bottlenecks.cached} from ${store.dir}`);
+  let classifier: Classifier | undefined;
+  const loaded = async () => (classifier ??= await load());
+  let bottlenecks: Bottlenecks;
+  let distorted: Distorted | undefined;
+  try {
+    bottlenecks = await computeBottlenecks(loaded, store, images, opts, stderr, log);
+    if (opts.verbose) log(`bottlenecks: ${bottlenecks.size} features each, ${bottlenecks.computed} computed, ${bottlenecks.cached} from ${store.dir}`);
+    if (anyDistortion(opts)) distorted = await distortedBottlenecks(await loaded(), bottlenecks, opts, log);
+  } finally {
+    await classifier?.close();
+  }
 
-  const { x, kept, size } = bottlenecks;
-  const y = Int32Array.from(kept, (img) => img.label);
+  const { kept, size } = bottlenecks;
+  const y = Int32Array.from([...kept.map((img) => img.label), ...(distorted?.labels ?? [])]);
+  const x = distorted ? joined(bottlenecks.x, distorted.x) : bottlenecks.x;
   const rowsOf = (set: LabelledImage['set']) => kept.flatMap((img, row) => (img.set === set ? [row] : []));
   const [trainRows, validationRows, testRows] = [rowsOf('training'), rowsOf('validation'), rowsOf('testing')];
   if (trainRows.length === 0) throw new UsageError(`${imageDir}: no image fell in the training set`);
   for (const [k, label] of labels.entries()) {
     if (!trainRows.some((r) => y[r] === k)) log(`${join(imageDir, label)}: no training image for this label (it will never be predicted)`);
   }
-  const trained = train({ x, y, d: size, classes: labels.length }, trainRows, validationRows, {
+  const distortedRows = Array.from({ length: distorted?.labels.length ?? 0 }, (_, i) => kept.length + i);
+  const trained = train({ x, y, d: size, classes: labels.length }, [...trainRows, ...distortedRows], validationRows, {
     steps: opts.howManyTrainingSteps,
     learningRate: opts.learningRate,
     batchSize: opts.trainBatchSize,
@@ -103,7 +117,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   });
   const score = (rows: number[]) => evaluate(labels, rows.map((r) => y[r]), predict(x, size, trained.weights, trained.biases, rows), rows);
   const [onTrain, onValidation, onTest] = [score(trainRows), score(validationRows), score(testRows)];
-  const report = reportJson(opts, model.file, features, labels, bottlenecks, trained, onTrain, onValidation, onTest);
+  const report = reportJson(opts, model.file, features, labels, bottlenecks, distorted?.labels.length ?? 0, trained, onTrain, onValidation, onTest);
   printReport(report, onTest, kept, labels, opts, log);
 
   if (opts.minAccuracy !== undefined && !(onTest.accuracy >= opts.minAccuracy)) {
@@ -206,7 +220,7 @@ async function computeBottlenecks(
   }
   if (i < images.length) {
     const classifier = await load();
-    try {
+    {
       const one = async (img: LabelledImage): Promise<Float32Array | InputError> => {
         try {
           const bytes = await reader.read(img.path);
@@ -228,13 +242,54 @@ async function computeBottlenecks(
       }
       let at = 0;
       for await (const v of inOrder(paths(), one, classifier.info.inFlight)) record(rest[at++], v);
-    } finally {
-      await classifier.close();
     }
   }
   progress?.stop();
   if (size === undefined) throw new UsageError('no image could be read: nothing to train on');
   return { x: x.subarray(0, kept.length * size), size, kept, failed, computed, cached: kept.length - computed };
+}
+
+interface Distorted {
+  /** one row of features per distorted copy */
+  x: Float32Array;
+  labels: number[];
+}
+
+/** `distortedCopies` distorted copies of each training photo through the model: new every run,
+ * as retrain.py makes new ones at every step, so never kept in the store. Each copy's random
+ * numbers come from the seed, the photo and the copy, whatever order they finish in. */
+async function distortedBottlenecks(classifier: Classifier, b: Bottlenecks, opts: RetrainOptions, log: Log): Promise<Distorted> {
+  const reader = new ImageReader();
+  const jobs = b.kept.flatMap((img, row) => (img.set === 'training' ? Array.from({ length: opts.distortedCopies }, (_, copy) => ({ img, row, copy })) : []));
+  const one = async ({ img, row, copy }: (typeof jobs)[number]): Promise<Float32Array | undefined> => {
+    const random = mulberry32((opts.seed ^ Math.imul(row + 1, 0x9e3779b1) ^ Math.imul(copy + 1, 0x85ebca6b)) >>> 0);
+    try {
+      return await classifier.featuresBytes(await distort(await reader.read(img.path), opts, random));
+    } catch (err) {
+      log(`${img.path}: cannot distort (${(err as Error).message}); this copy left out`);
+      return undefined;
+    }
+  };
+  async function* all() {
+    yield* jobs;
+  }
+  const x = new Float32Array(jobs.length * b.size);
+  const labels: number[] = [];
+  let at = 0;
+  for await (const v of inOrder(all(), one, classifier.info.inFlight)) {
+    const job = jobs[at++];
+    if (!v) continue;
+    x.set(v, labels.length * b.size);
+    labels.push(job.img.label);
+  }
+  return { x: x.subarray(0, labels.length * b.size), labels };
+}
+
+function joined(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
 
 type Report = ReturnType<typeof reportJson>;
@@ -245,6 +300,7 @@ function reportJson(
   features: FeatureGraph,
   labels: string[],
   b: Bottlenecks,
+  distorted: number,
   t: Trained,
   onTrain: Evaluation,
   onValidation: Evaluation,
@@ -255,7 +311,7 @@ function reportJson(
     base,
     bottleneck: { node: features.node, size: b.size },
     labels,
-    images: { used: b.kept.length, failed: b.failed, training: onTrain.n, validation: onValidation.n, testing: onTest.n },
+    images: { used: b.kept.length, failed: b.failed, training: onTrain.n, validation: onValidation.n, testing: onTest.n, distortedCopies: distorted },
     bottlenecks: { computed: b.computed, cached: b.cached },
     training: {
       method: opts.trainBatchSize === undefined ? 'L-BFGS, full batch' : `Adam, batches of ${opts.trainBatchSize}, learning rate ${opts.learningRate}`,
