@@ -8,7 +8,7 @@
 //   npm run bench -- --device cpu,auto each model on each device, with the ratio between them
 //   npm run bench -- --images N   paths per model (default 400, 1200 for the small graphs; 150 and 400 with --quick)
 //   npm run bench -- --shared DIR the shared assets folder when it is not ../shared/assets
-//   npm run bench -- --only SECTION  one section: models (each model against its ceilings, trickle), imagesets (image sets vs OpenCV, stages, threads), preprocessing, resume
+//   npm run bench -- --only SECTION  one section: models (each model against its ceilings, trickle), imagesets (image sets vs OpenCV, stages, threads), preprocessing, resume, retrain (bench/retrain.mjs)
 //   npm run bench -- --resume-paths N paths for that section (default 10000, 2000 with --quick)
 //   npm run bench -- --preprocessing-only  only the cost of each resize mode (--images N passes)
 import { spawn, spawnSync } from 'node:child_process';
@@ -331,6 +331,11 @@ if (!onlySection || onlySection === 'resume') {
   const graph = join(SHARED, 'models', 'mobilenet_v1_0.25_128', 'frozen_graph.pb');
   console.log(`\n-o --resume and --cache (mobilenet_v1_0.25_128, the fastest model: the hardest case for both ratios), ${resumePaths} paths...`);
   results.resume = await resumeAndCache(graph, resumePaths);
+}
+
+if (!onlySection || onlySection === 'retrain') {
+  const { benchRetrain } = await import('./retrain.mjs');
+  results.retrain = await benchRetrain({ shared: SHARED, work, bin: BIN });
 }
 
 // ---- report ------------------------------------------------------------------------------------

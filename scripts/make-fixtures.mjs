@@ -266,4 +266,26 @@ write('broken/bomb.png', bomb);
 mkdirSync(join(root, 'broken', 'a-directory.jpg'), { recursive: true });
 write('broken/a-directory.jpg/.gitkeep', Buffer.alloc(0));
 
+// ---- Folders of labelled photos for `classify retrain` ----------------------------------------
+// retrain.py's layout: one folder per label (the dominant colour, which the colour models'
+// bottleneck, the mean colour, tells apart), photos at any depth, some named with _nohash_,
+// one file that is not an image; a folder whose second label holds no image; a folder with one
+// label. Each photo's colour is moved a little (by its seed), so no two are alike.
+rmSync(join(root, 'retrain'), { recursive: true, force: true });
+const RETRAIN_COLOURS = { red: [220, 50, 40], green: [40, 190, 60], blue: [30, 60, 210], yellow: [215, 200, 50] };
+for (const [label, rgb] of Object.entries(RETRAIN_COLOURS)) {
+  for (let i = 0; i < 12; i++) {
+    const seed = 100 * rgb[0] + i;
+    const jitter = rgb.map((v, c) => Math.max(0, Math.min(255, v + (((seed * (c + 3) * 7919) % 61) - 30))));
+    const name = label === 'green' && i < 4 ? `leaf_nohash_${i}.jpg` : `${label}-${i}.jpg`;
+    const at = label === 'red' && i >= 8 ? `retrain/photos/${label}/more/deeper/${name}` : `retrain/photos/${label}/${name}`;
+    write(at, await photo(24, 18, jitter, seed).jpeg({ quality: 85 }).toBuffer());
+  }
+}
+write('retrain/photos/blue/notes.txt', Buffer.from('not an image, and not named like one: left alone\n'));
+write('retrain/photos/blue/corrupt.jpg', Buffer.from('not a JPEG at all, though named like one\n'));
+write('retrain/empty-label/red/red-0.jpg', await photo(24, 18, RETRAIN_COLOURS.red, 1).jpeg().toBuffer());
+write('retrain/empty-label/green/.gitkeep', Buffer.alloc(0));
+write('retrain/one-label/red/red-0.jpg', await photo(24, 18, RETRAIN_COLOURS.red, 2).jpeg().toBuffer());
+
 console.log(`fixtures written to ${root}`);

@@ -17,6 +17,7 @@ import type { PrepareSpec } from './image/prepare.js';
 import { ImageSlots } from './image/slots.js';
 import { cropProblem, type Preprocessing, type PreprocessingKey } from './image/preprocessing.js';
 import { slotView } from './image/slots.js';
+import type { EngineSpec } from './backends/load.js';
 import { type BackendChoice, choosePreprocessing, engineSpec, readLabels, resolveModel } from './model.js';
 import { type Prediction, probabilities, rank, rankProbabilities, type SoftmaxWhen } from './ranking.js';
 
@@ -51,6 +52,9 @@ export interface ClassifierOptions {
   decodeQueue?: number;
   inputNode?: string;
   outputNode?: string;
+  /** runs this graph made from the model (cut at its bottleneck) instead: its outputs are
+   * features, not scores, and no labels are needed */
+  features?: EngineSpec['graph'];
   observe?: (stats: BatchStats) => void;
 }
 
@@ -112,15 +116,14 @@ export class Classifier {
   ) {}
 
   static async load(opts: ClassifierOptions): Promise<Classifier> {
-    const model = resolveModel(opts.graph, opts.labels, opts.backend);
-    const labels = readLabels(model.labelsFile);
-    const engine = await startEngine(
-      engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode }),
-    );
+    const model = opts.features ? resolveModel(opts.graph, opts.labels, opts.backend, false) : resolveModel(opts.graph, opts.labels, opts.backend);
+    const labels = model.labelsFile && !opts.features ? readLabels(model.labelsFile) : [];
+    const spec = engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode });
+    const engine = await startEngine({ ...spec, graph: opts.features });
     let decoder: DecodePool | undefined;
     try {
       const sig = engine.signature;
-      if (labels.length !== sig.outputSize) {
+      if (model.labelsFile && !opts.features && labels.length !== sig.outputSize) {
         throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
       }
       // Commander turns a parser's null (--crop none) into '': an explicit default must not
@@ -161,7 +164,7 @@ export class Classifier {
       const info: ClassifierInfo = Object.freeze({
         model: model.file,
         version: opts.version ?? model.version,
-        labelsFile: model.labelsFile,
+        labelsFile: model.labelsFile ?? '',
         engine: engine.name,
         engineNotes: Object.freeze([...engine.notes]),
         input: `${sig.inputName} ${sig.inputType} ${sig.layout} ${sig.height}x${sig.width}${sig.maxBatch === 1 ? ' (fixed batch of 1)' : ''}`,
@@ -219,6 +222,11 @@ export class Classifier {
   async scoreBytes(bytes: Uint8Array, group?: unknown): Promise<Float32Array> {
     const scores = await this.scorePrepared((slot) => this.decoder.bytes(bytes, slot), group);
     return Float32Array.from(probabilities(scores, this.softmax));
+  }
+
+  /** The model's raw output for image bytes, its own copy: with `features`, the bottleneck. */
+  async featuresBytes(bytes: Uint8Array): Promise<Float32Array> {
+    return (await this.scorePrepared((slot) => this.decoder.bytes(bytes, slot))).slice();
   }
 
   /** Ranks a vector from scoreBytes, exactly as a fresh answer is ranked. */

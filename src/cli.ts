@@ -14,7 +14,7 @@ import { DEFAULT_CACHE_ENTRIES } from './cache.js';
 import { BACKENDS } from './model.js';
 import { FORMATS } from './output/format.js';
 import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';
-import { crop, LIMITS, nonNegativeInt, nonNegativeNumber, oneOf, positiveInt, triple, unitInterval } from './options.js';
+import { crop, LIMITS, nonNegativeInt, nonNegativeNumber, oneOf, percentage, positiveInt, positiveNumber, triple, unitInterval } from './options.js';
 
 /** The streams a run of the CLI uses: the process's own, or a test's. */
 export interface CliIO {
@@ -169,6 +169,41 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
       const { convert } = await import('./commands/convert.js');
       convert(graph, out, exactly<Parameters<typeof convert>[2]>()(opts), log);
     });
+
+  const retrain = program
+    .command('retrain')
+    .description('Learn your own labels: a new last layer for --base from IMAGE_DIR (one sub-folder of photos per label), written to OUT_DIR as a model folder.')
+    .argument('<image_dir>', 'one sub-folder per label (the folder name is the label), images at any depth below it')
+    .option('--base <model>', 'model to start from (required): an ONNX model, a frozen graph .pb or a TF.js model.json, or a folder holding one')
+    .option('-o, --output <out_dir>', 'model folder to write (required); must not exist yet, e.g. models/flowers/3 for a new version')
+    .option('--bottleneck-node <name>', 'node whose output are the features (default: what the classifier layer reads, found from the graph)')
+    .option('--bottleneck-dir <dir>', 'keep computed bottlenecks here, by image content (default: $XDG_CACHE_HOME/classify/bottlenecks, else ~/.cache/classify/bottlenecks)')
+    .option('--testing-percentage <n>', 'share of images held out for the final test', percentage('--testing-percentage'), 10)
+    .option('--validation-percentage <n>', 'share of images for choosing the weights kept', percentage('--validation-percentage'), 10)
+    .option('--how-many-training-steps <n>', 'optimiser steps (L-BFGS iterations, or Adam batches with --train-batch-size)', positiveInt('--how-many-training-steps'), 200)
+    .option('--learning-rate <x>', 'Adam step size (with --train-batch-size)', positiveNumber('--learning-rate'), 0.01)
+    .option('--train-batch-size <n>', 'train with Adam on batches of this many images (default: full batch, L-BFGS)', positiveInt('--train-batch-size'))
+    .option('--seed <n>', 'seed for batch order (runs with the same seed and images give the same model)', nonNegativeInt('--seed'), 0)
+    .option('--min-accuracy <x>', 'exit 1 without writing OUT_DIR when the test accuracy is below this', unitInterval('--min-accuracy'))
+    .option('--print-misclassified-test-images', 'list the test images the new model gets wrong', false)
+    .option('--flip-left-right', 'train also on copies of the training photos flipped left-right at random', false)
+    .option('--random-crop <pct>', 'train also on copies with this margin cropped off at random', percentage('--random-crop'), 0)
+    .option('--random-scale <pct>', 'train also on copies scaled up by at most this much at random', percentage('--random-scale'), 0)
+    .option('--random-brightness <pct>', 'train also on copies with brightness multiplied up or down by at most this much at random', percentage('--random-brightness'), 0)
+    .option('--distorted-copies <n>', 'with a distortion: distorted copies of each training photo', positiveInt('--distorted-copies'), 4)
+    .addOption(new Option('--format <format>', "onnx; pb also writes retrain.py's output_graph.pb and output_labels.txt").choices(['onnx', 'pb'] as const).default('onnx' as const))
+    .option('--decode-jobs <n>', 'decode threads (0: one per core)', nonNegativeInt('--decode-jobs', LIMITS.decodeJobs), 0)
+    .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads', LIMITS.threads), 0)
+    .option('-q, --quiet', 'no progress line', false)
+    .option('-v, --verbose', 'say which bottleneck, engine and preprocessing are used', false)
+    .exitOverride();
+  retrain.action(async (imageDir, { base, output, ...rest }) => {
+    const required = (value: string | undefined, flag: string): string =>
+      value ?? retrain.error(`error: required option '${flag}' not specified`, { exitCode: EXIT.usage });
+    const opts = { ...rest, base: required(base, '--base <model>'), output: required(output, '-o, --output <out_dir>') };
+    const { runRetrain } = await import('./commands/retrain.js');
+    process.exitCode = await runRetrain(imageDir, exactly<Parameters<typeof runRetrain>[1]>()(opts), process.stderr, log);
+  });
 
   program
     .command('info')

@@ -26,6 +26,9 @@ export const triple = (name: string, positive: boolean) => flag((raw) => parse.c
 /** Upper bounds far beyond any useful setting, below what would exhaust memory or threads. */
 export const LIMITS = { batchSize: 1024, threads: 64, decodeJobs: 64, maxDelayMs: 60_000 } as const;
 
+export const positiveNumber = (name: string) => flag(parse.positiveNumber(name));
+export const percentage = (name: string) => flag(parse.percentage(name));
+
 export const crop = (name: string) =>
   flag((raw) => {
     try {

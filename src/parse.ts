@@ -39,6 +39,23 @@ export const nonNegativeNumber =
     return n;
   };
 
+export const positiveNumber =
+  (what: string): Parser<number> =>
+  (raw) => {
+    const n = Number(raw);
+    if (!DECIMAL.test(raw) || !Number.isFinite(n) || n <= 0) fail('positive number', what, raw);
+    return n;
+  };
+
+/** A share in percent of a whole that must keep some: 0 up to, not including, 100. */
+export const percentage =
+  (what: string): Parser<number> =>
+  (raw) => {
+    const n = Number(raw);
+    if (!DECIMAL.test(raw) || !(n < 100)) fail('number from 0 to under 100', what, raw);
+    return n;
+  };
+
 export const unitInterval =
   (what: string): Parser<number> =>
   (raw) => {

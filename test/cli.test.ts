@@ -357,4 +357,9 @@ describe('--help and the README say the same', () => {
     for (const short of readme.slice(start, readme.indexOf('\n', start)).matchAll(/`-([qv])`/g)) listed.add(short[1] === 'q' ? '--quiet' : '--verbose');
     expect(new Set(flags)).toEqual(new Set([...listed, '--help']));
   });
+
+  it('retrain: every flag in the README table and no other', async () => {
+    const r = await runCli(['retrain', '--help']);
+    expect(new Set(helpFlags(r.stdout))).toEqual(new Set([...readmeFlags('| retrain flag |'), '--help']));
+  });
 });

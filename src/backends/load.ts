@@ -1,6 +1,7 @@
 // Chooses and loads a backend for a model. Runs inside the engine thread (thread-entry.ts).
 import { readFileSync } from 'node:fs';
 import { ModelError } from '../errors.js';
+import type { ImpliedNormalisation } from '../image/preprocessing.js';
 import type { Engine, EngineOptions } from './engine.js';
 
 import type { TfjsRuntime, TfModelFormat } from './tfjs.js';
@@ -16,9 +17,18 @@ export interface EngineSpec {
   runtime: TfjsRuntime;
   file: string;
   options: EngineOptions;
+  /** runs this ONNX graph, made from `file` (the model cut at its bottleneck, see
+   * src/retrain/graph.ts), with the normalisation `file` implies */
+  graph?: { onnx: Uint8Array; normalisation?: ImpliedNormalisation };
 }
 
 export async function loadEngine(spec: EngineSpec): Promise<Engine> {
+  if (spec.graph) {
+    const { loadOnnx } = await import('./onnx.js');
+    const engine = await loadOnnx(spec.graph.onnx, spec.file, spec.options);
+    engine.normalisation = spec.graph.normalisation;
+    return engine;
+  }
   if (spec.format === 'frozen' && spec.backend !== 'tfjs') return loadFrozenOnOnnx(spec);
   const backend = spec.backend === 'auto' ? (spec.format === 'onnx' ? 'onnx' : 'tfjs') : spec.backend;
   switch (backend) {

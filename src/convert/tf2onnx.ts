@@ -59,12 +59,16 @@ class Translator {
   /** TF tensor name -> the ONNX tensor holding it (aliases from Identity, fusions) */
   private readonly alias = new Map<string, string>();
   folded = 0;
+  private readonly nodes: Map<string, NodeJson>;
+  private readonly shapes = new Map<string, (number | string)[] | undefined>();
 
   constructor(
     private readonly plan: GraphPlan,
     private readonly constOf: (name: string) => ConstValue | undefined,
     private readonly define: (name: string, v: ConstValue) => void,
-  ) {}
+  ) {
+    this.nodes = new Map(plan.nodes.map((n) => [n.name, n]));
+  }
 
   build(metadata?: Record<string, string>): Uint8Array {
     const order = topological(this.plan.nodes);
@@ -80,9 +84,12 @@ class Translator {
         consumerNodes.get(src)!.push(n);
       }
     }
+    // Constants first: a batch norm's scale may come after its convolution in graph order, and
+    // it can be merged into the convolution only once it is known (OpenCV also misreads a
+    // per-channel Mul left in NHWC).
+    for (const n of order) if (n.name !== this.plan.inputName && this.foldConstant(n)) skip.add(n.name);
     for (const n of order) {
       if (skip.has(n.name) || n.name === this.plan.inputName) continue;
-      if (this.foldConstant(n)) continue;
       if (n.op === 'Conv2D' || n.op === 'DepthwiseConv2dNative') {
         this.conv(n, consumerNodes, consumers, skip);
         continue;
@@ -93,12 +100,94 @@ class Translator {
     return encodeModel({
       name: 'translated_from_tensorflow',
       producer: 'classify tf2onnx',
+      // Opset 10: the last whose Clip, Squeeze and Pad take attributes, the forms OpenCV 4.6's
+      // importer reads (opset 13 moved them to inputs).
+      opset: 10,
       nodes: this.out,
       initializers: this.initializers,
       inputs: [{ name: this.plan.inputName, shape: ['N', this.plan.height, this.plan.width, 3] }],
-      outputs: [{ name: output }],
+      // A graph output without a shape fails ONNX's checker and OpenCV's importer.
+      outputs: [{ name: output, shape: this.shapeOf(this.plan.outputName) }],
       metadata,
     });
+  }
+
+  /** The static shape of a TF tensor (batch as "N"), traced through the ops a classifier's head
+   * is made of; undefined where it cannot be told without running the graph. */
+  private shapeOf(tfRef: string): (number | string)[] | undefined {
+    const name = inputNode(tfRef);
+    if (!this.shapes.has(name)) this.shapes.set(name, this.traceShape(name));
+    return this.shapes.get(name);
+  }
+
+  private traceShape(name: string): (number | string)[] | undefined {
+    const n = this.nodes.get(name);
+    if (!n) return undefined;
+    if (n.name === this.plan.inputName) return ['N', this.plan.height, this.plan.width, 3];
+    const ins = (n.input ?? []).filter((i) => !i.startsWith('^'));
+    const data = ins.find((i) => !this.value(i));
+    switch (n.op) {
+      case 'Softmax':
+      case 'Identity':
+      case 'Relu':
+      case 'Relu6':
+      case 'Tanh':
+      case 'Sigmoid':
+      case 'BiasAdd':
+      case 'Add':
+      case 'AddV2':
+      case 'Sub':
+      case 'Mul':
+      case 'FusedBatchNorm':
+      case 'FusedBatchNormV2':
+      case 'FusedBatchNormV3':
+        // elementwise with a per-channel constant, or a residual sum of two equal shapes
+        return data && ins.every((i) => (this.value(i)?.shape.length ?? 0) <= 1) ? this.shapeOf(data) : undefined;
+      case 'Conv2D':
+      case 'DepthwiseConv2dNative':
+      case 'AvgPool':
+      case 'MaxPool': {
+        const x = this.shapeOf(ins[0]);
+        const pool = n.op.endsWith('Pool');
+        const filter = pool ? undefined : this.value(ins[1])?.shape;
+        if (!x || x.length !== 4 || typeof x[1] !== 'number' || typeof x[2] !== 'number' || (!pool && filter?.length !== 4)) return undefined;
+        const [kh, kw] = pool ? listI(n, 'ksize').slice(1, 3) : filter!;
+        const [sh, sw] = listI(n, 'strides').slice(1, 3);
+        const [dh, dw] = listI(n, 'dilations', [1, 1, 1, 1]).slice(1, 3);
+        const same = decodeString(n.attr?.padding?.s) === 'SAME';
+        const out = (size: number, k: number, s: number, d: number) => Math.ceil((same ? size : size - (k - 1) * d) / s);
+        const channels = pool ? x[3] : n.op === 'Conv2D' ? filter![3] : filter![2] * filter![3];
+        return [x[0], out(x[1], kh, sh, dh), out(x[2], kw, sw, dw), channels];
+      }
+      case 'MatMul': {
+        const w = this.value(ins[1]);
+        const a = this.shapeOf(ins[0]);
+        if (!w || w.shape.length !== 2 || !a || a.length !== 2 || n.attr?.transpose_a?.b) return undefined;
+        return [a[0], w.shape[n.attr?.transpose_b?.b ? 0 : 1]];
+      }
+      case 'ConcatV2': {
+        const parts = ins.slice(0, -1).map((i) => this.shapeOf(i));
+        const axis = this.value(ins[ins.length - 1])?.values[0];
+        if (axis === undefined || parts.some((p) => !p || typeof p[(axis + p.length) % p.length] !== 'number')) return undefined;
+        const at = (axis + parts[0]!.length) % parts[0]!.length;
+        return parts[0]!.map((d, i) => (i === at ? parts.reduce((sum, p) => sum + (p![i] as number), 0) : d));
+      }
+      case 'Mean':
+      case 'Squeeze': {
+        const x = this.shapeOf(ins[0]);
+        const axes = n.op === 'Mean' ? this.value(ins[1])?.values : listI(n, 'squeeze_dims', listI(n, 'axis', []));
+        if (!x || !axes || axes.length === 0 || (n.op === 'Mean' && n.attr?.keep_dims?.b)) return undefined;
+        const drop = new Set([...axes].map((a) => (a < 0 ? a + x.length : a)));
+        return x.filter((_, i) => !drop.has(i));
+      }
+      case 'Reshape': {
+        const shape = this.value(ins[1])?.values;
+        if (!shape || shape.length === 0 || [...shape].slice(1).some((d) => d < 0)) return undefined;
+        return [...shape].map((d, i) => (i === 0 && d < 0 ? 'N' : d));
+      }
+      default:
+        return undefined;
+    }
   }
 
   private tensor(tfRef: string): string {
@@ -280,7 +369,9 @@ class Translator {
         this.emit('Reciprocal', [this.emit('Sqrt', [x()], `${n.name}/sqrt`)], n.name);
         return;
       case 'Relu6':
-        this.emit('Clip', [x(), this.addInit(`${n.name}/min`, [], new Float32Array([0])), this.addInit(`${n.name}/max`, [], new Float32Array([6]))], n.name);
+        // Clip in its opset-6 form (bounds as attributes): the one OpenCV 4.6 reads, and ONNX
+        // Runtime fuses it into the convolution before it as it does the opset-13 form.
+        this.emit('Clip', [x()], n.name, { min: { float: 0 }, max: { float: 6 } });
         return;
       case 'Softmax':
         this.emit('Softmax', [x()], n.name, { axis: -1 });
@@ -331,7 +422,7 @@ class Translator {
         const p = this.intConst(ins[1], n);
         const rank = p.length / 2;
         const pads = [...Array.from({ length: rank }, (_, i) => p[2 * i]), ...Array.from({ length: rank }, (_, i) => p[2 * i + 1])];
-        this.emit('Pad', [x(), this.addInit(`${n.name}/pads`, [pads.length], BigInt64Array.from(pads, BigInt))], n.name, { mode: 'constant' });
+        this.emit('Pad', [x()], n.name, { mode: 'constant', pads });
         return;
       }
       case 'ConcatV2': {
@@ -346,9 +437,7 @@ class Translator {
       }
       case 'Squeeze': {
         const axes = listI(n, 'squeeze_dims', listI(n, 'axis', []));
-        const inputs = [x()];
-        if (axes.length > 0) inputs.push(this.addInit(`${n.name}/axes`, [axes.length], BigInt64Array.from(axes, BigInt)));
-        this.emit('Squeeze', inputs, n.name);
+        this.emit('Squeeze', [x()], n.name, axes.length > 0 ? { axes } : undefined);
         return;
       }
       case 'MatMul': {

@@ -17,7 +17,8 @@ const METADATA_FIELD = ModelProto.fields.metadata_props.id;
 export const TensorType = { FLOAT: 1, UINT8: 2, INT32: 6, INT64: 7 } as const;
 const AttributeType = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, FLOATS: 6, INTS: 7 } as const;
 
-export type AttributeValue = number | string | number[] | { floats: number[] } | OnnxTensor;
+/** A number is an INT attribute when it is whole; `{ float }` says FLOAT whatever its value. */
+export type AttributeValue = number | string | number[] | { float: number } | { floats: number[] } | OnnxTensor;
 
 export interface OnnxTensor {
   name: string;
@@ -64,6 +65,7 @@ function attributeProto(name: string, value: AttributeValue) {
   }
   if (typeof value === 'string') return { name, type: AttributeType.STRING, s: Buffer.from(value) };
   if (Array.isArray(value)) return { name, type: AttributeType.INTS, ints: value };
+  if ('float' in value) return { name, type: AttributeType.FLOAT, f: value.float };
   if ('floats' in value) return { name, type: AttributeType.FLOATS, floats: value.floats };
   return { name, type: AttributeType.TENSOR, t: tensorProto(value) };
 }
@@ -80,6 +82,19 @@ function valueInfo(v: OnnxValueInfo) {
   };
 }
 
+/** A node as ONNX's NodeProto (protobuf-JSON form), e.g. to add to a decoded model. */
+export function nodeProto(n: OnnxNode, i = 0) {
+  return {
+    op_type: n.op,
+    name: n.name ?? `${n.op}_${i}`,
+    input: n.inputs,
+    output: n.outputs,
+    attribute: Object.entries(n.attrs ?? {}).map(([k, v]) => attributeProto(k, v)),
+  };
+}
+
+export { tensorProto, valueInfo };
+
 /** Serialises a graph as an ONNX model file's bytes. */
 export function encodeModel(g: OnnxGraph): Uint8Array {
   const model = {
@@ -89,18 +104,46 @@ export function encodeModel(g: OnnxGraph): Uint8Array {
     metadata_props: Object.entries(g.metadata ?? {}).map(([key, value]) => ({ key, value })),
     graph: {
       name: g.name,
-      node: g.nodes.map((n, i) => ({
-        op_type: n.op,
-        name: n.name ?? `${n.op}_${i}`,
-        input: n.inputs,
-        output: n.outputs,
-        attribute: Object.entries(n.attrs ?? {}).map(([k, v]) => attributeProto(k, v)),
-      })),
+      node: g.nodes.map(nodeProto),
       initializer: g.initializers.map(tensorProto),
       input: g.inputs.map(valueInfo),
       output: g.outputs.map(valueInfo),
     },
   };
+  return encodeModelProto(model);
+}
+
+/** A whole ModelProto, graph and weights, in protobuf-JSON form with ONNX's field names (bytes as
+ * Uint8Array, 64-bit integers as numbers): for rewriting a model, e.g. adding an output. */
+export type ModelJson = Record<string, unknown> & { graph: GraphJson; metadata_props?: { key: string; value: string }[]; opset_import?: { domain?: string; version: number }[] };
+export interface GraphJson {
+  name?: string;
+  node: NodeJson[];
+  initializer: (Record<string, unknown> & { name: string; dims?: number[] })[];
+  input: ValueInfoJson[];
+  output: ValueInfoJson[];
+  value_info?: ValueInfoJson[];
+}
+export interface NodeJson {
+  op_type: string;
+  name?: string;
+  input: string[];
+  output: string[];
+  attribute?: (Record<string, unknown> & { name: string; ints?: number[]; t?: { dims?: number[] } })[];
+}
+export interface ValueInfoJson {
+  name: string;
+  type?: { tensor_type?: { elem_type?: number; shape?: { dim?: { dim_value?: number; dim_param?: string }[] } } };
+}
+
+export function decodeModelProto(bytes: Uint8Array): ModelJson {
+  const json = ModelProto.toObject(ModelProto.decode(bytes), { longs: Number, arrays: true }) as ModelJson;
+  if (!json.graph) throw new Error('no graph');
+  for (const key of ['node', 'initializer', 'input', 'output'] as const) json.graph[key] ??= [];
+  return json;
+}
+
+export function encodeModelProto(model: object): Uint8Array {
   const err = ModelProto.verify(model);
   if (err) throw new Error(`internal error building ONNX model: ${err}`);
   return ModelProto.encode(ModelProto.fromObject(model)).finish();
