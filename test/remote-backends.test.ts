@@ -66,7 +66,7 @@ describe.each(BAD)('a backend answering 200 with %s', (_name, post, reason) => {
     const bad = await fakeBackend(post);
     const input = inputs(6);
     // Each image waits --remote-timeout for the backend to be back, retrying it, then fails.
-    const r = await classify(['--remote', bad.url, '-q', '--remote-timeout', '1000'], input.map((i) => i.path).join('\n') + '\n');
+    const r = await classify(['--remote', bad.url, '-q', '--remote-timeout', '400'], input.map((i) => i.path).join('\n') + '\n');
     expect(r.code).toBe(1);
     const out = jsonLines(r.stdout);
     expect(out.map((o) => o.path)).toEqual(input.map((i) => i.path));
