@@ -2,7 +2,7 @@
 // and a terminal that stays readable.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { COLOUR, FIX, jsonLines, runInProcess } from './helpers.js';
+import { COLOUR, FIX, jsonLines, runCli, runInProcess } from './helpers.js';
 
 const red = join(FIX, 'images', 'red.jpg');
 
@@ -18,12 +18,21 @@ describe('messages', () => {
     [['-g', COLOUR, '--device', 'cuda'], /^classify: \S+model\.onnx: ONNX Runtime cannot load it: the CUDA execution provider is not installed .*\n$/],
     // ONNX Runtime's own (coloured) log line would come first: it is off.
     [['-g', COLOUR, '--device', 'tensorrt'], /^classify: \S+model\.onnx: ONNX Runtime cannot load it: [^\x1b\n]*\n$/],
+    [['-g', COLOUR, '--device', 'webgpu'], /^classify: \S+model\.onnx: ONNX Runtime cannot load it: the WebGPU provider drives the GPU through Vulkan, and no Vulkan loader .*\n$/],
   ])('%j: one line on stderr, exit 2, nothing read', async (args, said) => {
     const r = await runInProcess(args as string[], `${red}\n`);
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     if (typeof said === 'string') expect(r.stderr).toBe(said);
     else expect(r.stderr).toMatch(said);
+  });
+
+  it('an execution provider that cannot start is one line from the real process: no native log on stderr', async () => {
+    for (const device of ['tensorrt', 'webgpu']) {
+      const r = await runCli(['-g', COLOUR, '--device', device, red]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/^classify: \S+model\.onnx: ONNX Runtime cannot load it: [^\n]*\n$/);
+    }
   });
 
   it('a folder given as a path is its error line, with one hint at find -print0', async () => {

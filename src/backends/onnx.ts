@@ -79,6 +79,9 @@ async function createSession(ort: Ort, model: string | Uint8Array, opts: EngineO
   }
   const open = (s: OrtSession.SessionOptions) =>
     typeof model === 'string' ? ort.InferenceSession.create(model, s) : ort.InferenceSession.create(model, s);
+  if (opts.device === 'webgpu' && !vulkanPresent()) {
+    throw new Error('the WebGPU provider drives the GPU through Vulkan, and no Vulkan loader (libvulkan.so.1) with a GPU driver is installed');
+  }
   if (opts.device === 'cuda' && !cudaInstalled()) {
     throw new Error("the CUDA execution provider is not installed (onnxruntime-node's CUDA download was skipped at install; README, GPU, says how to turn it on)");
   }
