@@ -22,7 +22,8 @@ import { decodeToRgb } from '../dist/image/decode.js';
 import { DecodePool } from '../dist/image/decode-pool.js';
 import { ImageSlots } from '../dist/image/slots.js';
 import { TensorPacker } from '../dist/image/tensor.js';
-import { choosePreprocessing, resolveModel } from '../dist/model.js';
+import { resolveModel } from '../dist/model/locate.js';
+import { choosePreprocessing } from '../dist/model/preprocessing.js';
 import { cameraPhotos, imageSets, openCvLoop, reportImageSets, runWithPaths, stageCosts } from './throughput.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');

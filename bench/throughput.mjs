@@ -12,7 +12,7 @@ import { decodeToRgb } from '../dist/image/decode.js';
 import { WasmJpegDecoder } from '../dist/image/jpeg-wasm.js';
 import { resizeRgb } from '../dist/image/resize.js';
 import { TensorPacker } from '../dist/image/tensor.js';
-import { resolveModel } from '../dist/model.js';
+import { resolveModel } from '../dist/model/locate.js';
 
 const now = () => performance.now();
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

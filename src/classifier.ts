@@ -18,7 +18,9 @@ import { ImageSlots } from './image/slots.js';
 import { cropProblem, type Preprocessing, type PreprocessingKey } from './image/preprocessing.js';
 import { slotView } from './image/slots.js';
 import type { EngineSpec } from './backends/load.js';
-import { type BackendChoice, choosePreprocessing, engineSpec, readLabels, resolveModel } from './model.js';
+import { readLabels } from './model/labels.js';
+import { type BackendChoice, engineSpec, resolveModel } from './model/locate.js';
+import { choosePreprocessing } from './model/preprocessing.js';
 import { type Prediction, probabilities, rank, rankProbabilities, type SoftmaxWhen } from './ranking.js';
 
 export type { Prediction } from './ranking.js';

@@ -11,7 +11,7 @@ import type { ServeCommandOptions } from './commands/serve.js';
 import { EXIT, ModelError, OutputError, UsageError } from './errors.js';
 import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
 import { DEFAULT_CACHE_ENTRIES } from './cache.js';
-import { BACKENDS } from './model.js';
+import { BACKENDS } from './model/locate.js';
 import { FORMATS } from './output/format.js';
 import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';
 import { crop, LIMITS, nonNegativeInt, nonNegativeNumber, oneOf, percentage, positiveInt, positiveNumber, triple, unitInterval } from './options.js';

@@ -3,7 +3,7 @@ import type { ClassifierInfo } from './classifier.js';
 import { wasmJpegAvailable } from './image/jpeg-wasm.js';
 import { describeSteps, isExact } from './image/preprocessing.js';
 import type { Log } from './log.js';
-import { describeSources } from './model.js';
+import { describeSources } from './model/preprocessing.js';
 
 export function describeClassifier(info: ClassifierInfo, log: Log): void {
   const p = info.preprocessing;

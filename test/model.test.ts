@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ModelError } from '../src/errors.js';
 import { vulkanPresent } from '../src/backends/onnx.js';
-import { readLabels, resolveModel } from '../src/model.js';
+import { readLabels } from '../src/model/labels.js';
+import { resolveModel } from '../src/model/locate.js';
 import { channelTriple, nonNegativeNumber, positiveInt, unitInterval } from '../src/parse.js';
 import { COLOUR, FIX } from './helpers.js';
 

@@ -11,7 +11,10 @@ import { loadEngine } from '../src/backends/load.js';
 import { decodeToRgb, InputError } from '../src/image/decode.js';
 import { jpegClaimsMoreThanItHolds } from '../src/image/jpeg-header.js';
 import { type ImageSteps, VIEWER_STEPS } from '../src/image/preprocessing.js';
-import { choosePreprocessing, huggingFaceHints, readLabels, resolveModel } from '../src/model.js';
+import { huggingFaceHints } from '../src/model/huggingface.js';
+import { readLabels } from '../src/model/labels.js';
+import { resolveModel } from '../src/model/locate.js';
+import { choosePreprocessing } from '../src/model/preprocessing.js';
 import { decodeMetadata } from '../src/proto/onnx.js';
 import { COLOUR, FIX, jsonLines, SHARED, sharedAvailable, runInProcess } from './helpers.js';
 

@@ -5,7 +5,9 @@ import { translateFrozenGraph } from '../convert/tf2onnx.js';
 import { ModelError } from '../errors.js';
 import { toMetadata } from '../image/preprocessing.js';
 import type { GraphPlan } from '../tensorflow/plan.js';
-import { choosePreprocessing, readLabels, resolveModel } from '../model.js';
+import { readLabels } from '../model/labels.js';
+import { resolveModel } from '../model/locate.js';
+import { choosePreprocessing } from '../model/preprocessing.js';
 import type { Log } from '../log.js';
 
 /** Writes the ONNX translation of a frozen graph, with its preprocessing in the metadata so that

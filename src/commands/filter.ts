@@ -12,7 +12,7 @@ import { EXIT } from '../errors.js';
 import { inOrder } from '../in-order.js';
 import { type PathLine, pathsFromArgs, pathsFromStream } from '../input.js';
 import { describeFailure, type Format, formatLine, type Outcome } from '../output/format.js';
-import { loadNewestWorking } from '../model.js';
+import { loadNewestWorking } from '../model/versions.js';
 import { Progress, type Terminal } from '../progress.js';
 import type { Log } from '../log.js';
 import { describeClassifier } from '../report.js';

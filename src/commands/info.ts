@@ -1,7 +1,9 @@
 // `classify info`: what a model takes and gives, and how it would be run, without classifying.
 import { startEngine } from '../backends/engine-thread.js';
 import { describeSteps, formatCrop, type PreprocessingKey, RESIZE_MATCHES } from '../image/preprocessing.js';
-import { type BackendChoice, choosePreprocessing, describeSources, engineSpec, readLabels, resolveModel } from '../model.js';
+import { readLabels } from '../model/labels.js';
+import { type BackendChoice, engineSpec, resolveModel } from '../model/locate.js';
+import { choosePreprocessing, describeSources } from '../model/preprocessing.js';
 
 export interface ModelInfo {
   file: string;

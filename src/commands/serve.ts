@@ -4,7 +4,7 @@ import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache
 import { Classifier, type ClassifierOptions, DECODE_QUEUE } from '../classifier.js';
 import { invalidValue, UsageError } from '../errors.js';
 import { modelFingerprint } from '../fingerprint.js';
-import { loadNewestWorking } from '../model.js';
+import { loadNewestWorking } from '../model/versions.js';
 import type { Log } from '../log.js';
 import { describeClassifier } from '../report.js';
 import { ServerMetrics } from '../serve/metrics.js';

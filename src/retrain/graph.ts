@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { translateFrozenGraph } from '../convert/tf2onnx.js';
 import { ModelError } from '../errors.js';
 import type { ImpliedNormalisation } from '../image/preprocessing.js';
-import type { ResolvedModel } from '../model.js';
+import type { ResolvedModel } from '../model/locate.js';
 import { decodeModelProto, encodeModelProto, type GraphJson, nodeProto, tensorProto, type ValueInfoJson, valueInfo } from '../proto/onnx.js';
 import { type ConstValue, decodeGraphDef, encodeGraphDef, inputNode, type NodeJson as TfNode } from '../tensorflow/graphdef.js';
 import { readFrozenGraph } from '../tensorflow/plan.js';

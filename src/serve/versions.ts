@@ -4,7 +4,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Classifier } from '../classifier.js';
-import { listVersions } from '../model.js';
+import { listVersions } from '../model/versions.js';
 import type { Log } from '../log.js';
 
 /** Names, sizes and times of a version's files: unchanged across two polls means fully written. */
