@@ -10,7 +10,7 @@ import { type FilterIO, type FilterOptions, type ModelPlace, runFilter } from '.
 import type { ServeCommandOptions } from './commands/serve.js';
 import { EXIT, ModelError, OutputError, UsageError } from './errors.js';
 import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
-import { DEFAULT_CACHE_ENTRIES } from './cache.js';
+import { DEFAULT_CACHE_ENTRIES } from './cache/cache.js';
 import { BACKENDS } from './model/locate.js';
 import { FORMATS } from './output/format.js';
 import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ContentCache, decodeEntry, encodeEntry } from '../src/cache.js';
+import { ContentCache, decodeEntry, encodeEntry } from '../src/cache/cache.js';
 import { BIN, COLOUR, FIX, jsonLines, ROOT, runInProcess } from './helpers.js';
 
 let dir: string;

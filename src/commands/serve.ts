@@ -1,9 +1,9 @@
 // `classify serve`: load once, listen, drain on SIGTERM/SIGINT. The server itself is src/serve/.
 import { join } from 'node:path';
-import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache.js';
+import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
 import { Classifier, type ClassifierOptions, DECODE_QUEUE } from '../classifier.js';
 import { invalidValue, UsageError } from '../errors.js';
-import { modelFingerprint } from '../fingerprint.js';
+import { modelFingerprint } from '../cache/fingerprint.js';
 import { loadNewestWorking } from '../model/versions.js';
 import type { Log } from '../log.js';
 import { describeClassifier } from '../report.js';

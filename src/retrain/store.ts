@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { decodeEntry, encodeEntry } from '../cache.js';
+import { decodeEntry, encodeEntry } from '../cache/cache.js';
 import { UsageError } from '../errors.js';
 import { readRegularFileSync } from '../image/decode.js';
 

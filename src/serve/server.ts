@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse, S
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { CachingClassifier } from '../cache.js';
+import type { CachingClassifier } from '../cache/cache.js';
 import type { Classifier } from '../classifier.js';
 import { positiveInt, unitInterval } from '../parse.js';
 import type { InputErrorKind } from '../image/decode.js';

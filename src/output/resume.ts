@@ -15,12 +15,12 @@
 // Inputs are keyed by their names' bytes: a name that is not UTF-8 is shown with U+FFFD in
 // "path" and recorded exactly, base64, in "path_bytes".
 import { readSync, statSync } from 'node:fs';
-import { FileLock } from './output/lock.js';
-import { AppendFile } from './output/sink.js';
-import { type Format, formatLine, jsonRecord, type Outcome } from './output/format.js';
-import type { Log } from './log.js';
-import { UsageError } from './errors.js';
-import type { PathLine } from './input.js';
+import { FileLock } from './lock.js';
+import { AppendFile } from './sink.js';
+import { type Format, formatLine, jsonRecord, type Outcome } from './format.js';
+import type { Log } from '../log.js';
+import { UsageError } from '../errors.js';
+import type { PathLine } from '../input.js';
 
 export interface OutputOptions {
   /** append lines to this file instead of writing them to stdout */

@@ -1,12 +1,12 @@
 // What -o, --resume and --cache add around the filter's classifier, set up after the model is
 // loaded and before any input is read.
-import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from './cache.js';
-import type { Classifier, Prediction } from './classifier.js';
-import { type FingerprintOptions, modelFingerprint } from './fingerprint.js';
-import type { FilePath } from './image/decode.js';
-import type { Log } from './log.js';
+import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
+import type { Classifier, Prediction } from '../classifier.js';
+import { type FingerprintOptions, modelFingerprint } from '../cache/fingerprint.js';
+import type { FilePath } from '../image/decode.js';
+import type { Log } from '../log.js';
 import { OutputFile, type OutputOptions } from './resume.js';
-import { UsageError } from './errors.js';
+import { UsageError } from '../errors.js';
 
 export interface BulkOptions extends OutputOptions, FingerprintOptions {
   /** reuse answers for identical bytes from this folder */
