@@ -1,5 +1,5 @@
 // What --verbose says about a loaded model, shared by the filter and the server.
-import type { ClassifierInfo } from './classifier.js';
+import type { ClassifierInfo } from './classifier/classifier.js';
 import { wasmJpegAvailable } from './image/jpeg-wasm.js';
 import { describeSteps, isExact } from './image/preprocessing.js';
 import type { Log } from './log.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type BatchStats, MicroBatcher } from '../src/batcher.js';
+import { type BatchStats, MicroBatcher } from '../src/classifier/batcher.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -2,8 +2,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
-import { Classifier, type ClassifierOptions, DECODE_QUEUE, slotCount } from '../dist/classifier.js';
-import type { BatchStats } from '../src/batcher.js';
+import { Classifier, type ClassifierOptions, DECODE_QUEUE, slotCount } from '../dist/classifier/classifier.js';
+import type { BatchStats } from '../src/classifier/batcher.js';
 import { COLOUR, FIX } from './helpers.js';
 
 /** The CLI's defaults for the colour fixture model, with `overrides`. */

@@ -332,7 +332,7 @@ describe('--help and the README say the same', () => {
 
   it("every default the README's tables quote is the code's", async () => {
     const { buildProgram } = await import('../src/cli.js');
-    const { DEFAULT_BATCH } = await import('../src/classifier.js');
+    const { DEFAULT_BATCH } = await import('../src/classifier/classifier.js');
     const program = buildProgram();
     const serve = program.commands.find((c) => c.name() === 'serve')!;
     const rows = readme.split('\n').filter((l) => l.startsWith('| `-'));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { topIndices } from '../src/ranking.js';
+import { topIndices } from '../src/classifier/ranking.js';
 import { formatLine } from '../src/output/format.js';
 
 const ok = { path: 'a b/ü.jpg', predictions: [{ label: 'daisy', score: 0.97312345678 }, { label: 'rose', score: 0.0200001 }] };

@@ -1,7 +1,7 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
-import type { Classifier, ClassifierOptions } from '../src/classifier.js';
+import type { Classifier, ClassifierOptions } from '../src/classifier/classifier.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -51,7 +51,7 @@ async function sharedLoad(opts: ClassifierOptions): Promise<Classifier> {
   const key = JSON.stringify(opts);
   let model = loaded.get(key);
   if (!model) {
-    const { Classifier } = (await import('../dist/classifier.js')) as typeof import('../src/classifier.js');
+    const { Classifier } = (await import('../dist/classifier/classifier.js')) as typeof import('../src/classifier/classifier.js');
     model = Classifier.load(opts);
     loaded.set(key, model);
     model.catch(() => loaded.delete(key)); // a load that fails is tried again by the next run

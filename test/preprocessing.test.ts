@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
-import { Classifier, type ClassifierOptions } from '../dist/classifier.js';
+import { Classifier, type ClassifierOptions } from '../dist/classifier/classifier.js';
 import { loadEngine } from '../src/backends/load.js';
 import { decodeToRgb, InputError } from '../src/image/decode.js';
 import { jpegClaimsMoreThanItHolds } from '../src/image/jpeg-header.js';

@@ -7,7 +7,7 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Classifier } from '../dist/classifier.js';
+import { Classifier } from '../dist/classifier/classifier.js';
 import { convert } from '../dist/commands/convert.js';
 import { type RetrainOptions, runRetrain } from '../dist/commands/retrain.js';
 import { encodeModel, readMetadata } from '../dist/proto/onnx.js';

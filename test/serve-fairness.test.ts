@@ -2,7 +2,7 @@
 // image of the large requests that came before it.
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { Semaphore } from '../src/semaphore.js';
+import { Semaphore } from '../src/image/semaphore.js';
 import { form, image, type Server, startServer } from './serve-helpers.js';
 
 const inFlight = async (server: Server) => {

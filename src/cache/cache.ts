@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, type Dirent, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { lstat, open, readdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Classifier, Prediction } from '../classifier.js';
+import type { Classifier, Prediction } from '../classifier/classifier.js';
 import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
 import { type FilePath, ImageReader, readRegularFileSync } from '../image/decode.js';
 import { UsageError } from '../errors.js';

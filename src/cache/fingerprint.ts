@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
-import type { ClassifierInfo, ClassifierOptions } from '../classifier.js';
+import type { ClassifierInfo, ClassifierOptions } from '../classifier/classifier.js';
 
 /** Bump when decoding or resizing changes (src/image/decode.ts): answers from before differ. */
 const PREPROCESSING = 'rgb, exif-rotate, flatten-white, resize-fill, v1';

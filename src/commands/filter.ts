@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Readable, Writable } from 'node:stream';
 import { type BulkOptions, type PathClassifier, setUpBulk } from '../output/bulk.js';
-import { Classifier, type ClassifierOptions } from '../classifier.js';
+import { Classifier, type ClassifierOptions } from '../classifier/classifier.js';
 import { RemoteClassifier } from '../remote/client.js';
 import { IS_A_DIRECTORY } from '../image/decode.js';
 import { EXIT } from '../errors.js';

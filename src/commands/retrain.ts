@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { Classifier } from '../classifier.js';
+import { Classifier } from '../classifier/classifier.js';
 import { OutputError, UsageError } from '../errors.js';
 import { ImageReader, InputError } from '../image/decode.js';
 import { describeSteps, toMetadata } from '../image/preprocessing.js';

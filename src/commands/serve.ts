@@ -1,7 +1,7 @@
 // `classify serve`: load once, listen, drain on SIGTERM/SIGINT. The server itself is src/serve/.
 import { join } from 'node:path';
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
-import { Classifier, type ClassifierOptions, DECODE_QUEUE } from '../classifier.js';
+import { Classifier, type ClassifierOptions, DECODE_QUEUE } from '../classifier/classifier.js';
 import { invalidValue, UsageError } from '../errors.js';
 import { modelFingerprint } from '../cache/fingerprint.js';
 import { loadNewestWorking } from '../model/versions.js';

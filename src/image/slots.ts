@@ -1,6 +1,6 @@
 // Image slots in one SharedArrayBuffer: decode workers write a prepared image into a slot, the
 // engine thread gathers a batch's slots into its input. Nothing is copied through the main thread.
-import { Semaphore } from '../semaphore.js';
+import { Semaphore } from './semaphore.js';
 
 export type SlotType = 'float32' | 'uint8';
 

@@ -1,7 +1,7 @@
 // What -o, --resume and --cache add around the filter's classifier, set up after the model is
 // loaded and before any input is read.
 import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
-import type { Classifier, Prediction } from '../classifier.js';
+import type { Classifier, Prediction } from '../classifier/classifier.js';
 import { type FingerprintOptions, modelFingerprint } from '../cache/fingerprint.js';
 import type { FilePath } from '../image/decode.js';
 import type { Log } from '../log.js';

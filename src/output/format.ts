@@ -1,5 +1,5 @@
 // One result -> one output line. The three formats a user can ask for.
-import type { Prediction } from '../classifier.js';
+import type { Prediction } from '../classifier/classifier.js';
 import { RemoteImageError } from '../errors.js';
 import { InputError, type InputErrorKind } from '../image/decode.js';
 

@@ -6,7 +6,7 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { type FilePath, ImageReader } from '../image/decode.js';
-import type { Prediction } from '../classifier.js';
+import type { Prediction } from '../classifier/classifier.js';
 import { type Backend, backendName, BackendPool, type Resolver } from './pool.js';
 import { RemoteImageError, UsageError } from '../errors.js';
 

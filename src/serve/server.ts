@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { CachingClassifier } from '../cache/cache.js';
-import type { Classifier } from '../classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import { positiveInt, unitInterval } from '../parse.js';
 import type { InputErrorKind } from '../image/decode.js';
 import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';

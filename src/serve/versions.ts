@@ -3,7 +3,7 @@
 // logged and the one serving keeps serving.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Classifier } from '../classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import { listVersions } from '../model/versions.js';
 import type { Log } from '../log.js';
 

@@ -1,7 +1,7 @@
 // One batch through the engine: the engine thread gathers the batch's prepared slots into its
 // input (nothing is copied on the main thread), runs it, and the scores come back per image.
-import type { WorkerEngine } from './backends/engine-thread.js';
-import type { ImageSlots } from './image/slots.js';
+import type { WorkerEngine } from '../backends/engine-thread.js';
+import type { ImageSlots } from '../image/slots.js';
 
 export class BatchRunner {
   constructor(

@@ -6,21 +6,21 @@
 //   BatchRunner  one batch through the engine thread, scores back per image
 //   rank         scores to the top-k labels
 import { availableParallelism } from 'node:os';
-import { startEngine, type WorkerEngine } from './backends/engine-thread.js';
+import { startEngine, type WorkerEngine } from '../backends/engine-thread.js';
 import { type BatchStats, MicroBatcher } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
-import { ModelError } from './errors.js';
-import { DEFAULT_MAX_FILE_SIZE, type FilePath, warmUpJpeg } from './image/decode.js';
-import { WASM_MAX_PIXELS } from './image/jpeg-wasm.js';
-import { DecodePool } from './image/decode-pool.js';
-import type { PrepareSpec } from './image/prepare.js';
-import { ImageSlots } from './image/slots.js';
-import { cropProblem, type Preprocessing, type PreprocessingKey } from './image/preprocessing.js';
-import { slotView } from './image/slots.js';
-import type { EngineSpec } from './backends/load.js';
-import { readLabels } from './model/labels.js';
-import { type BackendChoice, engineSpec, resolveModel } from './model/locate.js';
-import { choosePreprocessing } from './model/preprocessing.js';
+import { ModelError } from '../errors.js';
+import { DEFAULT_MAX_FILE_SIZE, type FilePath, warmUpJpeg } from '../image/decode.js';
+import { WASM_MAX_PIXELS } from '../image/jpeg-wasm.js';
+import { DecodePool } from '../image/decode-pool.js';
+import type { PrepareSpec } from '../image/prepare.js';
+import { ImageSlots } from '../image/slots.js';
+import { cropProblem, type Preprocessing, type PreprocessingKey } from '../image/preprocessing.js';
+import { slotView } from '../image/slots.js';
+import type { EngineSpec } from '../backends/load.js';
+import { readLabels } from '../model/labels.js';
+import { type BackendChoice, engineSpec, resolveModel } from '../model/locate.js';
+import { choosePreprocessing } from '../model/preprocessing.js';
 import { type Prediction, probabilities, rank, rankProbabilities, type SoftmaxWhen } from './ranking.js';
 
 export type { Prediction } from './ranking.js';
