@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
-import { Classifier, type ClassifierOptions, DECODE_QUEUE, slotCount } from '../dist/classifier/classifier.js';
+import { Classifier, type ClassifierOptions, DECODE_QUEUE, DEFAULT_BATCH, planPipeline, slotCount } from '../dist/classifier/classifier.js';
 import type { BatchStats } from '../src/classifier/batcher.js';
 import { COLOUR, FIX } from './helpers.js';
 
@@ -83,5 +83,19 @@ describe('image slots', () => {
     expect(slotCount(4, 200, DECODE_QUEUE.bulk, 196_608)).toBe(8 + 400);
     expect(slotCount(16, 200, DECODE_QUEUE.serve, 196_608)).toBe(32 + 400);
     expect(slotCount(4, 8, DECODE_QUEUE.bulk, 3 * MB)).toBe(8 + 21); // 64 MB of queued 512x512 float images
+  });
+});
+
+describe('planPipeline (every "0: choose" decided in one place)', () => {
+  const cpu = { accelerated: false, maxBatch: Infinity, slotBytes: 196_608 };
+  it('chooses the batch for the device, one decode thread per core, and the slots for both', () => {
+    expect(planPipeline({ batchSize: 0, decodeJobs: 0 }, cpu, 2)).toEqual({ batchSize: DEFAULT_BATCH.cpu, decodeJobs: 2, inFlight: slotCount(DEFAULT_BATCH.cpu, 2, DECODE_QUEUE.bulk, 196_608) });
+    expect(planPipeline({ batchSize: 0, decodeJobs: 0 }, { ...cpu, accelerated: true }, 16).batchSize).toBe(DEFAULT_BATCH.accelerator);
+    expect(planPipeline({ batchSize: 0, decodeJobs: 3, decodeQueue: DECODE_QUEUE.serve }, cpu, 16)).toEqual({ batchSize: 4, decodeJobs: 3, inFlight: 8 + 6 });
+  });
+
+  it('takes what was asked, but never a batch above what the model accepts', () => {
+    expect(planPipeline({ batchSize: 32, decodeJobs: 1 }, cpu, 2)).toMatchObject({ batchSize: 32, decodeJobs: 1 });
+    expect(planPipeline({ batchSize: 32, decodeJobs: 1 }, { ...cpu, maxBatch: 1 }, 2).batchSize).toBe(1);
   });
 });

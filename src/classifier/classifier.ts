@@ -19,8 +19,8 @@ import { cropProblem, type Preprocessing, type PreprocessingKey } from '../image
 import { slotView } from '../image/slots.js';
 import type { EngineSpec } from '../backends/load.js';
 import { readLabels } from '../model/labels.js';
-import { type BackendChoice, engineSpec, resolveModel } from '../model/locate.js';
-import { choosePreprocessing } from '../model/preprocessing.js';
+import { type BackendChoice, engineSpec, type ResolvedModel, resolveModel } from '../model/locate.js';
+import { type ChosenPreprocessing, choosePreprocessing } from '../model/preprocessing.js';
 import { type Prediction, probabilities, rank, rankProbabilities, type SoftmaxWhen } from './ranking.js';
 
 export type { Prediction } from './ranking.js';
@@ -73,6 +73,43 @@ export const DEFAULT_BATCH = { cpu: 4, accelerator: 16 };
  * 14% idle, 8 ran 9% faster, 16 12% faster (5% idle). `serve`: a request's images queued at a
  * thread are decoded before a later request's, so serve keeps the queue short for fairness. */
 export const DECODE_QUEUE = { bulk: 16, serve: 2, maxTotal: 128, maxBytes: 64 * 1024 * 1024 };
+
+/** What the pipeline is made of: images per batch, decode threads, image slots. */
+export interface PipelinePlan {
+  batchSize: number;
+  decodeJobs: number;
+  inFlight: number;
+}
+
+/** The pipeline for a loaded engine, every "0: choose" decided here: the batch size for the
+ * device (never above what the model takes), one decode thread per core, and the image slots. */
+export function planPipeline(
+  asked: Pick<ClassifierOptions, 'batchSize' | 'decodeJobs' | 'decodeQueue'>,
+  engine: { accelerated: boolean; maxBatch: number; slotBytes: number },
+  cores = availableParallelism(),
+): PipelinePlan {
+  const wanted = asked.batchSize > 0 ? asked.batchSize : engine.accelerated ? DEFAULT_BATCH.accelerator : DEFAULT_BATCH.cpu;
+  const batchSize = Math.min(wanted, engine.maxBatch);
+  const decodeJobs = asked.decodeJobs > 0 ? asked.decodeJobs : cores;
+  return { batchSize, decodeJobs, inFlight: slotCount(batchSize, decodeJobs, asked.decodeQueue ?? DECODE_QUEUE.bulk, engine.slotBytes) };
+}
+
+/** The preprocessing that applies (flags, then what the model states), refused with the reason
+ * where it cannot work: a crop smaller than the input, a normalisation that overflows float32. */
+function checkedPreprocessing(model: ResolvedModel, engine: WorkerEngine, opts: ClassifierOptions): ChosenPreprocessing {
+  const sig = engine.signature;
+  // Commander turns a parser's null (--crop none) into '': an explicit default must not
+  // change the fingerprint that --resume and --cache compare.
+  const crop = opts.crop === undefined ? undefined : opts.crop || null;
+  const flags = { mean: opts.mean, std: opts.std, resize: opts.resize, crop, icc: opts.icc, exifRotate: opts.exifRotate };
+  const chosen = choosePreprocessing(model, engine.normalisation, flags);
+  const { preprocessing, sources } = chosen;
+  const problem = cropProblem(preprocessing.crop, sig.height, sig.width);
+  if (problem) throw new ModelError(model.file, `${problem} (crop from ${sources.crop})`);
+  const overflow = sig.inputType === 'float32' ? normalisationProblem(preprocessing) : undefined;
+  if (overflow) throw new ModelError(model.file, `${overflow} (mean from ${sources.mean}; std from ${sources.std})`);
+  return chosen;
+}
 
 /** Image slots: two batches, plus the decode threads' queues, which are capped (a many-core
  * machine, a large input) by count and by bytes but never below two a thread (the warm-up holds
@@ -128,18 +165,9 @@ export class Classifier {
       if (model.labelsFile && !opts.features && labels.length !== sig.outputSize) {
         throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
       }
-      // Commander turns a parser's null (--crop none) into '': an explicit default must not
-      // change the fingerprint that --resume and --cache compare.
-      const crop = opts.crop === undefined ? undefined : opts.crop || null;
-      const flags = { mean: opts.mean, std: opts.std, resize: opts.resize, crop, icc: opts.icc, exifRotate: opts.exifRotate };
-      const { preprocessing, sources } = choosePreprocessing(model, engine.normalisation, flags);
-      const problem = cropProblem(preprocessing.crop, sig.height, sig.width);
-      if (problem) throw new ModelError(model.file, `${problem} (crop from ${sources.crop})`);
-      const overflow = sig.inputType === 'float32' ? normalisationProblem(preprocessing) : undefined;
-      if (overflow) throw new ModelError(model.file, `${overflow} (mean from ${sources.mean}; std from ${sources.std})`);
-      const wanted = opts.batchSize > 0 ? opts.batchSize : engine.accelerated ? DEFAULT_BATCH.accelerator : DEFAULT_BATCH.cpu;
-      const batchSize = Math.min(wanted, sig.maxBatch);
-      const decodeJobs = opts.decodeJobs > 0 ? opts.decodeJobs : availableParallelism();
+      const { preprocessing, sources } = checkedPreprocessing(model, engine, opts);
+      const imageSize = sig.height * sig.width * 3;
+      const { batchSize, decodeJobs, inFlight } = planPipeline(opts, { accelerated: engine.accelerated, maxBatch: sig.maxBatch, slotBytes: imageSize * (sig.inputType === 'float32' ? 4 : 1) });
       const spec: PrepareSpec = {
         height: sig.height,
         width: sig.width,
@@ -149,9 +177,6 @@ export class Classifier {
         maxPixels: opts.maxPixels,
         maxFileSize: opts.maxFileSize ?? DEFAULT_MAX_FILE_SIZE,
       };
-      const imageSize = sig.height * sig.width * 3;
-      const slotBytes = imageSize * (sig.inputType === 'float32' ? 4 : 1);
-      const inFlight = slotCount(batchSize, decodeJobs, opts.decodeQueue ?? DECODE_QUEUE.bulk, slotBytes);
       const slots = new ImageSlots(inFlight, imageSize, sig.inputType);
       await engine.attachSlots({ buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize });
       decoder = new DecodePool(spec, slots, decodeJobs);
