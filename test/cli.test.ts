@@ -335,7 +335,9 @@ describe('--help and the README say the same', () => {
     const { DEFAULT_BATCH } = await import('../src/classifier/classifier.js');
     const program = buildProgram();
     const serve = program.commands.find((c) => c.name() === 'serve')!;
-    const rows = readme.split('\n').filter((l) => l.startsWith('| `-'));
+    /** The flag rows of the filter's table (### Flags) and of serve's own (| serve flag |). */
+    const section = (heading: string) => readme.slice(readme.indexOf(heading), readme.indexOf('\n#', readme.indexOf(heading) + heading.length));
+    const rows = [section('### Flags'), section('| serve flag |')].join('\n').split('\n').filter((l) => l.startsWith('| `-'));
     const defaultCell = (long: string) => rows.find((l) => new RegExp(`(^\\| \`|, )${long}[ \`,]`).test(l.split(' | ')[0]))?.split(' | ')[1];
     let checked = 0;
     for (const o of [...program.options, ...serve.options]) {
