@@ -1,7 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, statSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -165,6 +163,46 @@ describe('a cache folder holds only its own files', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("only the cache's owner decides its answers", () => {
+  const asRoot = process.getuid?.() === 0;
+
+  it.skipIf(!asRoot)('a folder owned by another user is refused, even one that only its owner may write', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'classify-foreign-'));
+    try {
+      chownSync(dir, 65534, 65534);
+      expect(() => ContentCache.open(dir, 10)).toThrow(/owned by another user \(uid 65534\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('entries are written for their owner only, whatever the umask; one others may write is a miss', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'classify-umask-'));
+    const old = process.umask(0o002);
+    try {
+      const cache = ContentCache.open(dir, 10);
+      const key = cache.key('fp', Buffer.from('image'));
+      cache.put(key, Float32Array.from([1]));
+      const [entry] = entries(dir);
+      expect(statSync(entry).mode & 0o777).toBe(0o644);
+      expect(cache.get(key, 1)).toEqual(Float32Array.from([1]));
+      chmodSync(entry, 0o664); // as a group member could then have rewritten it
+      expect(cache.get(key, 1)).toBeUndefined();
+      await cache.close();
+    } finally {
+      process.umask(old);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a regular file named as the folder is refused with the reason, not an internal error', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'classify-notdir-')), 'afile');
+    writeFileSync(file, '');
+    chmodSync(file, 0o755);
+    expect(() => ContentCache.open(file, 10)).toThrow(/afile: not a folder|cannot use as a cache folder/);
   });
 });
 

@@ -7,12 +7,12 @@
 // truncated, corrupt or misplaced entry reads as a miss, never as another image's answer.
 // Entries hold the whole score vector, so any --top-k and --threshold is answered from them.
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, type Dirent, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, type Dirent, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { lstat, open, readdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Classifier, Prediction } from '../classifier/classifier.js';
 import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
-import { type FilePath, ImageReader, readRegularFileSync } from '../image/decode.js';
+import { type FilePath, ImageReader } from '../image/decode.js';
 import { UsageError } from '../errors.js';
 
 export const DEFAULT_CACHE_ENTRIES = 100_000;
@@ -103,8 +103,9 @@ export class ContentCache {
     const file = this.path(key);
     let scores: Float32Array | undefined;
     try {
-      // A regular file of an entry's size only: a FIFO or /dev/zero planted there is a miss.
-      scores = decodeEntry(readRegularFileSync(file, HEADER + 4 * length + CHECKSUM), key, length);
+      // A regular file of an entry's size only: a FIFO or /dev/zero planted there is a miss; so
+      // is one that another user could have written.
+      scores = decodeEntry(readOwnFile(file, HEADER + 4 * length + CHECKSUM), key, length);
     } catch {
       // absent, evicted by another process meanwhile, or not an entry
     }
@@ -130,7 +131,7 @@ export class ContentCache {
     try {
       if (!this.shards.has(shard)) makeDirs(shard, DIR_MODE);
       this.shards.add(shard);
-      writeFileSync(tmp, encodeEntry(key, scores));
+      writeFileSync(tmp, encodeEntry(key, scores), { mode: 0o644 });
       renameSync(tmp, this.path(key));
     } catch {
       rmSync(tmp, { force: true });
@@ -239,20 +240,39 @@ function makeDirs(dir: string, mode = DIR_MODE): void {
  * anything but shard folders of entries, temporary entries and the tag. Names and types only
  * (readdir's d_type): no file is opened. */
 function checkFolder(dir: string): string | undefined {
-  const writableByOthers = (path: string) => (statSync(path).mode & 0o022) !== 0;
-  if (writableByOthers(dir)) {
-    return `writable by others than its owner (mode ${(statSync(dir).mode & 0o777).toString(8)}): whoever can write a cache folder decides the answers read from it (chmod go-w, or a folder of your own)`;
+  const st = statSync(dir);
+  if (!st.isDirectory()) return 'not a folder';
+  if (st.uid !== process.getuid?.()) {
+    return `owned by another user (uid ${st.uid}): whoever can write a cache folder decides the answers read from it, so classify uses only a folder of your own`;
+  }
+  if ((st.mode & 0o022) !== 0) {
+    return `writable by others than its owner (mode ${(st.mode & 0o777).toString(8)}): whoever can write a cache folder decides the answers read from it (chmod go-w, or a folder of your own)`;
   }
   const foreign = (name: string) =>
     `holds ${JSON.stringify(name)}, which is not a cache entry: classify deletes old entries in its cache folder, so it must hold nothing else (name a new or empty folder)`;
   for (const d of readdirSync(dir, { withFileTypes: true })) {
     if ((d.name === TAG_NAME || TMP.test(d.name)) && d.isFile()) continue;
     if (!SHARD.test(d.name) || !d.isDirectory()) return foreign(d.name);
-    const shard = join(dir, d.name);
-    if ((lstatSync(shard).mode & 0o022) !== 0) return `${d.name}/ is writable by others than its owner: whoever can write a cache folder decides the answers read from it`;
-    for (const e of readdirSync(shard, { withFileTypes: true })) if (!ENTRY.test(e.name) || !e.isFile()) return foreign(join(d.name, e.name));
+    const shard = lstatSync(join(dir, d.name));
+    if ((shard.mode & 0o022) !== 0 || shard.uid !== st.uid) return `${d.name}/ is writable by others than its owner: whoever can write a cache folder decides the answers read from it`;
+    for (const e of readdirSync(join(dir, d.name), { withFileTypes: true })) if (!ENTRY.test(e.name) || !e.isFile()) return foreign(join(d.name, e.name));
   }
   return undefined;
+}
+
+/** An entry file's bytes, read only when it is a regular file of at most `maxBytes` that this
+ * user owns and no one else may write; throws otherwise. */
+function readOwnFile(file: string, maxBytes: number): Buffer {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size > maxBytes || st.uid !== process.getuid?.() || (st.mode & 0o022) !== 0) throw new Error('not an entry of ours');
+    const bytes = Buffer.alloc(st.size);
+    readSync(fd, bytes, 0, st.size, 0);
+    return bytes;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** A regular file (not a link) whose size and header are an entry's. */
