@@ -3,7 +3,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { PassThrough } from 'node:stream';
-import { appendFileSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, symlinkSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -220,6 +220,19 @@ describe('classify -o FILE --resume', () => {
     expect(fileLines(file)).toHaveLength(2);
   });
 
+  it('-o with text or tsv never cuts a last line it cannot tell is its own: the line is ended and kept', async () => {
+    for (const format of ['text', 'tsv']) {
+      const file = join(dir, `notes.${format}`);
+      writeFileSync(file, 'l1\nmy important last line');
+      const r = await runInProcess(['-g', COLOUR, '-f', format, '-k', '1', '-o', file], input([paths[0]]));
+      expect(r.code).toBe(0);
+      expect(r.stderr).toContain('its last line had no line end: one was added before the new lines');
+      const kept = readFileSync(file, 'utf8').split('\n');
+      expect(kept.slice(0, 2)).toEqual(['l1', 'my important last line']);
+      expect(kept[2]).toContain(paths[0]);
+    }
+  });
+
   it('one run at a time per FILE: a second exits 2 naming the first; a lock left by a killed run is taken over', async () => {
     const file = join(dir, 'locked.ndjson');
     const stdin = new PassThrough();
@@ -229,6 +242,11 @@ describe('classify -o FILE --resume', () => {
     const second = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[1]]));
     expect(second.code).toBe(2);
     expect(second.stderr).toMatch(new RegExp(`locked\\.ndjson is being written by another classify run \\(pid ${process.pid} on `));
+    // Through a link to FILE: the same file, the same lock.
+    symlinkSync(file, join(dir, 'link-to-locked.ndjson'));
+    const linked = await runInProcess(['-g', COLOUR, '-o', join(dir, 'link-to-locked.ndjson'), '--resume'], input([paths[1]]));
+    expect(linked.code).toBe(2);
+    expect(linked.stderr).toMatch(/is being written by another classify run/);
     stdin.end();
     expect((await first).code).toBe(0);
     expect(existsSync(`${file}.lock`)).toBe(false);
@@ -236,6 +254,16 @@ describe('classify -o FILE --resume', () => {
     writeFileSync(`${file}.lock`, `999999999 ${hostname()}\n`);
     expect((await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[1]]))).code).toBe(0);
     expect(fileLines(file)).toHaveLength(2);
+    // A lock naming no holder (a run killed before it wrote its pid, a full disk) is stale once old.
+    writeFileSync(`${file}.lock`, '');
+    utimesSync(`${file}.lock`, 1_600_000_000, 1_600_000_000);
+    expect((await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[2]]))).code).toBe(0);
+    // A lock that is not a file is refused with what to do, never taken for a run.
+    mkdirSync(`${file}.lock`);
+    const odd = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[3]]));
+    expect(odd.code).toBe(2);
+    expect(odd.stderr).toMatch(/cannot take its lock .*locked\.ndjson\.lock: it is not a file \(remove it\)/);
+    rmSync(`${file}.lock`, { recursive: true });
   });
 
   it('refuses with exit 2 a FILE written for another model or other preprocessing; --reclassify classifies again', async () => {

@@ -1,41 +1,46 @@
 // One run at a time per -o FILE: two runs appending to one FILE would both classify every input
-// and double its lines. The lock is FILE.lock, created exclusively, holding the holder's pid and
-// host; Node has no flock(2). A lock whose process is gone (same host, pid not running) is stale
-// and taken over; one from another host is never presumed dead.
-import { closeSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+// and double its lines. The lock is FILE.lock beside the file FILE really is (a link to it takes
+// the same lock), created exclusively, holding the holder's pid and host; Node has no flock(2).
+// A lock whose process is gone (same host, pid not running) is stale and taken over; one from
+// another host is never presumed dead.
+import { closeSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { UsageError } from '../errors.js';
+
+/** A lock that names no holder (a run killed between creating and writing it) is stale after this. */
+const UNNAMED_STALE_MS = 10_000;
 
 export class FileLock {
   private constructor(private readonly lockFile: string) {}
 
   /** Takes FILE's lock or throws a usage error naming the run that holds it. */
   static take(file: string): FileLock {
-    const lockFile = `${file}.lock`;
+    const lockFile = `${realpathOf(file)}.lock`;
     const mine = `${process.pid} ${hostname()}\n`;
     for (let attempt = 0; attempt < 3; attempt++) {
+      let fd: number;
       try {
-        const fd = openSync(lockFile, 'wx', 0o644);
-        try {
-          writeSync(fd, mine);
-        } finally {
-          closeSync(fd);
-        }
-        return new FileLock(lockFile);
+        fd = openSync(lockFile, 'wx', 0o644);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-          throw new UsageError(`${lockFile}: cannot create the lock that keeps a second run off ${file} (${(err as NodeJS.ErrnoException).code})`);
-        }
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EEXIST') throw new UsageError(`${lockFile}: cannot create the lock that keeps a second run off ${file} (${code})`);
+        const held = readHolder(lockFile);
+        if (held === undefined) continue; // removed meanwhile
+        const why = whyNotStale(lockFile, held);
+        if (why.startsWith('pid ')) throw new UsageError(`${file} is being written by another classify run (${why}; lock ${lockFile}): two runs would each classify every input and double its lines. Wait for it, or write to another file`);
+        if (why) throw new UsageError(`${file}: cannot take its lock ${lockFile}: ${why}`);
+        takeOver(lockFile, held);
+        continue;
       }
-      const held = readHolder(lockFile);
-      if (held === undefined) continue; // removed meanwhile
-      if (!isStale(held)) {
-        throw new UsageError(
-          `${file} is being written by another classify run (pid ${held.split(' ')[0]} on ${held.split(' ')[1] ?? 'an unknown host'}; lock ${lockFile}): ` +
-            'two runs would each classify every input and double its lines. Wait for it, or write to another file',
-        );
+      try {
+        writeSync(fd, mine);
+      } catch (err) {
+        unlinkSync(lockFile);
+        throw new UsageError(`${lockFile}: cannot write the lock that keeps a second run off ${file} (${(err as NodeJS.ErrnoException).code})`);
+      } finally {
+        closeSync(fd);
       }
-      takeOver(lockFile, held);
+      return new FileLock(lockFile);
     }
     throw new UsageError(`${lockFile}: could not take the lock (other runs keep taking it)`);
   }
@@ -49,23 +54,50 @@ export class FileLock {
   }
 }
 
-function readHolder(lockFile: string): string | undefined {
+/** FILE through any links (the lock is the file's, not the name's); FILE itself when it does not exist yet. */
+function realpathOf(file: string): string {
   try {
-    return readFileSync(lockFile, 'utf8').trim();
+    return realpathSync(file);
   } catch {
-    return undefined;
+    return file;
   }
 }
 
-/** Held by a process on this host that no longer runs. An unreadable holder is not stale. */
-function isStale(held: string): boolean {
-  const [pid, host] = held.split(' ');
-  if (host !== hostname() || !/^\d+$/.test(pid)) return false;
+/** What the lock file holds, '' for what cannot be read as a holder, undefined when it is gone. */
+function readHolder(lockFile: string): string | undefined {
+  try {
+    return readFileSync(lockFile, 'utf8').trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return '';
+    try {
+      lstatSync(lockFile);
+      return ''; // a link to nothing
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** Why the lock still holds (its holder, or what it is), or '' when it is stale. */
+function whyNotStale(lockFile: string, held: string): string {
+  const m = /^(\d+) (\S+)$/.exec(held);
+  if (!m) {
+    let st;
+    try {
+      st = statSync(lockFile);
+    } catch {
+      return 'it is a link to nothing (remove it)';
+    }
+    if (!st.isFile()) return 'it is not a file (remove it)';
+    return Date.now() - st.mtimeMs > UNNAMED_STALE_MS ? '' : 'it names no holder yet (another run may be taking it)';
+  }
+  const [, pid, host] = m;
+  if (host !== hostname()) return `pid ${pid} on ${host}; a lock from another host is never presumed dead: remove it once that run is gone`;
   try {
     process.kill(Number(pid), 0);
-    return false;
+    return `pid ${pid} on ${host}`;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+    return (err as NodeJS.ErrnoException).code === 'ESRCH' ? '' : `pid ${pid} on ${host}`;
   }
 }
 

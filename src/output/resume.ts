@@ -92,6 +92,7 @@ export class OutputFile {
       // /dev/null or a pipe: nothing to double, and nothing beside it to lock with.
       if (sink.regular) lock = FileLock.take(opts.output);
       if (sink.repaired > 0 && !opts.quiet) log(`${opts.output}: cut a partial last line (${sink.repaired} bytes) left by an interrupted run`);
+      if (sink.repaired < 0 && !opts.quiet) log(`${opts.output}: its last line had no line end: one was added before the new lines`);
       const out = new OutputFile(sink, lock, opts, model);
       if (opts.resume) out.readPrevious();
       return out;

@@ -17,7 +17,7 @@ export class AppendFile {
   private constructor(
     readonly file: string,
     readonly fd: number,
-    /** bytes of a partial last line cut off at open */
+    /** bytes of a partial last line cut off at open; -1: a line end added after one kept */
     readonly repaired: number,
     /** what FILE is when not a regular file (a character device, a FIFO), for messages */
     readonly kind = 'a regular file',
@@ -29,7 +29,8 @@ export class AppendFile {
   }
 
   /** Opens (creating) FILE for appending and cuts off a partial last line. `json`: only a tail
-   * that starts as classify's JSON lines do is cut; any other is refused, FILE untouched. A FILE
+   * that starts as classify's JSON lines do is cut; any other is refused, FILE untouched; text
+   * and tsv: a partial last line is ended with a newline instead (`repaired` is then -1). A FILE
    * that is not a regular file (/dev/null, a FIFO) is written as it is: nothing to cut or sync. */
   static open(file: string, json = false): AppendFile {
     let fd: number;
@@ -40,7 +41,11 @@ export class AppendFile {
     }
     try {
       const st = fstatSync(fd);
-      return st.isFile() ? new AppendFile(file, fd, cutPartialLine(fd, json)) : new AppendFile(file, fd, 0, kindOf(st));
+      if (!st.isFile()) return new AppendFile(file, fd, 0, kindOf(st));
+      // Text and tsv lines cannot be told from the user's own: a last line without its end is
+      // kept, and ended, never cut.
+      if (!json) return new AppendFile(file, fd, endLastLine(fd, st.size));
+      return new AppendFile(file, fd, cutPartialLine(fd));
     } catch (err) {
       closeSync(fd);
       throw new UsageError(`${file}: cannot repair its last line (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
@@ -88,8 +93,18 @@ function kindOf(st: Stats): string {
  * this long without a newline means FILE is something else, which is not cut. */
 const MAX_PARTIAL = 8 * 1024 * 1024;
 
+/** Appends a newline when the file's last byte is not one; -1 when it did, else 0. */
+function endLastLine(fd: number, size: number): number {
+  if (size === 0) return 0;
+  const last = Buffer.alloc(1);
+  readSync(fd, last, 0, 1, size - 1);
+  if (last[0] === 0x0a) return 0;
+  writeSync(fd, '\n');
+  return -1;
+}
+
 /** Truncates the file after its last newline; returns how many bytes went. */
-function cutPartialLine(fd: number, json: boolean): number {
+function cutPartialLine(fd: number): number {
   const size = fstatSync(fd).size;
   const chunk = Buffer.alloc(64 * 1024);
   let end = size;
@@ -98,19 +113,17 @@ function cutPartialLine(fd: number, json: boolean): number {
     const start = Math.max(0, end - chunk.length);
     const n = readSync(fd, chunk, 0, end - start, start);
     const nl = chunk.subarray(0, n).lastIndexOf(0x0a);
-    if (nl >= 0) return cutFrom(fd, start + nl + 1, size, json);
+    if (nl >= 0) return cutFrom(fd, start + nl + 1, size);
     end = start;
   }
-  return cutFrom(fd, 0, size, json);
+  return cutFrom(fd, 0, size);
 }
 
-function cutFrom(fd: number, keep: number, size: number, json: boolean): number {
+function cutFrom(fd: number, keep: number, size: number): number {
   if (keep === size) return 0;
-  if (json) {
-    const head = Buffer.alloc(Math.min(2, size - keep));
-    readSync(fd, head, 0, head.length, keep);
-    if (head.toString('latin1') !== '{"'.slice(0, head.length)) throw new Error(`it ends with a partial line that is not one classify -o writes`);
-  }
+  const head = Buffer.alloc(Math.min(2, size - keep));
+  readSync(fd, head, 0, head.length, keep);
+  if (head.toString('latin1') !== '{"'.slice(0, head.length)) throw new Error(`it ends with a partial line that is not one classify -o writes`);
   ftruncateSync(fd, keep);
   return size - keep;
 }
