@@ -124,7 +124,7 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
         .option('-o, --output <file>', 'append lines to FILE (each written whole; JSON lines also record size, mtime and model) instead of stdout')
         .option('--resume', 'with -o: skip inputs FILE already answers for this model, unchanged since; retry failed ones', false)
         .option('--reclassify', 'with --resume: accept a FILE last written for another model (its answers are not reused)', false)
-        .option('--retry-failed', 'with --resume: also retry inputs that failed in a way their unchanged file cannot mend (corrupt, not an image, too large)', false),
+        .option('--retry-failed', 'with --resume: also retry inputs that failed in a way their unchanged file cannot mend (corrupt, not an image)', false),
     )
       .option('-r, --remote <urls>', 'classify on classify serve backends (comma-separated URLs) instead of loading --graph', (v: string) => v.split(',').filter(Boolean))
       .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), 8)

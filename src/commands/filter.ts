@@ -137,9 +137,11 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   try {
     for await (const outcome of inOrder(paths, classifyOne, window)) {
       const ok = !('error' in outcome);
+      // With --resume, a failure FILE already records for the same file is not said again.
+      const news = output ? output.write(outcome, 'kind' in outcome ? outcome.kind : undefined) : true;
       if ('error' in outcome) {
         failed++;
-        if (!opts.quiet) {
+        if (!opts.quiet && news) {
           progress?.clear();
           io.log(`${JSON.stringify(outcome.path)}: ${outcome.error}`);
           if (outcome.error === IS_A_DIRECTORY && !hinted) {
@@ -150,8 +152,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
       }
       progress?.count(ok);
       done++;
-      if (output) output.write(outcome, 'kind' in outcome ? outcome.kind : undefined);
-      else {
+      if (!output) {
         // Lines finished in one turn leave in one write: a syscall per batch, not per line.
         if (pending === '') process.nextTick(flush);
         pending += formatLine(outcome, opts.format) + '\n';

@@ -43,7 +43,9 @@ const failed = (size: number | undefined, mtime: number | undefined, error: stri
 const lasting = (size: number | undefined, mtime: number | undefined) => `lasting ${size} ${mtime}`;
 
 /** Failures that stay as long as the file's bytes do: retrying them each run only repeats them. */
-const LASTING_KINDS: ReadonlySet<string> = new Set(['corrupt', 'not-an-image', 'too-large', 'empty']);
+// Not 'too-large': raising --max-file-size or --max-pixels mends it, and neither is in the
+// fingerprint.
+const LASTING_KINDS: ReadonlySet<string> = new Set(['corrupt', 'not-an-image', 'empty']);
 
 /** What a path is known by: its bytes, which a name that is not UTF-8 keeps and "path" does not. */
 const keyOf = (path: string, bytes?: Buffer) => (bytes ? `\0bytes ${bytes.toString('base64')}` : path);
@@ -179,24 +181,26 @@ export class OutputFile {
   }
 
   /** Appends an input's line whole. With --resume, a failure FILE already records for the same
-   * unchanged file is not written again, so a file that stays broken adds no line a night. */
-  write(outcome: Outcome, errorKind?: string): void {
+   * unchanged file is not written again, so a file that stays broken adds no line a night.
+   * Returns whether the line is news: false for such a repeated failure. */
+  write(outcome: Outcome, errorKind?: string): boolean {
     const p = this.pending.shift();
     if (!p || p.path !== outcome.path) throw new Error(`internal error: output out of step with input at ${JSON.stringify(outcome.path)}`);
     if ('error' in outcome) {
       this.failures++;
-      if (p.previous === failed(p.size, p.mtime, outcome.error)) return;
+      if (p.previous === failed(p.size, p.mtime, outcome.error)) return false;
       this.newFailures++;
     } else this.classified++;
     const provenance = { ...(errorKind ? { error_kind: errorKind } : {}), size: p.size, mtime: p.mtime, model: outcome.model ?? this.model };
     const line = this.opts.format === 'json' ? JSON.stringify({ ...jsonRecord(outcome), ...provenance }) : formatLine(outcome, this.opts.format);
-    if (this.writeError) return;
+    if (this.writeError) return true;
     try {
       this.sink.writeLine(line);
     } catch (err) {
       this.writeError = err as Error;
       this.stopInput();
     }
+    return true;
   }
 
   /** Syncs and closes FILE, or throws the write error that stopped the run (exit 2); with
