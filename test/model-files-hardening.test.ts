@@ -66,4 +66,14 @@ describe('--crop', () => {
     expect(await print(['--crop', 'none'])).toBe(plain);
     expect(await print(['--crop', '16'])).not.toBe(plain);
   });
+
+  it("naming the model's own input or output, in any spelling, keeps the fingerprint; another node changes it", async () => {
+    const frozen = join(FIX, 'models', 'colour-frozen', 'output_graph.pb');
+    const print = async (flags: string[]) =>
+      /model fingerprint (\w+)/.exec((await runInProcess([`--graph=${frozen}`, '-v', '-o', join(dir, `nodes${flags.join('')}.ndjson`), ...flags, red])).stderr)?.[1];
+    const plain = await print([]);
+    expect(plain).toMatch(/^[0-9a-f]{16}$/);
+    for (const flags of [['--output_layer=final_result:0'], ['--output-node', 'final_result'], ['--input_layer=input:0']]) expect(await print(flags), flags.join(' ')).toBe(plain);
+    expect(await print(['--output-node', 'logits'])).not.toBe(plain);
+  });
 });

@@ -14,6 +14,8 @@ export interface ModelSignature {
   /** largest batch the model accepts: 1 for a fixed batch dimension, else Infinity */
   maxBatch: number;
   outputSize: number;
+  /** the input and output the flags chose where they are not the model's own defaults */
+  chosen?: { input?: string; output?: string };
 }
 
 export interface EngineOptions {

@@ -65,5 +65,8 @@ async function loadFrozenOnOnnx(spec: EngineSpec): Promise<Engine> {
   const engine = await loadOnnx(translated.onnx, spec.file, spec.options);
   engine.notes.push(...translated.plan.notes, `translated to ONNX in ${translated.ms.toFixed(0)} ms (${translated.folded} nodes folded into constants or convolutions)`);
   engine.normalisation = translated.plan.normalisation;
+  // The translation has only the chosen input and output: whether they are the graph's defaults
+  // is the plan's to say.
+  engine.signature.chosen = translated.plan.chosen;
   return engine;
 }

@@ -140,6 +140,10 @@ function signatureOf(session: OrtSession, file: string, opts: EngineOptions): Om
     throw new ModelError(file, `input "${input.name}" is ${input.type}; supported: float32, uint8`);
   }
   return {
+    chosen: {
+      ...(input.name !== inputs[0].name ? { input: input.name } : {}),
+      ...(outputName !== session.outputNames[0] ? { output: outputName } : {}),
+    },
     inputName: input.name,
     outputName,
     height: h,

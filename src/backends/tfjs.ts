@@ -215,6 +215,7 @@ export async function loadTfjs(file: string, format: TfModelFormat, runtime: Tfj
     inputType: 'float32',
     maxBatch,
     outputSize,
+    chosen: plan.chosen,
   };
   return {
     name,
@@ -263,7 +264,17 @@ async function loadSavedModel(tf: Tf, name: string, file: string, opts: EngineOp
   return {
     name,
     accelerated: name.includes('tfjs-node-gpu'),
-    signature: { inputName: input.name, outputName: opts.outputNode ?? model.outputs[0].name, height, width, layout: 'NHWC', inputType: 'float32', maxBatch: Infinity, outputSize },
+    signature: {
+      inputName: input.name,
+      outputName: opts.outputNode ?? model.outputs[0].name,
+      height,
+      width,
+      layout: 'NHWC',
+      inputType: 'float32',
+      maxBatch: Infinity,
+      outputSize,
+      chosen: opts.outputNode !== undefined && opts.outputNode !== model.outputs[0].name ? { output: opts.outputNode } : {},
+    },
     notes,
     run,
     dispose: async () => model.dispose(),

@@ -9,7 +9,7 @@ import type { ClassifierInfo, ClassifierOptions } from '../classifier/classifier
 /** Bump when decoding or resizing changes (src/image/decode.ts): answers from before differ. */
 const PREPROCESSING = 'rgb, exif-rotate, flatten-white, resize-fill, v1';
 
-export type FingerprintOptions = Pick<ClassifierOptions, 'softmax' | 'inputNode' | 'outputNode'>;
+export type FingerprintOptions = Pick<ClassifierOptions, 'softmax'>;
 
 const sha256 = (bytes: Buffer | string) => createHash('sha256').update(bytes).digest('hex');
 
@@ -48,8 +48,10 @@ export function modelFingerprint(info: ClassifierInfo, opts: FingerprintOptions)
     // every step of the model's preprocessing: resize mode, crop, colour, rotation, mean, std
     steps: info.preprocessing,
     softmax: opts.softmax,
-    inputNode: opts.inputNode ?? null,
-    outputNode: opts.outputNode ?? null,
+    // The nodes as resolved, and only where not the model's own: --output_layer=final_result:0
+    // names the default output, and answers the same as no flag.
+    inputNode: info.nodes.input,
+    outputNode: info.nodes.output,
   };
   return sha256(JSON.stringify(parts)).slice(0, 16);
 }

@@ -137,6 +137,8 @@ export interface ClassifierInfo {
   /** images that can be in preparation or waiting for a batch at once (the image slots) */
   readonly inFlight: number;
   readonly classes: number;
+  /** the input and output --input-node and --output-node chose, where not the model's defaults */
+  readonly nodes: { readonly input: string | null; readonly output: string | null };
 }
 
 export class Classifier {
@@ -202,6 +204,7 @@ export class Classifier {
         decodeJobs,
         inFlight,
         classes: sig.outputSize,
+        nodes: Object.freeze({ input: sig.chosen?.input ?? null, output: sig.chosen?.output ?? null }),
       });
       classifier = new Classifier(info, engine, labels, slots, decoder, batcher, opts.softmax);
       await classifier.warmUp();

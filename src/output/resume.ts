@@ -7,7 +7,7 @@
 // a sidecar file because one write(2) then records an answer and its provenance together: no
 // kill can leave one without the other. An input is skipped when the latest line for its path
 // is a success for this model and its size and mtime are unchanged (rsync's and make's test);
-// a failure that cannot change while the file does not (corrupt, not an image, too large: its
+// a failure that cannot change while the file does not (corrupt, not an image: its
 // "error_kind" says) is skipped too unless --retry-failed; anything else (another failure, a
 // changed file, another model's answer) is classified again and a new line appended, so the
 // latest line for a path is always the one to believe.

@@ -14,6 +14,9 @@ export interface GraphPlan {
   /** set when the graph's own preprocessing is skipped (fed after DecodeJpeg) and must be redone */
   normalisation: ImpliedNormalisation;
   notes: string[];
+  /** the input and output named by --input-node and --output-node where they are not the ones
+   * the graph gives without them (the fingerprint counts only a real choice) */
+  chosen: { input?: string; output?: string };
 }
 
 export interface PlanOptions {
@@ -42,30 +45,44 @@ export function planGraph(file: string, all: NodeJson[], opts: PlanOptions): Gra
     throw new ModelError(file, opts.outputNode ? `no node named "${opts.outputNode}" (--output-node)` : 'cannot tell the output node; name it with --output-node');
   }
 
+  const defaultFeed = (): { inputName: string; height: number; width: number; normalisation?: ImpliedNormalisation; decodes?: boolean } => {
+    const placeholders = ancestors(byName, outputName).filter((n) => n.op === 'Placeholder' && n.attr?.dtype?.type === 'DT_FLOAT');
+    if (placeholders.length === 1) {
+      const [height, width] = imageSizeOf(placeholders[0], file);
+      return { inputName: placeholders[0].name, height, width };
+    }
+    const decodeFeed = afterDecode(all, consumers, opts.constOf);
+    if (!decodeFeed) {
+      const names = placeholders.map((p) => p.name).join(', ') || 'none';
+      throw new ModelError(file, `cannot tell the image input (float placeholders: ${names}); name it with --input-node`);
+    }
+    return { ...decodeFeed, decodes: true };
+  };
   let inputName: string;
   let height: number;
   let width: number;
   let normalisation: ImpliedNormalisation | undefined;
+  let defaultInput: string | undefined;
   if (opts.inputNode) {
     const node = byName.get(resolveName(opts.inputNode, known) ?? opts.inputNode);
     if (!node) throw new ModelError(file, `no node named "${opts.inputNode}" (--input-node)`);
     inputName = node.name;
     [height, width] = imageSizeOf(node, file);
-  } else {
-    const placeholders = ancestors(byName, outputName).filter((n) => n.op === 'Placeholder' && n.attr?.dtype?.type === 'DT_FLOAT');
-    if (placeholders.length === 1) {
-      inputName = placeholders[0].name;
-      [height, width] = imageSizeOf(placeholders[0], file);
-    } else {
-      const decodeFeed = afterDecode(all, consumers, opts.constOf);
-      if (!decodeFeed) {
-        const names = placeholders.map((p) => p.name).join(', ') || 'none';
-        throw new ModelError(file, `cannot tell the image input (float placeholders: ${names}); name it with --input-node`);
-      }
-      ({ inputName, height, width, normalisation } = decodeFeed);
-      notes.push(`graph decodes JPEG itself; fed after its decode and resize, at "${inputName}"`);
+    try {
+      defaultInput = defaultFeed().inputName;
+    } catch {
+      // the graph has no input of its own to choose: the named one is a real choice
     }
+  } else {
+    const feed = defaultFeed();
+    ({ inputName, height, width, normalisation } = feed);
+    defaultInput = inputName;
+    if (feed.decodes) notes.push(`graph decodes JPEG itself; fed after its decode and resize, at "${inputName}"`);
   }
+  const chosen = {
+    ...(inputName !== defaultInput ? { input: inputName } : {}),
+    ...(opts.outputNode !== undefined && outputName !== defaultOutput(all, consumers) ? { output: outputName } : {}),
+  };
   normalisation ??=
     height === 299
       ? { mean: [128, 128, 128], std: [128, 128, 128], source: 'Inception v3 default (299 px input)' }
@@ -89,7 +106,7 @@ export function planGraph(file: string, all: NodeJson[], opts: PlanOptions): Gra
       nodes.push(withTfDefaults(n));
     }
   }
-  return { inputName, outputName, height, width, nodes, normalisation, notes };
+  return { inputName, outputName, height, width, nodes, normalisation, notes, chosen };
 }
 
 function defaultOutput(all: NodeJson[], consumers: Map<string, NodeJson[]>): string | undefined {
