@@ -266,22 +266,27 @@ const LABEL_IMAGE_FLAGS: Record<string, string> = {
   '--input_std': '--std',
 };
 
-/** label_image's flags as classify's own; `--` ends the flags, as everywhere. */
+/** label_image's flags as classify's own; `--` ends the flags, as everywhere. `--image` values
+ * go after a `--`, so that a photo called `-rf.jpg` or `-o.jpg` is a path, never a flag. */
 export function fromLabelImage(args: string[]): string[] {
   const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
+  const images: string[] = [];
+  let i = 0;
+  for (; i < args.length && args[i] !== '--'; i++) {
     const arg = args[i];
-    if (arg === '--') return [...out, ...args.slice(i)];
     const [flag, value] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
     const ours = LABEL_IMAGE_FLAGS[flag];
     if (ours === undefined) out.push(arg);
     else {
       const v = value ?? args[++i];
-      if (v === undefined) out.push(flag); // commander says the value is missing
-      else out.push(...(ours === '' ? [v] : [ours, v]));
+      if (v === undefined && ours === '') throw new UsageError('option --image <path> argument missing');
+      if (v === undefined) out.push(ours); // commander says the value is missing
+      else if (ours === '') images.push(v);
+      else out.push(ours, v);
     }
   }
-  return out;
+  const rest = args.slice(i + 1);
+  return images.length > 0 || i < args.length ? [...out, '--', ...images, ...rest] : out;
 }
 
 /** Runs one command line (without node and the script) to its exit status. */

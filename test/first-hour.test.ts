@@ -97,7 +97,11 @@ describe('coming from label_image', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/no node named "final_result:1"/);
     const { fromLabelImage } = await import('../src/cli.js');
-    expect(fromLabelImage(['--image=a.jpg', '--', '--image=b.jpg'])).toEqual(['a.jpg', '--', '--image=b.jpg']);
+    expect(fromLabelImage(['--image=a.jpg', '--', '--image=b.jpg'])).toEqual(['--', 'a.jpg', '--image=b.jpg']);
+    // An --image value is a path, whatever it starts with.
+    expect(fromLabelImage(['-g', 'm', '--image=-o.jpg', '--image', '-rf.jpg'])).toEqual(['-g', 'm', '--', '-o.jpg', '-rf.jpg']);
+    const bare = await runInProcess(['-g', frozen, '--image']);
+    expect([bare.code, bare.stderr]).toEqual([2, 'classify: option --image <path> argument missing\n']);
   });
 
   it('names resolve as given, node:0 to the node, a node to its tensor node:0', async () => {
