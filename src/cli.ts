@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
 import { type FilterIO, type FilterOptions, type ModelPlace, runFilter } from './commands/filter.js';
 import type { ServeCommandOptions } from './commands/serve.js';
-import { EXIT, ModelError, OutputError, UsageError } from './errors.js';
+import { EXIT, invalidValue, ModelError, OutputError, UsageError } from './errors.js';
 import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
 import { DEFAULT_CACHE_ENTRIES } from './cache/cache.js';
 import { BACKENDS } from './model/locate.js';
@@ -139,7 +139,7 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
   const serve = chatterFlags(
     cacheFlags(runFlags(answerFlags(modelFlags(program.command('serve')))))
       .option('--host <address>', 'address to listen on (binding beyond loopback is explicit)', '127.0.0.1')
-      .option('-p, --port <port>', 'port (0: any free port)', nonNegativeInt('--port'), 9876)
+      .option('-p, --port <port>', 'port (0: any free port)', nonNegativeInt('--port', 65535), 9876)
       .option('--max-body <bytes>', 'largest request body accepted', positiveInt('--max-body'), 20 * 1024 * 1024)
       .option('--max-buffered <bytes>', 'request bodies held in memory at once, all requests together, before requests get 503', positiveInt('--max-buffered'), 256 * 1024 * 1024)
       .option('--body-timeout <ms>', "longest a request's body may take to arrive (then 408)", positiveInt('--body-timeout'), 60_000)
@@ -223,9 +223,6 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     });
 
   program.action(async (paths, { graph, remote, maxDelay, null: nul, ...rest }) => {
-    // `classify srve -g M` is a mistyped command, not an image called srve.
-    const meant = paths.length > 0 && !existsSync(paths[0]) ? closest(paths[0], program.commands.map((c) => c.name())) : undefined;
-    if (meant) program.error(`error: unknown command ${paths[0]} (did you mean ${meant}?)`, { exitCode: EXIT.usage });
     if (remote && graph) program.error('error: --remote and --graph exclude each other (the servers hold the model)', { exitCode: EXIT.usage });
     const usage = (message: string) => program.error(`error: ${message}`, { exitCode: EXIT.usage });
     const place: ModelPlace = remote ? { remote } : { graph: requireGraph(program, graph) };
@@ -293,7 +290,13 @@ export function fromLabelImage(args: string[]): string[] {
 export async function run(args: string[], io: CliIO = PROCESS_IO): Promise<number> {
   let status: number = EXIT.ok;
   try {
-    await buildProgram(io, (s) => (status = s)).parseAsync(fromLabelImage(args), { from: 'user' });
+    const program = buildProgram(io, (s) => (status = s));
+    // `classify srve -g M -p 8080` is a mistyped command, not an image called srve: said before
+    // commander would stop at a flag that only the command meant takes.
+    const first = args.find((a) => !a.startsWith('-'));
+    const meant = first !== undefined && first === args[0] && !existsSync(first) ? closest(first, program.commands.map((c) => c.name())) : undefined;
+    if (meant && first !== meant) throw new UsageError(`unknown command ${first} (did you mean ${meant}?)`);
+    await program.parseAsync(fromLabelImage(args), { from: 'user' });
   } catch (err) {
     return exitFor(err, args.includes('--verbose') || args.includes('-v'), io.stderr);
   }
@@ -304,6 +307,9 @@ export async function run(args: string[], io: CliIO = PROCESS_IO): Promise<numbe
  * its "(Did you mean ...)" line folded in. */
 export function oneLine(message: string): string {
   const [first, ...rest] = message.trim().split('\n');
+  // --format xml: commander names neither the flag nor the value; say it as every other bad value.
+  const choices = /^error: option '(?:-\w, )?(--[\w-]+)[^']*' argument '([^']*)' is invalid\. Allowed choices are (.*)\.$/.exec(first);
+  if (choices) return invalidValue(`one of ${choices[3]}`, choices[1], choices[2]);
   const suggestion = rest.map((l) => /^\(Did you mean (.+)\?\)$/.exec(l.trim())?.[1]).find(Boolean);
   const text = first.replace(/^error: /, '').replace(/^option '[^']*' argument '[^']*' is invalid\. /, '').replace(/'(-[^']*)'/g, '$1');
   return suggestion ? `${text} (did you mean ${suggestion}?)` : text;

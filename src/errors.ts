@@ -10,7 +10,8 @@ const SHOWN_CHARS = 80;
 export function invalidValue(expected: string, what: string, received: unknown): string {
   let shown: string;
   try {
-    shown = JSON.stringify(received) ?? String(received);
+    // JSON would show Infinity (a 1e309 in a settings file) as null.
+    shown = typeof received === 'number' ? String(received) : (JSON.stringify(received) ?? String(received));
   } catch {
     shown = Array.isArray(received) ? 'an array nested too deeply to show' : String(received);
   }

@@ -50,6 +50,7 @@ class LineCap extends Transform {
   private line = 0;
   private length = 0;
   private first = true;
+  private firstLine = true;
 
   constructor(private readonly separator: number) {
     super();
@@ -63,12 +64,17 @@ class LineCap extends Transform {
         done(new UsageError(`stdin holds ${kind} image data, not paths: give the image's path instead (classify -g MODEL photo.jpg, or ls *.jpg | classify -g MODEL)`));
         return;
       }
-      // A NUL before the first line ends: names from find -print0, which no path can contain.
+    }
+    // A NUL before the first line ends, however the bytes arrive: names from find -print0, which
+    // no path can contain.
+    if (this.firstLine && this.separator === 0x0a) {
+      const nl = chunk.indexOf(0x0a);
       const nul = chunk.indexOf(0);
-      if (this.separator === 0x0a && nul >= 0 && !chunk.subarray(0, nul).includes(0x0a)) {
+      if (nul >= 0 && (nl < 0 || nul < nl)) {
         done(new UsageError('stdin is NUL-separated (as find -print0 and xargs -0 write it): add -0 to read it so'));
         return;
       }
+      if (nl >= 0) this.firstLine = false;
     }
     let start = 0;
     for (;;) {

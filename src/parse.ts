@@ -75,7 +75,7 @@ export const oneOf =
  * file a number or an array of them. `positive`: a standard deviation, never 0 or below. */
 export function channelTriple(value: unknown, what: string, positive = false): [number, number, number] {
   const parts = Array.isArray(value) ? value : typeof value === 'number' ? [value] : String(value).split(',');
-  const nums = parts.map((v) => (typeof v === 'number' ? v : SIGNED_DECIMAL.test(String(v).trim()) ? Number(String(v).trim()) : NaN));
+  const nums = parts.map((v) => (typeof v === 'number' ? v : typeof v === 'string' && SIGNED_DECIMAL.test(v.trim()) ? Number(v.trim()) : NaN));
   const ok = (nums.length === 1 || nums.length === 3) && nums.every((n) => Number.isFinite(n) && (!positive || n > 0));
   if (!ok) fail(`one or three ${positive ? 'positive ' : ''}numbers`, what, value);
   return (nums.length === 1 ? [nums[0], nums[0], nums[0]] : nums) as [number, number, number];

@@ -5,6 +5,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFil
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runInProcess } from './helpers.js';
 
@@ -129,6 +130,9 @@ describe('filter: odd input lines', () => {
     expect(r.code).toBe(2);
     expect(r.stdout).toBe('');
     expect(r.stderr).toBe('classify: stdin is NUL-separated (as find -print0 and xargs -0 write it): add -0 to read it so\n');
+    // However the bytes arrive: the first chunk may hold no NUL yet.
+    const split = await runInProcess(['-g', COLOUR], Readable.from([Buffer.from(names.slice(0, 1)), Buffer.from(names.slice(1))]));
+    expect([split.code, split.stdout]).toEqual([2, '']);
     const later = await runInProcess(['-g', COLOUR, '-q'], `${img('red.jpg')}\n${img('red.jpg')}\0${img('green.jpg')}\n`);
     expect(later.code).toBe(1);
     expect(jsonLines(later.stdout)[1].error).toBe('path contains a NUL byte: the input looks NUL-separated (find -print0, xargs -0); use -0');

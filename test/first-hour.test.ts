@@ -12,6 +12,9 @@ describe('messages', () => {
     [['-g', COLOUR, '--top-k', '-1'], 'classify: Expected positive integer for --top-k but received "-1"\n'],
     // One rule for flags, model files and the server's query: plain decimals only.
     [['-g', COLOUR, '--threshold', '0x1'], 'classify: Expected number between 0 and 1 for --threshold but received "0x1"\n'],
+    [['-g', COLOUR, '--format', 'xml'], 'classify: Expected one of json, text, tsv for --format but received "xml"\n'],
+    [['srve', '-g', COLOUR, '-p', '8080'], 'classify: unknown command srve (did you mean serve?)\n'],
+    [['serve', '-g', COLOUR, '-p', '70000'], 'classify: Expected integer from 0 to 65535 for --port but received "70000"\n'],
     [['-g', COLOUR, '--batch-size', ' 4'], 'classify: Expected integer from 0 to 1024 for --batch-size but received " 4"\n'],
     [['-g'], 'classify: option -g, --graph <model> argument missing\n'],
     [['srve', '-g', COLOUR], 'classify: unknown command srve (did you mean serve?)\n'],

@@ -81,6 +81,8 @@ describe('the value parsers (flags, model files, the server query)', () => {
     expect(() => channelTriple('1,2', 'mean')).toThrow('Expected one or three numbers for mean but received "1,2"');
     expect(() => channelTriple('0', 'std', true)).toThrow(/positive numbers for std/);
     expect(() => channelTriple('0x10', 'mean')).toThrow(/for mean but received "0x10"/);
+    expect(() => channelTriple([[0], 0, 0], 'mean')).toThrow(/for mean but received \[\[0\],0,0\]/);
+    expect(() => channelTriple(Infinity, 'std', true)).toThrow(/for std but received Infinity/);
     for (const bad of ['0x1', '', ' 1', '1_0', 'Infinity', '-0.5', '1.5']) expect(() => unitInterval('t')(bad)).toThrow(/number between 0 and 1 for t/);
     expect(unitInterval('t')('1e-7')).toBe(1e-7);
     for (const bad of ['0', '-1', '1.0', '0x2', ' 5', '9007199254740993']) expect(() => positiveInt('k')(bad)).toThrow('Expected positive integer for k');
