@@ -265,6 +265,13 @@ describe('classify -o FILE --resume', () => {
     writeFileSync(`${file}.lock`, `999999999 ${hostname()}\n`);
     expect((await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[1]]))).code).toBe(0);
     expect(fileLines(file)).toHaveLength(2);
+    // Another host's run (a pod since rescheduled under a new name): held while it is touched,
+    // stale once a minute goes by untouched.
+    writeFileSync(`${file}.lock`, `1234 another-host\n`);
+    const fresh = await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[2]]));
+    expect([fresh.code, fresh.stderr]).toEqual([2, expect.stringContaining('(pid 1234 on another-host;')]);
+    utimesSync(`${file}.lock`, 1_600_000_000, 1_600_000_000);
+    expect((await runInProcess(['-g', COLOUR, '-o', file, '--resume'], input([paths[2]]))).code).toBe(0);
     // A lock naming no holder (a run killed before it wrote its pid, a full disk) is stale once old.
     writeFileSync(`${file}.lock`, '');
     utimesSync(`${file}.lock`, 1_600_000_000, 1_600_000_000);

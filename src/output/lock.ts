@@ -1,17 +1,33 @@
 // One run at a time per -o FILE: two runs appending to one FILE would both classify every input
 // and double its lines. The lock is FILE.lock beside the file FILE really is (a link to it takes
 // the same lock), created exclusively, holding the holder's pid and host; Node has no flock(2).
-// A lock whose process is gone (same host, pid not running) is stale and taken over; one from
-// another host is never presumed dead.
-import { closeSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+// The holder touches it every few seconds; a lock not touched for a minute is stale, whatever it
+// names (a host gone, a rescheduled pod with a new name, a pid since reused), and so is one whose
+// process is gone (same host, pid not running).
+import { closeSync, lstatSync, openSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { UsageError } from '../errors.js';
 
 /** A lock that names no holder (a run killed between creating and writing it) is stale after this. */
 const UNNAMED_STALE_MS = 10_000;
+/** How often a holder touches its lock, and how long untouched makes one stale. */
+const HEARTBEAT_MS = 5_000;
+const UNTOUCHED_STALE_MS = 60_000;
 
 export class FileLock {
-  private constructor(private readonly lockFile: string) {}
+  private readonly heartbeat: NodeJS.Timeout;
+
+  private constructor(private readonly lockFile: string) {
+    this.heartbeat = setInterval(() => {
+      const now = new Date();
+      try {
+        utimesSync(lockFile, now, now);
+      } catch {
+        // removed by hand: the run goes on; the next run takes a new lock
+      }
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
 
   /** Takes FILE's lock or throws a usage error naming the run that holds it. */
   static take(file: string): FileLock {
@@ -46,6 +62,7 @@ export class FileLock {
   }
 
   release(): void {
+    clearInterval(this.heartbeat);
     try {
       unlinkSync(this.lockFile);
     } catch {
@@ -92,12 +109,23 @@ function whyNotStale(lockFile: string, held: string): string {
     return Date.now() - st.mtimeMs > UNNAMED_STALE_MS ? '' : 'it names no holder yet (another run may be taking it)';
   }
   const [, pid, host] = m;
-  if (host !== hostname()) return `pid ${pid} on ${host}; a lock from another host is never presumed dead: remove it once that run is gone`;
+  const age = lockAge(lockFile);
+  if (age === undefined || age > UNTOUCHED_STALE_MS) return '';
+  if (host !== hostname()) return `pid ${pid} on ${host}`;
   try {
     process.kill(Number(pid), 0);
     return `pid ${pid} on ${host}`;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ESRCH' ? '' : `pid ${pid} on ${host}`;
+  }
+}
+
+/** Milliseconds since the lock was last touched; undefined when it is gone. */
+function lockAge(lockFile: string): number | undefined {
+  try {
+    return Date.now() - statSync(lockFile).mtimeMs;
+  } catch {
+    return undefined;
   }
 }
 
