@@ -4,7 +4,11 @@ import { describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
 import { Classifier, type ClassifierOptions, DECODE_QUEUE, DEFAULT_BATCH, planPipeline, slotCount } from '../dist/classifier/classifier.js';
 import type { BatchStats } from '../src/classifier/batcher.js';
+import { answer } from '../src/classifier/ranking.js';
 import { COLOUR, FIX } from './helpers.js';
+
+/** The best label for a file, as an answer of one prediction gives it. */
+const top1 = async (classifier: Classifier, path: string) => answer(await classifier.score({ path }), classifier.labels, { topK: 1, threshold: 0 })[0].label;
 
 /** The CLI's defaults for the colour fixture model, with `overrides`. */
 const options = (overrides: Partial<ClassifierOptions>): ClassifierOptions => ({
@@ -26,7 +30,7 @@ describe('Classifier', () => {
     const classifier = await Classifier.load(options({ observe: (s) => seen.push(s) }));
     try {
       expect(seen).toEqual([]);
-      expect((await classifier.classifyPath(join(FIX, 'images', 'red.jpg'), 1)).predictions[0].label).toBe('red');
+      expect((await top1(classifier, join(FIX, 'images', 'red.jpg')))).toBe('red');
       expect(seen.map((s) => s.size)).toEqual([1]);
     } finally {
       await classifier.close();
@@ -36,7 +40,7 @@ describe('Classifier', () => {
   it('loads under a --max-pixels smaller than its warm-up image, and holds real images to it', async () => {
     const classifier = await Classifier.load(options({ maxPixels: 10 }));
     try {
-      await expect(classifier.classifyPath(join(FIX, 'images', 'red.jpg'), 1)).rejects.toThrow(/exceeds the pixel limit of 10/);
+      await expect(classifier.score({ path: join(FIX, 'images', 'red.jpg') })).rejects.toThrow(/exceeds the pixel limit of 10/);
     } finally {
       await classifier.close();
     }
@@ -47,7 +51,7 @@ describe('Classifier', () => {
     const big = await sharp({ create: { width: 3000, height: 3000, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 30 } } })
       .png({ compressionLevel: 0 })
       .toBuffer();
-    const inFlight = classifier.classifyBytes(big, 1).then(
+    const inFlight = classifier.score({ bytes: big }).then(
       () => 'answered',
       (e: Error) => `failed: ${e.message}`,
     );
@@ -63,7 +67,7 @@ describe('Classifier', () => {
       const red = join(FIX, 'images', 'red.jpg');
       const pool = (classifier as unknown as { decoder: { workers: { thread: { terminate(): Promise<number> } }[] } }).decoder;
       await pool.workers[0].thread.terminate(); // as a crash in native code would end it
-      for (let i = 0; i < 4; i++) expect((await classifier.classifyPath(red, 1)).predictions[0].label).toBe('red');
+      for (let i = 0; i < 4; i++) expect((await top1(classifier, red))).toBe('red');
     } finally {
       await classifier.close();
     }

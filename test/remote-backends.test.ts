@@ -144,7 +144,7 @@ describe('backends left out and back', () => {
     const flaky = await fakeBackend((req, res, body) => (++calls === 1 ? json(500, '{"error":"oops"}')(req, res) : goodAnswer(req, res, body)));
     const log: string[] = [];
     const remote = await RemoteClassifier.connect({ urls: [flaky.url], maxInFlight: 1, timeoutMs: 5000, ejectMs: 50, log: (l) => log.push(l) });
-    expect((await remote.classifyPath(IMAGES[0], 1, 0)).predictions).toEqual([{ label: inputs(1)[0].label, score: 0.9 }]);
+    expect((await remote.classifyPath(IMAGES[0], { topK: 1, threshold: 0 })).predictions).toEqual([{ label: inputs(1)[0].label, score: 0.9 }]);
     expect(calls).toBe(2);
     expect(log).toEqual([`backend 127.0.0.1:${flaky.port} left out: HTTP 500 oops`, `backend 127.0.0.1:${flaky.port} is back`]);
     await remote.close();
@@ -153,7 +153,7 @@ describe('backends left out and back', () => {
   it('a backend that keeps failing: the image fails after --remote-timeout, saying why', async () => {
     const broken = await fakeBackend(json(500, '{"error":"oops"}'));
     const remote = await RemoteClassifier.connect({ urls: [broken.url], maxInFlight: 1, timeoutMs: 300, ejectMs: 50, probeMs: 50 });
-    await expect(remote.classifyPath(IMAGES[0], 1, 0)).rejects.toThrow(new RemoteImageError(`all backends failed (127.0.0.1:${broken.port}: HTTP 500 oops)`));
+    await expect(remote.classifyPath(IMAGES[0], { topK: 1, threshold: 0 })).rejects.toThrow(new RemoteImageError(`all backends failed (127.0.0.1:${broken.port}: HTTP 500 oops)`));
     expect(broken.posts).toBeGreaterThan(1); // tried again while it waited
     await remote.close();
   });

@@ -72,7 +72,7 @@ describe('a lone backend restarting (issue 20, item 6)', () => {
         kill(first.server!);
         restarted = new Promise((r) => setTimeout(r, 300)).then(() => backend('bbbb2222', { port: first.port }));
       }
-      const batch = await Promise.all(input.slice(i, i + 4).map((p) => remote.classifyPath(p.path, 1, 0)));
+      const batch = await Promise.all(input.slice(i, i + 4).map((p) => remote.classifyPath(p.path, { topK: 1, threshold: 0 })));
       answers.push(...batch.map((a) => ({ label: a.predictions[0].label, model: a.model })));
     }
     await restarted;
@@ -91,7 +91,7 @@ describe('a lone backend restarting (issue 20, item 6)', () => {
     const remote = await RemoteClassifier.connect({ urls: [`http://127.0.0.1:${only.port}`], maxInFlight: 4, timeoutMs: 200, probeMs: 20 });
     kill(only.server!);
     const started = Date.now();
-    await expect(remote.classifyPath(IMAGES[0], 1, 0)).rejects.toThrow(/^all backends failed \(127\.0\.0\.1:\d+: .*ECONNREFUSED/);
+    await expect(remote.classifyPath(IMAGES[0], { topK: 1, threshold: 0 })).rejects.toThrow(/^all backends failed \(127\.0\.0\.1:\d+: .*ECONNREFUSED/);
     expect(Date.now() - started).toBeGreaterThanOrEqual(190);
     await remote.close();
   });
@@ -105,7 +105,7 @@ describe('a backend that trickles its answer (issue 20, item 9)', () => {
       const drip = setInterval(() => (res.destroyed ? clearInterval(drip) : res.write(' ')), 20);
     });
     const remote = await RemoteClassifier.connect({ urls: [slow.url], maxInFlight: 1, timeoutMs: 150, probeMs: 1000 });
-    await expect(remote.classifyPath(IMAGES[0], 1, 0)).rejects.toThrow(new RemoteImageError(`all backends failed (127.0.0.1:${slow.port}: timed out)`));
+    await expect(remote.classifyPath(IMAGES[0], { topK: 1, threshold: 0 })).rejects.toThrow(new RemoteImageError(`all backends failed (127.0.0.1:${slow.port}: timed out)`));
     await remote.close();
   });
 });
@@ -135,7 +135,7 @@ describe('discovery: what a name resolves to (issue 24)', () => {
     expect(remote.backends).toBe(1);
     addresses.push('127.0.0.2');
     await until(() => remote.backends === 2);
-    await Promise.all(inputs(8).map((p) => remote.classifyPath(p.path, 1, 0)));
+    await Promise.all(inputs(8).map((p) => remote.classifyPath(p.path, { topK: 1, threshold: 0 })));
     expect(b.hits).toBeGreaterThan(0);
     expect(log).toEqual([`backend 127.0.0.2:${a.port} added (pods resolves to it)`]);
     await remote.close();
@@ -148,10 +148,10 @@ describe('discovery: what a name resolves to (issue 24)', () => {
     const log: string[] = [];
     const remote = await RemoteClassifier.connect({ urls: [`http://pods:${a.port}`], maxInFlight: 2, timeoutMs: 5000, refreshMs: 30, resolver: resolverOf(addresses), log: (l) => log.push(l) });
     const input = inputs(4);
-    const first = input.map((p) => remote.classifyPath(p.path, 1, 0)); // two each
+    const first = input.map((p) => remote.classifyPath(p.path, { topK: 1, threshold: 0 })); // two each
     addresses.shift(); // 127.0.0.1 is scaled away while its two answers are on their way
     await until(() => log.length > 0);
-    const later = inputs(10).map((p) => remote.classifyPath(p.path, 1, 0));
+    const later = inputs(10).map((p) => remote.classifyPath(p.path, { topK: 1, threshold: 0 }));
     const answers = await Promise.all([...first, ...later]);
     expect(answers.map((x) => x.predictions[0].label)).toEqual([...input, ...inputs(10)].map((i) => i.label));
     expect(a.hits).toBe(2); // what it had in flight, and nothing after

@@ -7,6 +7,7 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { answer } from '../src/classifier/ranking.js';
 import { Classifier } from '../dist/classifier/classifier.js';
 import { convert } from '../dist/commands/convert.js';
 import { type RetrainOptions, runRetrain } from '../dist/commands/retrain.js';
@@ -62,7 +63,7 @@ async function ownLabels(graph: string): Promise<{ version?: string; right: numb
   let [right, wrong] = [0, 0];
   try {
     for (const img of listImages(PHOTOS, 10, 10).images.filter((i) => !i.path.endsWith('corrupt.jpg'))) {
-      if ((await c.classifyPath(img.path, 1)).predictions[0].label === labelOf(img.path)) right++;
+      if (answer(await c.score({ path: img.path }), c.labels, { topK: 1, threshold: 0 })[0].label === labelOf(img.path)) right++;
       else wrong++;
     }
   } finally {
@@ -293,7 +294,7 @@ async function crossRun(dir: string, images: string[], check = true) {
       const input = join(tmp, `${basename(dir)}-${i}.f32`);
       writeFileSync(input, await c.preprocessFile(img));
       inputs.push(input);
-      ours.push(labels.indexOf((await c.classifyPath(img, 1)).predictions[0].label));
+      ours.push(labels.indexOf(answer(await c.score({ path: img }), c.labels, { topK: 1, threshold: 0 })[0].label));
     }
   } finally {
     await c.close();

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, type Dirent, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { lstat, open, readdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Classifier, Prediction } from '../classifier/classifier.js';
+import type { Classifier, ImageSource, Scorer } from '../classifier/classifier.js';
 import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
 import { type FilePath, ImageReader } from '../image/decode.js';
 import { UsageError } from '../errors.js';
@@ -91,7 +91,7 @@ export class ContentCache {
     return new ContentCache(dir, maxEntries);
   }
 
-  key(fingerprint: string, bytes: Buffer): string {
+  key(fingerprint: string, bytes: Uint8Array): string {
     return createHash('sha256').update(fingerprint).update('\0').update(bytes).digest('hex');
   }
 
@@ -187,11 +187,11 @@ export class ContentCache {
   }
 }
 
-/** A loaded model's answers through the cache: hit, ranked from the stored vector; miss,
- * classified, stored, ranked. One instance serves every model a server swaps in. */
-export class CachingClassifier {
-  private readonly files = new ImageReader();
-  private readonly fingerprints = new WeakMap<Classifier, string>();
+/** The cache in front of loaded models: `for(model)` is that model's Scorer through the cache
+ * (a hit is the stored vector; a miss is scored, stored and returned). One instance serves every
+ * model a server swaps in, each keyed by its own fingerprint. */
+export class CachedScores {
+  private readonly scorers = new WeakMap<Classifier, Scorer & { fingerprint: string }>();
 
   constructor(
     readonly cache: ContentCache,
@@ -199,24 +199,42 @@ export class CachingClassifier {
   ) {}
 
   fingerprint(model: Classifier): string {
-    let fp = this.fingerprints.get(model);
-    if (fp === undefined) this.fingerprints.set(model, (fp = modelFingerprint(model.info, this.opts)));
-    return fp;
+    return this.for(model).fingerprint;
   }
 
-  async classifyBytes(model: Classifier, bytes: Buffer, topK: number, threshold = 0, group?: unknown): Promise<Prediction[]> {
-    const key = this.cache.key(this.fingerprint(model), bytes);
-    let scores = this.cache.get(key, model.info.classes);
-    if (!scores) {
-      scores = await model.scoreBytes(bytes, group);
-      this.cache.put(key, scores);
-    }
-    return model.rankScores(scores, topK, threshold);
+  for(model: Classifier): Scorer & { fingerprint: string } {
+    let scorer = this.scorers.get(model);
+    if (!scorer) this.scorers.set(model, (scorer = new CachedScorer(this.cache, model, modelFingerprint(model.info, this.opts))));
+    return scorer;
+  }
+}
+
+class CachedScorer implements Scorer {
+  private readonly files = new ImageReader();
+
+  constructor(
+    private readonly cache: ContentCache,
+    private readonly model: Classifier,
+    readonly fingerprint: string,
+  ) {}
+
+  get info() {
+    return this.model.info;
   }
 
-  async classifyPath(model: Classifier, path: FilePath, topK: number, threshold = 0): Promise<{ predictions: Prediction[]; version?: string }> {
-    const bytes = await this.files.read(path);
-    return { predictions: await this.classifyBytes(model, bytes, topK, threshold), version: model.info.version };
+  get labels() {
+    return this.model.labels;
+  }
+
+  async score(image: ImageSource, group?: unknown): Promise<Float32Array> {
+    // The key is the image's bytes: a file is read here, once, and its bytes go on to the model.
+    const bytes = 'bytes' in image ? image.bytes : await this.files.read(image.path);
+    const key = this.cache.key(this.fingerprint, bytes);
+    const hit = this.cache.get(key, this.model.info.classes);
+    if (hit) return hit;
+    const scores = await this.model.score({ bytes }, group);
+    this.cache.put(key, scores);
+    return scores;
   }
 }
 

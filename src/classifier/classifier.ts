@@ -21,7 +21,7 @@ import type { EngineSpec } from '../backends/load.js';
 import { readLabels } from '../model/labels.js';
 import { type BackendChoice, engineSpec, type ResolvedModel, resolveModel } from '../model/locate.js';
 import { type ChosenPreprocessing, choosePreprocessing } from '../model/preprocessing.js';
-import { type Prediction, probabilities, rank, rankProbabilities, type SoftmaxWhen } from './ranking.js';
+import { probabilities, type SoftmaxWhen } from './ranking.js';
 
 export type { Prediction } from './ranking.js';
 
@@ -141,7 +141,17 @@ export interface ClassifierInfo {
   readonly nodes: { readonly input: string | null; readonly output: string | null };
 }
 
-export class Classifier {
+/** An image to classify: a file on disk, or bytes (an upload). */
+export type ImageSource = { path: FilePath } | { bytes: Uint8Array };
+
+/** What scores images for an answer: a loaded model, or the cache in front of one. */
+export interface Scorer {
+  readonly info: ClassifierInfo;
+  readonly labels: readonly string[];
+  score(image: ImageSource, group?: unknown): Promise<Float32Array>;
+}
+
+export class Classifier implements Scorer {
   /** images being prepared: the batcher waits for them rather than send a batch short */
   private inbound = 0;
   private warm = false;
@@ -149,7 +159,7 @@ export class Classifier {
   private constructor(
     readonly info: ClassifierInfo,
     private readonly engine: WorkerEngine,
-    private readonly labels: string[],
+    readonly labels: readonly string[],
     private readonly slots: ImageSlots,
     private readonly decoder: DecodePool,
     private readonly batcher: MicroBatcher<number, Float32Array>,
@@ -234,34 +244,21 @@ export class Classifier {
     this.warm = true;
   }
 
-  /** Classifies a file on disk, saying which model version answered. Throws InputError for an
-   * unreadable or undecodable image. */
-  async classifyPath(path: FilePath, topK: number, threshold = 0): Promise<{ predictions: Prediction[]; version?: string }> {
-    const predictions = await this.classifyPrepared((slot) => this.decoder.file(path, slot), topK, threshold);
-    return { predictions, version: this.info.version };
-  }
-
-  /** Classifies image bytes (an upload). Slots go round the groups in turn (the server passes the
+  /** The model's probabilities for an image, in label order (softmax applied where the model
+   * gives raw scores): what --cache keeps and an Answer ranks. Throws InputError for an
+   * unreadable or undecodable image. Slots go round the groups in turn (the server passes the
    * request), so one request's many images do not hold back another's one. */
-  async classifyBytes(bytes: Uint8Array, topK: number, threshold = 0, group?: unknown): Promise<Prediction[]> {
-    return this.classifyPrepared((slot) => this.decoder.bytes(bytes, slot), topK, threshold, group);
+  async score(image: ImageSource, group?: unknown): Promise<Float32Array> {
+    return probabilities(await this.scorePrepared(this.preparing(image), group), this.softmax);
   }
 
-  /** The whole score vector for image bytes, in label order, after softmax where it applies:
-   * what --cache keeps, so that any --top-k and --threshold can be answered from it. */
-  async scoreBytes(bytes: Uint8Array, group?: unknown): Promise<Float32Array> {
-    const scores = await this.scorePrepared((slot) => this.decoder.bytes(bytes, slot), group);
-    return Float32Array.from(probabilities(scores, this.softmax));
+  /** The model's raw output for an image, its own copy: with `features`, the bottleneck. */
+  async features(image: ImageSource): Promise<Float32Array> {
+    return (await this.scorePrepared(this.preparing(image))).slice();
   }
 
-  /** The model's raw output for image bytes, its own copy: with `features`, the bottleneck. */
-  async featuresBytes(bytes: Uint8Array): Promise<Float32Array> {
-    return (await this.scorePrepared((slot) => this.decoder.bytes(bytes, slot))).slice();
-  }
-
-  /** Ranks a vector from scoreBytes, exactly as a fresh answer is ranked. */
-  rankScores(probs: Float32Array, topK: number, threshold = 0): Prediction[] {
-    return rankProbabilities(probs, this.labels, topK, threshold);
+  private preparing(image: ImageSource): (slot: number) => Promise<void> {
+    return 'path' in image ? (slot) => this.decoder.file(image.path, slot) : (slot) => this.decoder.bytes(image.bytes, slot);
   }
 
   /** The model's input for one file, exactly as a batch would carry it (one image, packed and
@@ -282,10 +279,6 @@ export class Classifier {
     await this.decoder.close();
     await this.batcher.idle();
     await this.engine.dispose();
-  }
-
-  private async classifyPrepared(prepare: (slot: number) => Promise<void>, topK: number, threshold: number, group?: unknown): Promise<Prediction[]> {
-    return rank(await this.scorePrepared(prepare, group), this.labels, this.softmax, topK, threshold);
   }
 
   /** Prepares an image into a slot (counted as inbound for the batcher meanwhile), then batches it. */

@@ -7,8 +7,15 @@ export interface Prediction {
 
 export type SoftmaxWhen = 'auto' | 'on' | 'off';
 
-export function rank(scores: Float32Array, labels: string[], softmaxWhen: SoftmaxWhen, topK: number, threshold: number): Prediction[] {
-  return rankProbabilities(probabilities(scores, softmaxWhen), labels, topK, threshold);
+/** What a caller asks of an answer: the flags' --top-k and --threshold, or a request's query. */
+export interface Answer {
+  topK: number;
+  threshold: number;
+}
+
+/** Probabilities in label order to the predictions asked for: the one place an answer is made. */
+export function answer(probs: Float32Array, labels: readonly string[], asked: Answer): Prediction[] {
+  return rankProbabilities(probs, labels, asked.topK, asked.threshold);
 }
 
 /** The scores as probabilities: softmaxed when asked, or when they are not already. */
@@ -16,7 +23,7 @@ export function probabilities(scores: Float32Array, softmaxWhen: SoftmaxWhen): F
   return softmaxWhen === 'on' || (softmaxWhen === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
 }
 
-export function rankProbabilities(probs: Float32Array, labels: string[], topK: number, threshold: number): Prediction[] {
+function rankProbabilities(probs: Float32Array, labels: readonly string[], topK: number, threshold: number): Prediction[] {
   return topIndices(probs, topK)
     .filter((i) => probs[i] >= threshold)
     .map((i) => ({ label: labels[i], score: probs[i] }));

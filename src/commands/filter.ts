@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Readable, Writable } from 'node:stream';
-import { type BulkOptions, type PathClassifier, setUpBulk } from '../output/bulk.js';
+import { answering, type BulkOptions, type PathClassifier, setUpBulk } from '../output/bulk.js';
 import { Classifier, type ClassifierOptions } from '../classifier/classifier.js';
 import { RemoteClassifier } from '../remote/client.js';
 import { IS_A_DIRECTORY } from '../image/decode.js';
@@ -69,13 +69,14 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     });
     remoteModel = remote.model;
     if (opts.verbose) io.log(`remote: ${remote.backends} backend${remote.backends === 1 ? '' : 's'}, up to ${opts.remoteInFlight} requests in flight each`);
-    classifier = remote;
+    classifier = { classify: (path) => remote.classifyPath(path, opts), close: () => remote.close() };
     window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
   } else {
     const load = io.loadClassifier ?? ((o: ClassifierOptions) => Classifier.load(o));
     local = await loadNewestWorking(opts.graph, (graph, version) => load({ ...opts, graph, version }), io.log);
     if (opts.verbose) describeClassifier(local.info, io.log);
-    classifier = local;
+    const model = local;
+    classifier = answering(model, opts, () => model.close());
     // Enough paths in flight to keep every slot busy and a batch's worth ready behind them.
     window = Math.max(16, local.info.inFlight + local.info.batchSize);
   }
@@ -109,7 +110,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   const classifyOne = ({ path, file, problem }: PathLine): Promise<Outcome> => {
     const named = file ? { path, pathBytes: file } : { path };
     if (problem !== undefined) return Promise.resolve({ ...named, error: problem });
-    return classifier.classifyPath(file ?? path, opts.topK, opts.threshold).then(
+    return classifier.classify(file ?? path).then(
       // With --remote, the model that answered is recorded (-o) or shown (--with-version).
       ({ predictions, version, model }) => ({
         ...named,

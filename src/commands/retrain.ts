@@ -228,7 +228,7 @@ async function computeBottlenecks(
           const key = store.key(bytes);
           let v = store.get(key, classifier.info.classes);
           if (!v) {
-            v = await classifier.featuresBytes(bytes);
+            v = await classifier.features({ bytes });
             store.put(key, v);
             computed++;
           }
@@ -265,7 +265,7 @@ async function distortedBottlenecks(classifier: Classifier, b: Bottlenecks, opts
   const one = async ({ img, row, copy }: (typeof jobs)[number]): Promise<Float32Array | undefined> => {
     const random = mulberry32((opts.seed ^ Math.imul(row + 1, 0x9e3779b1) ^ Math.imul(copy + 1, 0x85ebca6b)) >>> 0);
     try {
-      return await classifier.featuresBytes(await distort(await reader.read(img.path), opts, random));
+      return await classifier.features({ bytes: await distort(await reader.read(img.path), opts, random) });
     } catch (err) {
       log(`${img.path}: cannot distort (${(err as Error).message}); this copy left out`);
       return undefined;

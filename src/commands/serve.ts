@@ -1,6 +1,6 @@
 // `classify serve`: load once, listen, drain on SIGTERM/SIGINT. The server itself is src/serve/.
 import { join } from 'node:path';
-import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
+import { CachedScores, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
 import { Classifier, type ClassifierOptions, DECODE_QUEUE } from '../classifier/classifier.js';
 import { invalidValue, UsageError } from '../errors.js';
 import { modelFingerprint } from '../cache/fingerprint.js';
@@ -33,9 +33,9 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
   if (opts.verbose) describeClassifier(classifier.info, log);
   metrics.setModel(classifier.info);
 
-  let cache: CachingClassifier | undefined;
+  let cache: CachedScores | undefined;
   try {
-    cache = opts.cache ? new CachingClassifier(ContentCache.open(opts.cache, opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES), opts) : undefined;
+    cache = opts.cache ? new CachedScores(ContentCache.open(opts.cache, opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES), opts) : undefined;
     if (cache && opts.verbose) log(`cache ${opts.cache}, model fingerprint ${cache.fingerprint(classifier)}`);
   } catch (err) {
     await classifier.close();

@@ -1,7 +1,8 @@
 // What -o, --resume and --cache add around the filter's classifier, set up after the model is
 // loaded and before any input is read.
-import { CachingClassifier, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
-import type { Classifier, Prediction } from '../classifier/classifier.js';
+import { CachedScores, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
+import type { Classifier, Scorer } from '../classifier/classifier.js';
+import { type Answer, answer, type Prediction } from '../classifier/ranking.js';
 import { type FingerprintOptions, modelFingerprint } from '../cache/fingerprint.js';
 import type { FilePath } from '../image/decode.js';
 import type { Log } from '../log.js';
@@ -15,17 +16,26 @@ export interface BulkOptions extends OutputOptions, FingerprintOptions {
   verbose: boolean;
 }
 
-/** What the filter classifies with: a loaded model or remote servers, and either through the cache. */
+/** What the filter classifies with: a loaded model or remote servers, and either through the
+ * cache, answering what --top-k and --threshold ask. */
 export interface PathClassifier {
-  classifyPath(path: FilePath, topK: number, threshold: number): Promise<{ predictions: Prediction[]; version?: string; model?: string }>;
+  classify(path: FilePath): Promise<{ predictions: Prediction[]; version?: string; model?: string }>;
   close(): Promise<void>;
+}
+
+/** A scorer's probabilities for each path, answered as asked. */
+export function answering(scorer: Scorer, asked: Answer, close: () => Promise<void>): PathClassifier {
+  return {
+    classify: async (path) => ({ predictions: answer(await scorer.score({ path }), scorer.labels, asked), version: scorer.info.version }),
+    close,
+  };
 }
 
 /** The classifier to use (through the cache with --cache) and FILE with -o. `local` is the
  * loaded model, undefined with --remote (the CLI refuses --cache there), where `remoteModel` is
  * the fingerprint the backends give. A setup that fails (exit 2) closes the classifier first. */
 export async function setUpBulk(
-  opts: BulkOptions,
+  opts: BulkOptions & Answer,
   classifier: PathClassifier,
   local: Classifier | undefined,
   log: Log,
@@ -45,20 +55,17 @@ export async function setUpBulk(
   }
 }
 
-function wrap(opts: BulkOptions, classifier: PathClassifier, local: Classifier | undefined, log: Log, remoteModel?: string): { classifier: PathClassifier; output?: OutputFile } {
-  let caching: CachingClassifier | undefined;
+function wrap(opts: BulkOptions & Answer, classifier: PathClassifier, local: Classifier | undefined, log: Log, remoteModel?: string): { classifier: PathClassifier; output?: OutputFile } {
+  let caching: CachedScores | undefined;
   let wrapped: PathClassifier = classifier;
   if (opts.cache && local) {
-    caching = new CachingClassifier(ContentCache.open(opts.cache, opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES), opts);
+    caching = new CachedScores(ContentCache.open(opts.cache, opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES), opts);
     const cache = caching.cache;
-    wrapped = {
-      classifyPath: (p, k, t) => caching!.classifyPath(local, p, k, t),
-      close: async () => {
-        await cache.close();
-        if (opts.verbose) log(`cache ${cache.dir}: ${cache.hits} hits, ${cache.misses} misses`);
-        await classifier.close();
-      },
-    };
+    wrapped = answering(caching.for(local), opts, async () => {
+      await cache.close();
+      if (opts.verbose) log(`cache ${cache.dir}: ${cache.hits} hits, ${cache.misses} misses`);
+      await classifier.close();
+    });
   }
   const model = local ? (caching ? caching.fingerprint(local) : opts.output ? modelFingerprint(local.info, opts) : undefined) : remoteModel;
   if (opts.verbose && model) log(`model fingerprint ${model}`);

@@ -42,6 +42,8 @@ class BackendFailure extends Error {}
 
 /** `model`: the fingerprint of the model that answered, when the backend says it. */
 type Answer = { predictions: Prediction[]; version?: string; model?: string };
+/** --top-k and --threshold, sent with each image. */
+type AskedFor = { topK: number; threshold: number };
 
 export function parseRemoteUrl(u: string): URL {
   let url: URL;
@@ -107,7 +109,7 @@ export class RemoteClassifier {
     return [...counts].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]?.[0];
   }
 
-  async classifyPath(path: FilePath, topK: number, threshold: number): Promise<Answer> {
+  async classifyPath(path: FilePath, { topK, threshold }: AskedFor): Promise<Answer> {
     const bytes = await this.files.read(path);
     const tried = new Set<string>();
     // the latest failure on each backend, for the line of an image none could take

@@ -4,8 +4,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse, S
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { CachingClassifier } from '../cache/cache.js';
+import type { CachedScores } from '../cache/cache.js';
 import type { Classifier } from '../classifier/classifier.js';
+import { answer } from '../classifier/ranking.js';
 import { positiveInt, unitInterval } from '../parse.js';
 import type { InputErrorKind } from '../image/decode.js';
 import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';
@@ -83,7 +84,7 @@ export class ClassifyServer {
     private readonly opts: ServeOptions,
     private readonly log: Log,
     /** --cache: answers for bytes seen before, per model */
-    private readonly cache?: CachingClassifier,
+    private readonly cache?: CachedScores,
     /** a loaded model's fingerprint (src/fingerprint.ts) */
     private readonly fingerprint?: (c: Classifier) => string,
   ) {
@@ -289,7 +290,8 @@ export class ClassifyServer {
   private async classifyOne(model: Classifier, u: Upload, topK: number, threshold: number, group: object): Promise<ImageResult> {
     const path = u.name;
     try {
-      const predictions = await (this.cache ? this.cache.classifyBytes(model, u.bytes, topK, threshold, group) : model.classifyBytes(u.bytes, topK, threshold, group));
+      const scorer = this.cache ? this.cache.for(model) : model;
+      const predictions = answer(await scorer.score({ bytes: u.bytes }, group), model.labels, { topK, threshold });
       this.metrics.images.inc({ outcome: 'ok' });
       return { outcome: { path, predictions, version: model.info.version }, status: 200 };
     } catch (err) {
