@@ -9,8 +9,7 @@ import type { Readable, Writable } from 'node:stream';
 import { type FilterIO, type FilterOptions, type ModelPlace, runFilter } from './commands/filter.js';
 import type { ServeCommandOptions } from './commands/serve.js';
 import { EXIT, invalidValue, ModelError, OutputError, UsageError } from './errors.js';
-import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
-import { DEFAULT_CACHE_ENTRIES } from './cache/cache.js';
+import { DEFAULTS } from './settings.js';
 import { BACKENDS } from './model/locate.js';
 import { FORMATS } from './output/format.js';
 import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';
@@ -57,8 +56,8 @@ function modelFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A,
 /** How the model is run: batching, preprocessing, engine. */
 function runFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
   return cmd
-    .option('-b, --batch-size <n>', 'images per inference batch (0: 4 on CPU, 16 on a GPU)', nonNegativeInt('--batch-size', LIMITS.batchSize), 0)
-    .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay', LIMITS.maxDelayMs), 10)
+    .option('-b, --batch-size <n>', 'images per inference batch (0: 4 on CPU, 16 on a GPU)', nonNegativeInt('--batch-size', LIMITS.batchSize), DEFAULTS.batchSize)
+    .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay', LIMITS.maxDelayMs), DEFAULTS.maxDelayMs)
     .option('--mean <r,g,b>', 'per-channel mean in 0-255 units, subtracted first', triple('--mean', false))
     .option('--std <r,g,b>', 'per-channel standard deviation in 0-255 units, divided by', triple('--std', true))
     .option(
@@ -70,27 +69,27 @@ function runFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O
     .option('--icc <mode>', 'embedded colour profile: apply or ignore (default: from the model; else ignore for TensorFlow models, apply for ONNX)', oneOf('--icc', ICC_MODES))
     .option('--exif-rotate', 'apply the EXIF orientation (default: from the model; else off for TensorFlow models, on for ONNX)')
     .option('--no-exif-rotate', 'take the pixels as stored, ignoring the EXIF orientation')
-    .option('--max-pixels <n>', 'refuse images with more pixels (decompression bombs)', positiveInt('--max-pixels'), 100_000_000)
-    .option('--max-file-size <bytes>', 'refuse image files larger than this, before reading them', positiveInt('--max-file-size'), DEFAULT_MAX_FILE_SIZE)
-    .addOption(new Option('--softmax <when>', 'turn raw scores into probabilities').choices(['auto', 'on', 'off'] as const).default('auto' as const))
-    .addOption(new Option('--backend <name>', 'inference engine (TensorFlow models: tfjs picks the best TF.js runtime)').choices(BACKENDS).default('auto' as const))
-    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto' as const)
-    .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads', LIMITS.threads), 0)
-    .option('--decode-jobs <n>', 'decode threads: each reads, decodes, resizes and packs images (0: one per core)', nonNegativeInt('--decode-jobs', LIMITS.decodeJobs), 0)
+    .option('--max-pixels <n>', 'refuse images with more pixels (decompression bombs)', positiveInt('--max-pixels'), DEFAULTS.maxPixels)
+    .option('--max-file-size <bytes>', 'refuse image files larger than this, before reading them', positiveInt('--max-file-size'), DEFAULTS.maxFileSize)
+    .addOption(new Option('--softmax <when>', 'turn raw scores into probabilities').choices(['auto', 'on', 'off'] as const).default(DEFAULTS.softmax))
+    .addOption(new Option('--backend <name>', 'inference engine (TensorFlow models: tfjs picks the best TF.js runtime)').choices(BACKENDS).default(DEFAULTS.backend))
+    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), DEFAULTS.device)
+    .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads', LIMITS.threads), DEFAULTS.threads)
+    .option('--decode-jobs <n>', 'decode threads: each reads, decodes, resizes and packs images (0: one per core)', nonNegativeInt('--decode-jobs', LIMITS.decodeJobs), DEFAULTS.decodeJobs)
     .option('--input-node <name>', 'model input to feed (default: the only image input)')
     .option('--output-node <name>', 'model output to read (default: the first)');
 }
 
 function answerFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
   return cmd
-    .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), 5)
-    .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), 0);
+    .option('-k, --top-k <k>', 'predictions per image', positiveInt('--top-k'), DEFAULTS.topK)
+    .option('-t, --threshold <score>', 'drop predictions scoring below this', unitInterval('--threshold'), DEFAULTS.threshold);
 }
 
 function cacheFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
   return cmd
     .option('--cache <dir>', 'reuse answers for identical image bytes and model from this folder (shared safely by several processes)')
-    .option('--cache-entries <n>', 'most answers --cache keeps; the least recently used go first', positiveInt('--cache-entries'), DEFAULT_CACHE_ENTRIES);
+    .option('--cache-entries <n>', 'most answers --cache keeps; the least recently used go first', positiveInt('--cache-entries'), DEFAULTS.cacheEntries);
 }
 
 function chatterFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
@@ -127,9 +126,9 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
         .option('--retry-failed', 'with --resume: also retry inputs that failed in a way their unchanged file cannot mend (corrupt, not an image)', false),
     )
       .option('-r, --remote <urls>', 'classify on classify serve backends (comma-separated URLs) instead of loading --graph', (v: string) => v.split(',').filter(Boolean))
-      .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), 8)
-      .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), 30000)
-      .option('--remote-refresh <ms>', 'how often --remote hostnames are resolved again', positiveInt('--remote-refresh'), 30000),
+      .option('--remote-in-flight <n>', 'requests in flight per backend', positiveInt('--remote-in-flight'), DEFAULTS.remoteInFlight)
+      .option('--remote-timeout <ms>', 'give up on a backend after this long for one image', positiveInt('--remote-timeout'), DEFAULTS.remoteTimeoutMs)
+      .option('--remote-refresh <ms>', 'how often --remote hostnames are resolved again', positiveInt('--remote-refresh'), DEFAULTS.remoteRefreshMs),
   )
     .version(version())
     .addHelpText('after', EXAMPLES)
@@ -138,15 +137,15 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
 
   const serve = chatterFlags(
     cacheFlags(runFlags(answerFlags(modelFlags(program.command('serve')))))
-      .option('--host <address>', 'address to listen on (binding beyond loopback is explicit)', '127.0.0.1')
-      .option('-p, --port <port>', 'port (0: any free port)', nonNegativeInt('--port', 65535), 9876)
-      .option('--max-body <bytes>', 'largest request body accepted', positiveInt('--max-body'), 20 * 1024 * 1024)
-      .option('--max-buffered <bytes>', 'request bodies held in memory at once, all requests together, before requests get 503', positiveInt('--max-buffered'), 256 * 1024 * 1024)
-      .option('--body-timeout <ms>', "longest a request's body may take to arrive (then 408)", positiveInt('--body-timeout'), 60_000)
-      .option('--drain-timeout <ms>', 'after SIGTERM, longest to wait for requests in flight before closing their connections', nonNegativeInt('--drain-timeout'), 20_000)
-      .option('--max-queue <n>', 'images in flight before requests get 503', positiveInt('--max-queue'), 256)
-      .option('--max-files <n>', 'images in one multipart request', positiveInt('--max-files'), 64)
-      .option('--watch-interval <ms>', 'how often a folder of model versions is checked for a new one', positiveInt('--watch-interval'), 2000),
+      .option('--host <address>', 'address to listen on (binding beyond loopback is explicit)', DEFAULTS.host)
+      .option('-p, --port <port>', 'port (0: any free port)', nonNegativeInt('--port', 65535), DEFAULTS.port)
+      .option('--max-body <bytes>', 'largest request body accepted', positiveInt('--max-body'), DEFAULTS.maxBody)
+      .option('--max-buffered <bytes>', 'request bodies held in memory at once, all requests together, before requests get 503', positiveInt('--max-buffered'), DEFAULTS.maxBuffered)
+      .option('--body-timeout <ms>', "longest a request's body may take to arrive (then 408)", positiveInt('--body-timeout'), DEFAULTS.bodyTimeoutMs)
+      .option('--drain-timeout <ms>', 'after SIGTERM, longest to wait for requests in flight before closing their connections', nonNegativeInt('--drain-timeout'), DEFAULTS.drainTimeoutMs)
+      .option('--max-queue <n>', 'images in flight before requests get 503', positiveInt('--max-queue'), DEFAULTS.maxQueue)
+      .option('--max-files <n>', 'images in one multipart request', positiveInt('--max-files'), DEFAULTS.maxFiles)
+      .option('--watch-interval <ms>', 'how often a folder of model versions is checked for a new one', positiveInt('--watch-interval'), DEFAULTS.watchIntervalMs),
   )
     .description('Serve the model over HTTP: POST / with an image, GET /healthz, /readyz, /metrics.')
     .exitOverride();
@@ -192,8 +191,8 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     .option('--random-brightness <pct>', 'train also on copies with brightness multiplied up or down by at most this much at random', percentage('--random-brightness'), 0)
     .option('--distorted-copies <n>', 'with a distortion: distorted copies of each training photo', positiveInt('--distorted-copies'), 4)
     .addOption(new Option('--format <format>', "onnx; pb also writes retrain.py's output_graph.pb and output_labels.txt").choices(['onnx', 'pb'] as const).default('onnx' as const))
-    .option('--decode-jobs <n>', 'decode threads (0: one per core)', nonNegativeInt('--decode-jobs', LIMITS.decodeJobs), 0)
-    .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads', LIMITS.threads), 0)
+    .option('--decode-jobs <n>', 'decode threads (0: one per core)', nonNegativeInt('--decode-jobs', LIMITS.decodeJobs), DEFAULTS.decodeJobs)
+    .option('--threads <n>', 'inference threads (0: the engine decides)', nonNegativeInt('--threads', LIMITS.threads), DEFAULTS.threads)
     .option('-q, --quiet', 'no progress line', false)
     .option('-v, --verbose', 'say which bottleneck, engine and preprocessing are used', false)
     .exitOverride();
@@ -210,8 +209,8 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     .description("Print a model's inputs, outputs, labels, preprocessing and chosen engine.")
     .argument('<model>', 'any model --graph accepts')
     .option('-l, --labels <file>', 'labels file (default: beside the model)')
-    .addOption(new Option('--backend <name>', 'inference engine').choices(BACKENDS).default('auto' as const))
-    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), 'auto' as const)
+    .addOption(new Option('--backend <name>', 'inference engine').choices(BACKENDS).default(DEFAULTS.backend))
+    .option('--device <name>', `auto, or an ONNX Runtime execution provider: ${PROVIDERS.join(', ')}`, oneOf('--device', DEVICES), DEFAULTS.device)
     .option('--input-node <name>', 'model input to feed')
     .option('--output-node <name>', 'model output to read')
     .option('--json', 'print JSON', false)

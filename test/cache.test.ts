@@ -303,6 +303,12 @@ describe('classify --cache', () => {
     expect(hitsAndMisses(third.stderr)).toEqual([40, 0]);
   });
 
+  it('--max-file-size holds with --cache too: the cache reads the file for its key', async () => {
+    const r = await runInProcess(['-g', COLOUR, '--cache', join(dir, 'limited'), '--max-file-size', '10'], input(images.slice(0, 1)));
+    expect(r.code).toBe(1);
+    expect(jsonLines(r.stdout)[0].error).toMatch(/^file of \d+ bytes is over the limit of 10 \(--max-file-size\)$/);
+  });
+
   it('--cache-entries bounds the folder: a run ends with at most that many entries', async () => {
     const cache = join(dir, 'bounded');
     const r = await runInProcess(['-g', COLOUR, '--cache', cache, '--cache-entries', '10'], input(images));

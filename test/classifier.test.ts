@@ -5,24 +5,14 @@ import { describe, expect, it } from 'vitest';
 import { Classifier, type ClassifierOptions, DECODE_QUEUE, DEFAULT_BATCH, planPipeline, slotCount } from '../dist/classifier/classifier.js';
 import type { BatchStats } from '../src/classifier/batcher.js';
 import { answer } from '../src/classifier/ranking.js';
+import { classifierDefaults } from '../dist/settings.js';
 import { COLOUR, FIX } from './helpers.js';
 
 /** The best label for a file, as an answer of one prediction gives it. */
 const top1 = async (classifier: Classifier, path: string) => answer(await classifier.score({ path }), classifier.labels, { topK: 1, threshold: 0 })[0].label;
 
 /** The CLI's defaults for the colour fixture model, with `overrides`. */
-const options = (overrides: Partial<ClassifierOptions>): ClassifierOptions => ({
-  graph: COLOUR,
-  backend: 'auto',
-  batchSize: 0,
-  maxDelayMs: 10,
-  maxPixels: 1e8,
-  threads: 0,
-  device: 'cpu',
-  softmax: 'auto',
-  decodeJobs: 0,
-  ...overrides,
-});
+const options = (overrides: Partial<ClassifierOptions>): ClassifierOptions => ({ ...classifierDefaults(COLOUR), device: 'cpu', ...overrides });
 
 describe('Classifier', () => {
   it('warms up at load without the warm-up image showing in batch statistics', async () => {

@@ -7,6 +7,7 @@ import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
 import { Classifier, type ClassifierOptions } from '../dist/classifier/classifier.js';
+import { classifierDefaults } from '../dist/settings.js';
 import { loadEngine } from '../src/backends/load.js';
 import { decodeToRgb, InputError } from '../src/image/decode.js';
 import { jpegClaimsMoreThanItHolds } from '../src/image/jpeg-header.js';
@@ -24,7 +25,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'classify-preprocessing-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 const load = (overrides: Partial<ClassifierOptions>) =>
-  Classifier.load({ graph: COLOUR, backend: 'auto', batchSize: 0, maxDelayMs: 10, maxPixels: 1e8, threads: 0, device: 'cpu', softmax: 'auto', decodeJobs: 0, ...overrides });
+  Classifier.load({ ...classifierDefaults(COLOUR), device: 'cpu', ...overrides });
 
 /** Decoded pixel (x, y) of a `width` x `height` decode, rounded. */
 async function pixel(file: string, steps: ImageSteps, width: number, height: number, x: number, y: number): Promise<number[]> {

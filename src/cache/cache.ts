@@ -192,11 +192,14 @@ export class ContentCache {
  * model a server swaps in, each keyed by its own fingerprint. */
 export class CachedScores {
   private readonly scorers = new WeakMap<Classifier, Scorer & { fingerprint: string }>();
+  private readonly files: ImageReader;
 
   constructor(
     readonly cache: ContentCache,
-    private readonly opts: FingerprintOptions,
-  ) {}
+    private readonly opts: FingerprintOptions & { maxFileSize: number },
+  ) {
+    this.files = new ImageReader(opts.maxFileSize);
+  }
 
   fingerprint(model: Classifier): string {
     return this.for(model).fingerprint;
@@ -204,18 +207,18 @@ export class CachedScores {
 
   for(model: Classifier): Scorer & { fingerprint: string } {
     let scorer = this.scorers.get(model);
-    if (!scorer) this.scorers.set(model, (scorer = new CachedScorer(this.cache, model, modelFingerprint(model.info, this.opts))));
+    if (!scorer) this.scorers.set(model, (scorer = new CachedScorer(this.cache, model, modelFingerprint(model.info, this.opts), this.files)));
     return scorer;
   }
 }
 
 class CachedScorer implements Scorer {
-  private readonly files = new ImageReader();
-
   constructor(
     private readonly cache: ContentCache,
     private readonly model: Classifier,
     readonly fingerprint: string,
+    /** reads a file whose bytes are the key, as the decode threads would: --max-file-size holds */
+    private readonly files: ImageReader,
   ) {}
 
   get info() {

@@ -10,7 +10,7 @@ import { startEngine, type WorkerEngine } from '../backends/engine-thread.js';
 import { type BatchStats, MicroBatcher } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
 import { ModelError } from '../errors.js';
-import { DEFAULT_MAX_FILE_SIZE, type FilePath, warmUpJpeg } from '../image/decode.js';
+import { type FilePath, warmUpJpeg } from '../image/decode.js';
 import { WASM_MAX_PIXELS } from '../image/jpeg-wasm.js';
 import { DecodePool } from '../image/decode-pool.js';
 import type { PrepareSpec } from '../image/prepare.js';
@@ -42,8 +42,8 @@ export interface ClassifierOptions {
   batchSize: number;
   maxDelayMs: number;
   maxPixels: number;
-  /** image files larger than this are refused unread; unset: DEFAULT_MAX_FILE_SIZE */
-  maxFileSize?: number;
+  /** image files larger than this are refused unread */
+  maxFileSize: number;
   /** engine intra-op threads; 0: the engine's choice */
   threads: number;
   device: string;
@@ -187,7 +187,7 @@ export class Classifier implements Scorer {
         inputType: sig.inputType,
         preprocessing,
         maxPixels: opts.maxPixels,
-        maxFileSize: opts.maxFileSize ?? DEFAULT_MAX_FILE_SIZE,
+        maxFileSize: opts.maxFileSize,
       };
       const slots = new ImageSlots(inFlight, imageSize, sig.inputType);
       await engine.attachSlots({ buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize });

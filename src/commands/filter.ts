@@ -65,6 +65,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
       maxInFlight: opts.remoteInFlight,
       timeoutMs: opts.remoteTimeout,
       refreshMs: opts.remoteRefresh,
+      maxFileSize: opts.maxFileSize,
       log: opts.quiet ? undefined : note,
     });
     remoteModel = remote.model;

@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { classifierDefaults } from '../settings.js';
 import { Classifier } from '../classifier/classifier.js';
 import { OutputError, UsageError } from '../errors.js';
 import { ImageReader, InputError } from '../image/decode.js';
@@ -69,14 +70,9 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   if (opts.verbose) log(`bottleneck "${features.node}" of ${model.file}`);
   const load = async () => {
     const classifier = await Classifier.load({
-      graph: model.file,
-      backend: 'auto',
+      ...classifierDefaults(model.file),
       features: { onnx: features.onnx, normalisation: features.normalisation },
-      batchSize: 0,
-      maxDelayMs: 10,
-      maxPixels: 100_000_000,
       threads: opts.threads,
-      device: 'auto',
       softmax: 'off',
       decodeJobs: opts.decodeJobs,
     });

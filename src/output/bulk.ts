@@ -12,6 +12,8 @@ import { UsageError } from '../errors.js';
 export interface BulkOptions extends OutputOptions, FingerprintOptions {
   /** reuse answers for identical bytes from this folder */
   cache?: string;
+  /** image files larger than this are refused unread, by the cache as by the decode threads */
+  maxFileSize: number;
   cacheEntries?: number;
   verbose: boolean;
 }

@@ -30,6 +30,8 @@ export interface RemoteOptions {
   probeMs?: number;
   /** where "backend left out" / "backend is back" lines go; none without it */
   log?: (line: string) => void;
+  /** image files larger than this are refused unread (--max-file-size); unset: the decoder's default */
+  maxFileSize?: number;
 }
 
 /** The server's answer for one image: what the client prints, not a retry signal. */
@@ -59,11 +61,10 @@ export function parseRemoteUrl(u: string): URL {
 }
 
 export class RemoteClassifier {
-  private readonly files = new ImageReader();
-
   private constructor(
     private readonly pool: BackendPool,
     private readonly timeoutMs: number,
+    private readonly files: ImageReader,
     private readonly log?: (line: string) => void,
   ) {}
 
@@ -94,7 +95,7 @@ export class RemoteClassifier {
       throw new RemoteSetupError(`no --remote backend is ready: ${down.map((c) => `${backendName(c.b)}: ${c.problem}`).join('; ')}`);
     }
     for (const { b, problem } of down) pool.eject(b, problem!);
-    return new RemoteClassifier(pool, opts.timeoutMs, opts.log);
+    return new RemoteClassifier(pool, opts.timeoutMs, new ImageReader(opts.maxFileSize), opts.log);
   }
 
   get backends(): number {
