@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { loadEngine } from '../dist/backends/load.js';
 import { decodeToRgb } from '../dist/image/decode.js';
-import { WasmJpegDecoder } from '../dist/image/jpeg-wasm.js';
+import { jpegHeader } from '../dist/image/jpeg-header.js';
+import { NativeJpegDecoder } from '../dist/image/jpeg-native.js';
 import { resizeRgb } from '../dist/image/resize.js';
 import { TensorPacker } from '../dist/image/tensor.js';
 import { resolveModel } from '../dist/model.js';
@@ -57,11 +58,11 @@ export async function stageCosts(graph, photos, camera, passes) {
   const decoded = [];
   for (const b of bytes) decoded.push(await sharp(b, { ignoreIcc: true, failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true }));
   const steps = { resize: 'tf1', crop: null, icc: 'ignore', exifRotate: false };
-  const wasm = WasmJpegDecoder.create();
+  const native = NativeJpegDecoder.create();
   const r = {};
   r.read = await cpuPerImage(photos, passes, async (p) => readFileSync(p));
   r.decode = await cpuPerImage(bytes, passes, (b) => sharp(b, { ignoreIcc: true, failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer());
-  r.decodeWasm = await cpuPerImage(bytes, passes, async (b) => wasm.decode(b, 1e8));
+  r.decodeNative = native ? await cpuPerImage(bytes, passes, async (b) => native.decode(b, 1e8, jpegHeader(b))) : undefined;
   r.resizePack = await cpuPerImage(decoded, passes * 4, async ({ data, info }) =>
     packer.writeFloat(resizeRgb(data, info.width, info.height, sig.width, sig.height, 'tf1', undefined, floatOut), out, 0),
   );
@@ -215,10 +216,10 @@ export function reportImageSets(r, stages) {
     const f = (x) => x.toFixed(3);
     const cv = stages.opencv ?? {};
     console.log('\nCPU per image, one thread, flower photos, MobileNet v1 0.25 128 with its default (tf1, exact) preprocessing:');
-    console.log('| read | decode: sharp, full size | decode: WebAssembly libjpeg-turbo (the default for small JPEGs) | OpenCV imdecode (for comparison) | resize + pack (tf1) | decode + resize + pack (as the CLI does) | inference (batch 2) | main thread (CLI, flowers row) |');
+    console.log('| read | decode: sharp, full size | decode: libjpeg-turbo called directly (the default for sequential JPEGs) | OpenCV imdecode (for comparison) | resize + pack (tf1) | decode + resize + pack (as the CLI does) | inference (batch 2) | main thread (CLI, flowers row) |');
     console.log('|---|---|---|---|---|---|---|---|');
     console.log(
-      `| ${f(stages.read)} ms | ${f(stages.decode)} ms | ${f(stages.decodeWasm)} ms | ${cv.flowers ? f(cv.flowers) + ' ms' : cv.skipped} | ${f(stages.resizePack)} ms | ${f(stages.decodeResizePack)} ms | ${f(stages.inference)} ms | ${r.rows[0].mainMs?.toFixed(3) ?? '-'} ms |`,
+      `| ${f(stages.read)} ms | ${f(stages.decode)} ms | ${stages.decodeNative === undefined ? 'not loaded' : f(stages.decodeNative) + ' ms'} | ${cv.flowers ? f(cv.flowers) + ' ms' : cv.skipped} | ${f(stages.resizePack)} ms | ${f(stages.decodeResizePack)} ms | ${f(stages.inference)} ms | ${r.rows[0].mainMs?.toFixed(3) ?? '-'} ms |`,
     );
     console.log('\nCamera-size photo (4032x3024), CPU per image, one thread:');
     console.log('| classify fast mode (--resize area: 1/8-scale decode + resize) | OpenCV imdecode at 1/8 scale (IMREAD_REDUCED_COLOR_8) | OpenCV imdecode, full size |');

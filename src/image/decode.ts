@@ -4,7 +4,7 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, typ
 import { open } from 'node:fs/promises';
 import sharp, { type Region, type Sharp } from 'sharp';
 import { jpegClaimsMoreThanItHolds, type JpegHeader, jpegHeader } from './jpeg-header.js';
-import { type RgbImage, WasmJpegDecoder } from './jpeg-wasm.js';
+import { NativeJpegDecoder, type RgbImage } from './jpeg-native.js';
 import { type ImageSteps, isExact, VIEWER_STEPS } from './preprocessing.js';
 import { placement, resizeRgb, type Sampling } from './resize.js';
 import type { Pixels } from './tensor.js';
@@ -151,9 +151,10 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     };
     // Vector images are rendered by libvips at the model's size: no framework trained on them, and
     // rendering one at its full declared size first costs minutes for a 1 KB SVG filter bomb.
-    if (!isExact(steps.resize) || isSvg(bytes)) return await areaResize(image(), opts, steps);
+    if (isSvg(bytes)) return await areaResize(image(), opts, steps);
+    if (!isExact(steps.resize)) return await areaResize(shrunkJpeg(bytes, jpeg, steps, opts) ?? image(), opts, steps);
     // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the resize in JS.
-    const decoded = smallJpeg(bytes, jpeg, steps, opts.maxPixels) ?? (await fullDecode(image()));
+    const decoded = storedJpeg(bytes, jpeg, steps, opts.maxPixels) ?? (await fullDecode(image()));
     const place = placement(decoded.width, decoded.height, opts.width, opts.height, steps.crop);
     return resizeRgb(decoded.data, decoded.width, decoded.height, opts.width, opts.height, steps.resize as Sampling, place, opts.floatOut?.());
   } catch (err) {
@@ -169,14 +170,48 @@ async function fullDecode(image: Sharp): Promise<RgbImage> {
   return { data, width: info.width, height: info.height };
 }
 
-let wasmJpeg: WasmJpegDecoder | null | undefined;
+let nativeJpeg: NativeJpegDecoder | null | undefined;
 
-/** A small JPEG whose steps leave its pixels as stored, decoded in this thread (jpeg-wasm.ts);
- * undefined for anything sharp is to decode. */
-function smallJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageSteps, maxPixels: number): RgbImage | undefined {
-  if (!header || (steps.icc === 'apply' && header.icc) || (steps.exifRotate && header.exif)) return undefined;
-  if (wasmJpeg === undefined) wasmJpeg = WasmJpegDecoder.create() ?? null;
-  return wasmJpeg?.decode(bytes, maxPixels, header);
+/** Whether the steps leave a JPEG's pixels as stored: no profile to apply, no rotation. */
+function asStored(header: JpegHeader | undefined, steps: ImageSteps): header is JpegHeader {
+  return header !== undefined && !(steps.icc === 'apply' && header.icc) && !(steps.exifRotate && header.exif);
+}
+
+function nativeDecoder(): NativeJpegDecoder | null {
+  if (nativeJpeg === undefined) nativeJpeg = NativeJpegDecoder.create() ?? null;
+  return nativeJpeg;
+}
+
+/** A JPEG whose steps leave its pixels as stored, decoded in this thread by libjpeg-turbo called
+ * directly (jpeg-native.ts); undefined for anything sharp is to decode. */
+function storedJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageSteps, maxPixels: number): RgbImage | undefined {
+  return asStored(header, steps) ? nativeDecoder()?.decode(bytes, maxPixels, header) : undefined;
+}
+
+/** The fast mode's JPEG decoded in this thread at the scale sharp's shrink-on-load would choose,
+ * for libvips to resize: the same pixels as sharp's own decode (tested), without its decoding
+ * pipeline. Only where the scale divides the size: otherwise libvips' shrunk image differs from
+ * libjpeg's by its edge, and sharp decodes it itself. */
+function shrunkJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageSteps, opts: DecodeOptions): SizedImage | undefined {
+  const native = asStored(header, steps) ? nativeDecoder() : null;
+  if (!native || !header) return undefined;
+  const { width, height } = steps.crop ? placement(header.width, header.height, opts.width, opts.height, steps.crop) : opts;
+  const scale = sharpShrinkOnLoad(header.width / width, header.height / height);
+  if (header.width % scale !== 0 || header.height % scale !== 0) return undefined;
+  // Its own buffer: libvips reads it after this returns, while the thread decodes the next image.
+  const decoded = native.decode(bytes, opts.maxPixels, header, scale, true);
+  if (!decoded) return undefined;
+  const raw = { width: decoded.width, height: decoded.height, channels: 3 as const };
+  return { raw: sharp(decoded.data, { raw }), sourceWidth: header.width, sourceHeight: header.height };
+}
+
+/** sharp's choice of JPEG shrink-on-load for a resize shrinking by `x` and `y` (its pipeline.cc,
+ * fastShrinkOnLoad): the largest of 8, 4, 2 within the smaller shrink, halved when it equals that
+ * shrink's integer part. */
+export function sharpShrinkOnLoad(x: number, y: number): number {
+  const shrink = Math.min(x, y);
+  const scale = shrink >= 8 ? 8 : shrink >= 4 ? 4 : shrink >= 2 ? 2 : 1;
+  return scale > 1 && Math.trunc(shrink) === scale ? scale / 2 : scale;
 }
 
 /** SVG is text: its first non-blank byte (after a UTF-8 byte-order mark) is '<'; no raster format's is. */
@@ -186,13 +221,26 @@ function isSvg(bytes: Uint8Array): boolean {
   return bytes[i] === 0x3c;
 }
 
+/** An image already decoded (by jpeg-native.ts), and the size of the file it was decoded from. */
+interface SizedImage {
+  raw: Sharp;
+  sourceWidth: number;
+  sourceHeight: number;
+}
+
+/** The size of the image as the steps will show it (rotated or not). */
+async function shownSize(image: Sharp, steps: ImageSteps): Promise<[number, number]> {
+  const meta = await image.metadata();
+  return steps.exifRotate && meta.autoOrient ? [meta.autoOrient.width, meta.autoOrient.height] : [meta.width, meta.height];
+}
+
 /** libvips' antialiased resize, JPEGs shrunk while decoding; alpha flattened onto white. */
-async function areaResize(image: Sharp, opts: DecodeOptions, steps: ImageSteps): Promise<Buffer> {
+async function areaResize(input: Sharp | SizedImage, opts: DecodeOptions, steps: ImageSteps): Promise<Buffer> {
   let window: Region | undefined;
   let [width, height] = [opts.width, opts.height];
+  let image = 'sourceWidth' in input ? input.raw : input;
   if (steps.crop) {
-    const meta = await image.metadata();
-    const [w, h] = steps.exifRotate && meta.autoOrient ? [meta.autoOrient.width, meta.autoOrient.height] : [meta.width, meta.height];
+    const [w, h] = 'sourceWidth' in input ? [input.sourceWidth, input.sourceHeight] : await shownSize(image, steps);
     const place = placement(w, h, opts.width, opts.height, steps.crop);
     ({ width, height } = place);
     window = { left: place.left, top: place.top, width: opts.width, height: opts.height };
