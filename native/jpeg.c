@@ -17,7 +17,9 @@
 #include <jpeglib.h>
 #include <node_api.h>
 
-/* What decode() answers; the JavaScript side (src/image/jpeg-native.ts) names them too. */
+#include "image.h"
+
+/* What decode() answers; the JavaScript side (src/image/native.ts) names them too. */
 enum status {
   DECODED = 0,
   DECLINED = 1, /* not a kind taken here, or larger than the caller allows: sharp decodes it */
@@ -123,17 +125,12 @@ static int decode(const unsigned char *src, size_t src_size, unsigned char *dst,
   return DECODED;
 }
 
-static int typed_bytes(napi_env env, napi_value value, unsigned char **data, size_t *size) {
+/* The data and length (in elements) of a typed array of `want`'s type. */
+static int typed(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
   napi_typedarray_type type;
-  size_t length;
-  void *base;
   napi_value buffer;
   size_t offset;
-  if (napi_get_typedarray_info(env, value, &type, &length, &base, &buffer, &offset) != napi_ok) return 0;
-  if (type != napi_uint8_array && type != napi_uint8_clamped_array) return 0;
-  *data = base;
-  *size = length;
-  return 1;
+  return napi_get_typedarray_info(env, value, &type, length, data, &buffer, &offset) == napi_ok && type == want;
 }
 
 /* decode(src: Uint8Array, dst: Uint8Array, scaleDenom: 1|2|4|8, maxPixels: number,
@@ -142,19 +139,13 @@ static napi_value js_decode(napi_env env, napi_callback_info cb) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, cb, &argc, argv, NULL, NULL);
-  unsigned char *src, *dst;
-  size_t src_size, dst_size;
+  void *src, *dst, *info;
+  size_t src_size, dst_size, info_length;
   int32_t scale = 0;
   double max_pixels = 0;
-  napi_typedarray_type type;
-  size_t info_length;
-  void *info;
-  napi_value ignored;
-  size_t offset;
-  if (argc < 5 || !typed_bytes(env, argv[0], &src, &src_size) || !typed_bytes(env, argv[1], &dst, &dst_size) ||
+  if (argc < 5 || !typed(env, argv[0], napi_uint8_array, &src, &src_size) || !typed(env, argv[1], napi_uint8_array, &dst, &dst_size) ||
       napi_get_value_int32(env, argv[2], &scale) != napi_ok || napi_get_value_double(env, argv[3], &max_pixels) != napi_ok ||
-      napi_get_typedarray_info(env, argv[4], &type, &info_length, &info, &ignored, &offset) != napi_ok || type != napi_int32_array ||
-      info_length < 2 || (scale != 1 && scale != 2 && scale != 4 && scale != 8)) {
+      !typed(env, argv[4], napi_int32_array, &info, &info_length) || info_length < 2 || (scale != 1 && scale != 2 && scale != 4 && scale != 8)) {
     napi_throw_type_error(env, NULL, "decode(src: Uint8Array, dst: Uint8Array, scaleDenom: 1|2|4|8, maxPixels: number, info: Int32Array)");
     return NULL;
   }
@@ -163,10 +154,38 @@ static napi_value js_decode(napi_env env, napi_callback_info cb) {
   return result;
 }
 
+/* resizeTf(src: Uint8Array, dst: Float32Array, geometry: Int32Array [srcW, srcH, placeW, placeH,
+ *          left, top, outW, outH, halfPixel, nchw], norm: Float64Array [scale x3, offset x3])
+ *   -> boolean (false: out of memory) */
+static napi_value js_resize_tf(napi_env env, napi_callback_info cb) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, cb, &argc, argv, NULL, NULL);
+  void *src, *dst, *geometry, *norm;
+  size_t src_length, dst_length, geometry_length, norm_length;
+  int ok = argc == 4 && typed(env, argv[0], napi_uint8_array, &src, &src_length) && typed(env, argv[1], napi_float32_array, &dst, &dst_length) &&
+           typed(env, argv[2], napi_int32_array, &geometry, &geometry_length) && geometry_length >= 10 &&
+           typed(env, argv[3], napi_float64_array, &norm, &norm_length) && norm_length >= 6;
+  const int32_t *g = geometry;
+  ok = ok && g[0] > 0 && g[1] > 0 && g[2] > 0 && g[3] > 0 && g[6] > 0 && g[7] > 0 && (double)g[0] * g[1] * 3 <= (double)src_length &&
+       (double)g[6] * g[7] * 3 <= (double)dst_length;
+  if (!ok) {
+    napi_throw_type_error(env, NULL, "resizeTf(src: Uint8Array, dst: Float32Array, geometry: Int32Array(10), norm: Float64Array(6)) with sizes that fit");
+    return NULL;
+  }
+  const double *n = norm;
+  struct resize_job job = {src, g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], {n[0], n[1], n[2]}, {n[3], n[4], n[5]}, dst};
+  napi_value result;
+  napi_get_boolean(env, resize_tf(&job), &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn, version;
   napi_create_function(env, "decode", NAPI_AUTO_LENGTH, js_decode, NULL, &fn);
   napi_set_named_property(env, exports, "decode", fn);
+  napi_create_function(env, "resizeTf", NAPI_AUTO_LENGTH, js_resize_tf, NULL, &fn);
+  napi_set_named_property(env, exports, "resizeTf", fn);
   napi_create_int32(env, LIBJPEG_TURBO_VERSION_NUMBER, &version);
   napi_set_named_property(env, exports, "libjpegTurboVersion", version);
   return exports;

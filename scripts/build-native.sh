@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds native/prebuilt/linux-x64/jpeg.node from native/jpeg.c: a Node-API addon with Debian's
+# Builds native/prebuilt/linux-x64/image.node from native/*.c: a Node-API addon with Debian's
 # libjpeg-turbo (2.1.5, x86-64 SIMD) linked in statically, so that the file needs nothing but
 # glibc and a Node with Node-API 8 (Node 12.22 or later). Needs gcc, Node's headers and the static
 # library: apt-get install gcc libjpeg62-turbo-dev (the headers come with Node, in include/node).
@@ -14,9 +14,10 @@ out=native/prebuilt/linux-x64
 mkdir -p "$out"
 # Only Node-API's entry points are exported: libjpeg's own symbols stay inside the file, so they
 # can clash with no other copy of libjpeg in the process (sharp's libvips carries one).
-gcc -std=c11 -O2 -fPIC -shared -fvisibility=hidden -Wall -Wextra -Werror \
+# -ffp-contract=off: resize.c must round where the JavaScript it mirrors rounds (see there).
+gcc -std=c11 -O2 -ffp-contract=off -fPIC -shared -fvisibility=hidden -Wall -Wextra -Werror \
   -DNAPI_VERSION=8 -I"$node_include" -I"$jpeg_include" -I"$jpeg_include/x86_64-linux-gnu" \
-  native/jpeg.c "$libjpeg" \
+  native/jpeg.c native/resize.c "$libjpeg" -lm \
   -Wl,--exclude-libs,ALL -Wl,-z,noexecstack -Wl,--as-needed -static-libgcc -s \
-  -o "$out/jpeg.node"
-echo "built $out/jpeg.node ($(wc -c < "$out/jpeg.node") bytes)"
+  -o "$out/image.node"
+echo "built $out/image.node ($(wc -c < "$out/image.node") bytes)"

@@ -1,6 +1,6 @@
 // What --verbose says about a loaded model, shared by the filter and the server.
 import type { ClassifierInfo } from './classifier.js';
-import { NATIVE_SWITCH, nativeJpegVersion } from './image/jpeg-native.js';
+import { NATIVE_SWITCH, nativeJpegVersion } from './image/native.js';
 import { describeSteps, isExact } from './image/preprocessing.js';
 import type { Log } from './log.js';
 import { describeSources } from './model.js';

@@ -4,9 +4,9 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, typ
 import { open } from 'node:fs/promises';
 import sharp, { type Region, type Sharp } from 'sharp';
 import { jpegClaimsMoreThanItHolds, type JpegHeader, jpegHeader } from './jpeg-header.js';
-import { NativeJpegDecoder, type RgbImage } from './jpeg-native.js';
+import { NativeJpegDecoder, type RgbImage } from './native.js';
 import { type ImageSteps, isExact, VIEWER_STEPS } from './preprocessing.js';
-import { placement, resizeRgb, type Sampling } from './resize.js';
+import { type Placement, placement, resizeRgb, type Sampling } from './resize.js';
 import type { Pixels } from './tensor.js';
 
 /** Why one input could not be classified. `kind` lets callers map it (HTTP status, counters). */
@@ -32,6 +32,9 @@ export interface DecodeOptions {
   /** gives a buffer the TensorFlow samplers may write their float output into (see resizeRgb);
    * called only when such a resize runs, after the decode */
   floatOut?: () => Float32Array;
+  /** for the exact modes: resizes the decoded image into the caller's own destination and says
+   * whether it did (decodeToRgb then answers undefined) */
+  resizeInto?: (image: RgbImage, place: Placement, sampling: Sampling) => boolean;
 }
 
 // libvips keeps its own threads; sharp's cache only helps when the same file is read again.
@@ -137,8 +140,11 @@ export class ImageReader {
 }
 
 /** Decodes and resizes to the model's size as `opts.steps` say (default: VIEWER_STEPS, what
- * classify always did), returning packed RGB (height * width * 3). */
-export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Pixels> {
+ * classify always did), returning packed RGB (height * width * 3), or undefined where
+ * `opts.resizeInto` took the decoded image. */
+export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions & { resizeInto?: undefined }): Promise<Pixels>;
+export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Pixels | undefined>;
+export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Pixels | undefined> {
   if (bytes.length === 0) throw new InputError('empty', 'empty file');
   // One reading of a JPEG's header serves both the check and the choice of decoder.
   const jpeg = jpegHeader(bytes);
@@ -156,6 +162,7 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the resize in JS.
     const decoded = storedJpeg(bytes, jpeg, steps, opts.maxPixels) ?? (await fullDecode(image()));
     const place = placement(decoded.width, decoded.height, opts.width, opts.height, steps.crop);
+    if (opts.resizeInto?.(decoded, place, steps.resize as Sampling)) return undefined;
     return resizeRgb(decoded.data, decoded.width, decoded.height, opts.width, opts.height, steps.resize as Sampling, place, opts.floatOut?.());
   } catch (err) {
     if (err instanceof InputError) throw err;
@@ -183,7 +190,7 @@ function nativeDecoder(): NativeJpegDecoder | null {
 }
 
 /** A JPEG whose steps leave its pixels as stored, decoded in this thread by libjpeg-turbo called
- * directly (jpeg-native.ts); undefined for anything sharp is to decode. */
+ * directly (native.ts); undefined for anything sharp is to decode. */
 function storedJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageSteps, maxPixels: number): RgbImage | undefined {
   return asStored(header, steps) ? nativeDecoder()?.decode(bytes, maxPixels, header) : undefined;
 }
@@ -221,7 +228,7 @@ function isSvg(bytes: Uint8Array): boolean {
   return bytes[i] === 0x3c;
 }
 
-/** An image already decoded (by jpeg-native.ts), and the size of the file it was decoded from. */
+/** An image already decoded (by native.ts), and the size of the file it was decoded from. */
 interface SizedImage {
   raw: Sharp;
   sourceWidth: number;

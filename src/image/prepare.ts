@@ -1,6 +1,8 @@
 // One image from bytes to the model's packed input: what a decode worker runs for each job.
 import type { Layout } from './layout.js';
 import { decodeToRgb } from './decode.js';
+import type { RgbImage } from './native.js';
+import type { Placement, Sampling } from './resize.js';
 import type { Preprocessing } from './preprocessing.js';
 import { TensorPacker } from './tensor.js';
 
@@ -39,13 +41,17 @@ export class Preparer {
     let taken: Float32Array | undefined;
     const floatOut = () => (taken = this.spare.pop() ?? new Float32Array(this.packer.imageSize));
     try {
+      // A float model's exact resize runs natively, straight into the slot, where it can.
+      const resizeInto = dst instanceof Float32Array ? (image: RgbImage, place: Placement, sampling: Sampling) => this.packer.resizeFloat(image, place, sampling, dst, 0) : undefined;
       const rgb = await decodeToRgb(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
         width: this.spec.width,
         height: this.spec.height,
         maxPixels,
         steps: this.spec.preprocessing,
         floatOut,
+        resizeInto,
       });
+      if (!rgb) return;
       if (dst instanceof Float32Array) this.packer.writeFloat(rgb, dst, 0);
       else this.packer.writeUint8(rgb, dst, 0);
     } finally {

@@ -1,12 +1,15 @@
-// JPEGs decoded by libjpeg-turbo with its x86-64 SIMD, called directly through a small Node-API
-// addon (native/jpeg.c, built by scripts/build-native.sh, shipped prebuilt for linux-x64), in the
-// calling decode thread. It is OpenCV's decoder without OpenCV: no libvips pipeline, no thread
-// hand-off, the pixels written straight into this thread's buffer. It takes only the JPEGs it
-// decodes to sharp's pixels (tested, damaged files included); anything else, and any warning or
-// error from libjpeg, answers undefined and the caller decodes with sharp. Where the addon cannot
-// load (another platform, musl, an older glibc) sharp decodes everything.
+// The image addon (native/*.c, built by scripts/build-native.sh, shipped prebuilt for linux-x64),
+// called in the decode thread. Its JPEG decoder is libjpeg-turbo with its x86-64 SIMD called
+// directly, OpenCV's decoder without OpenCV: no libvips pipeline, no thread hand-off, the pixels
+// written straight into this thread's buffer. It takes only the JPEGs it decodes to sharp's
+// pixels (tested, damaged files included); anything else, and any warning or error from libjpeg,
+// answers undefined and the caller decodes with sharp. Its resize is TensorFlow's bilinear and the
+// normalisation in one pass into the model's input, the same values as resize.ts and tensor.ts
+// (tested). Where the addon cannot load (another platform, musl, an older glibc) sharp decodes
+// and the JavaScript resizes.
 import { createRequire } from 'node:module';
 import type { JpegHeader } from './jpeg-header.js';
+import type { Placement } from './resize.js';
 
 /** Decoded RGB, 3 bytes a pixel. */
 export interface RgbImage {
@@ -18,6 +21,9 @@ export interface RgbImage {
 interface Addon {
   /** decodes into `dst` at 1/`scaleDenom` scale; `info` receives the output's width and height */
   decode(src: Uint8Array, dst: Uint8Array, scaleDenom: number, maxPixels: number, info: Int32Array): number;
+  /** geometry: srcW, srcH, placeW, placeH, left, top, outW, outH, halfPixel, nchw; norm: scale
+   * x3, offset x3; false when out of memory */
+  resizeTf(src: Uint8Array, dst: Float32Array, geometry: Int32Array, norm: Float64Array): boolean;
   libjpegTurboVersion: number;
 }
 
@@ -25,7 +31,7 @@ interface Addon {
 const DECODED = 0;
 /** The buffer a thread keeps between images (a 5-megapixel decode); a larger image gets its own. */
 const KEPT_BYTES = 16 * 1024 * 1024;
-/** Set to 0 to leave the addon unloaded: the WebAssembly decoder and sharp then decode. */
+/** Set to 0 to leave the addon unloaded, as where it cannot load. */
 export const NATIVE_SWITCH = 'CLASSIFY_NATIVE_JPEG';
 
 let addon: Addon | null | undefined;
@@ -36,9 +42,9 @@ function load(): Addon | null {
     if (process.env[NATIVE_SWITCH] !== '0' && process.platform === 'linux' && process.arch === 'x64') {
       try {
         // The same relative path from src/image (tests) and dist/image (the package).
-        addon = createRequire(import.meta.url)('../../native/prebuilt/linux-x64/jpeg.node') as Addon;
+        addon = createRequire(import.meta.url)('../../native/prebuilt/linux-x64/image.node') as Addon;
       } catch {
-        addon = null; // musl, a glibc older than the build's, a damaged install: the fallbacks decode
+        addon = null; // musl, a glibc older than the build's, a damaged install: the fallbacks run
       }
     }
   }
@@ -81,5 +87,26 @@ export class NativeJpegDecoder {
   private reserve(size: number): Uint8Array {
     if (size > this.buffer.length) this.buffer = new Uint8Array(Math.min(Math.max(size, this.buffer.length * 2), KEPT_BYTES));
     return this.buffer;
+  }
+}
+
+/** TensorFlow's bilinear resize and the normalisation, natively (native/resize.c). */
+export class NativeResizer {
+  private readonly geometry = new Int32Array(10);
+
+  private constructor(private readonly addon: Addon) {}
+
+  /** undefined where the addon does not load */
+  static create(): NativeResizer | undefined {
+    const loaded = load();
+    return loaded ? new NativeResizer(loaded) : undefined;
+  }
+
+  /** Writes `image` resized to `place` (its window of `outW` x `outH`), normalised by `norm` (three
+   * scales, three offsets), into `dst` in the layout given; false when it could not. */
+  resize(image: RgbImage, place: Placement, outW: number, outH: number, halfPixel: boolean, nchw: boolean, norm: Float64Array, dst: Float32Array): boolean {
+    const g = this.geometry;
+    [g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9]] = [image.width, image.height, place.width, place.height, place.left, place.top, outW, outH, +halfPixel, +nchw];
+    return this.addon.resizeTf(image.data, dst, g, norm);
   }
 }

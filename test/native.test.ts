@@ -4,8 +4,9 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { decodeToRgb, InputError, sharpShrinkOnLoad } from '../src/image/decode.js';
 import { jpegHeader } from '../src/image/jpeg-header.js';
-import { NativeJpegDecoder } from '../src/image/jpeg-native.js';
-import { placement } from '../src/image/resize.js';
+import { NativeJpegDecoder } from '../src/image/native.js';
+import { placement, resizeRgb } from '../src/image/resize.js';
+import { TensorPacker } from '../src/image/tensor.js';
 import { COLOUR, FIX, jsonLines, runCli, SHARED, sharedAvailable } from './helpers.js';
 
 const decoder = NativeJpegDecoder.create()!;
@@ -159,6 +160,38 @@ describe('the native JPEG decoder (libjpeg-turbo with SIMD, native/jpeg.c)', () 
     expect(jpegHeader(renamed)?.icc).toBe(true);
     // Bytes between markers: not laid out plainly, so sharp decodes it.
     expect(jpegHeader(Buffer.concat([plain.subarray(0, 2), Buffer.from([0x00, 0x00]), plain.subarray(2)]))).toBeUndefined();
+  });
+});
+
+describe('the native resize (TensorFlow bilinear and the normalisation in one pass, native/resize.c)', () => {
+  it('writes bit for bit what resizeRgb then writeFloat write: both samplers, both layouts, crops, upscaling, odd normalisations', () => {
+    const random = seeded(23);
+    const norms = [
+      { mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5] },
+      { mean: [123.675, 116.28, 103.53], std: [58.395, 57.12, 57.375] },
+      { mean: [0, 0, 0], std: [1, 1, 1] },
+    ] as const;
+    for (let i = 0; i < 60; i++) {
+      const [srcW, srcH, outW, outH] = [1 + random(700), 1 + random(500), 1 + random(230), 1 + random(230)];
+      const data = Uint8Array.from({ length: srcW * srcH * 3 }, () => random(256));
+      const sampling = (['tf1', 'bilinear'] as const)[i % 2];
+      const layout = (['NHWC', 'NCHW'] as const)[(i >> 1) % 2];
+      const crop = [null, { shorter: Math.max(outW, outH) + random(40) }, { height: outH + random(9), width: outW + random(9) }][i % 3];
+      const place = placement(srcW, srcH, outW, outH, crop);
+      const norm = norms[i % 3];
+      const packer = new TensorPacker(outH, outW, layout, { mean: [...norm.mean], std: [...norm.std] });
+      const want = new Float32Array(packer.imageSize * 2);
+      packer.writeFloat(resizeRgb(data, srcW, srcH, outW, outH, sampling, place), want, 1);
+      const got = new Float32Array(packer.imageSize * 2);
+      expect(packer.resizeFloat({ data, width: srcW, height: srcH }, place, sampling, got, 1)).toBe(true);
+      expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer)), `case ${i}: ${srcW}x${srcH} to ${outW}x${outH} ${sampling} ${layout}`).toBe(true);
+    }
+  });
+
+  it('leaves the PIL samplers to the JavaScript', () => {
+    const packer = new TensorPacker(4, 4, 'NHWC', { mean: [0, 0, 0], std: [1, 1, 1] });
+    const image = { data: new Uint8Array(8 * 8 * 3), width: 8, height: 8 };
+    expect(packer.resizeFloat(image, placement(8, 8, 4, 4, null), 'pil-bilinear', new Float32Array(48), 0)).toBe(false);
   });
 });
 
