@@ -1,5 +1,6 @@
-// Image bytes -> RGB pixels at the model's input size: sharp (libvips, off the JS thread) decodes,
-// and resizes in the fast mode; the exact modes resize in resize.ts.
+// Image bytes -> RGB pixels at the model's input size: JPEGs whose pixels stay as stored are
+// decoded in this thread by libjpeg-turbo (native.ts), everything else by sharp (libvips, off the
+// JS thread); sharp resizes in the fast mode, the exact modes resize in resize.ts or natively.
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import sharp, { type Region, type Sharp } from 'sharp';
@@ -159,7 +160,8 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     // rendering one at its full declared size first costs minutes for a 1 KB SVG filter bomb.
     if (isSvg(bytes)) return await areaResize(image(), opts, steps);
     if (!isExact(steps.resize)) return await areaResize(shrunkJpeg(bytes, jpeg, steps, opts) ?? image(), opts, steps);
-    // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the resize in JS.
+    // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the exact resize:
+    // by the caller into its own destination where it can (natively), else here (resize.ts).
     const decoded = storedJpeg(bytes, jpeg, steps, opts.maxPixels) ?? (await fullDecode(image()));
     const place = placement(decoded.width, decoded.height, opts.width, opts.height, steps.crop);
     if (opts.resizeInto?.(decoded, place, steps.resize as Sampling)) return undefined;
@@ -200,8 +202,9 @@ function storedJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageS
  * pipeline. Only where the scale divides the size: otherwise libvips' shrunk image differs from
  * libjpeg's by its edge, and sharp decodes it itself. */
 function shrunkJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageSteps, opts: DecodeOptions): SizedImage | undefined {
-  const native = asStored(header, steps) ? nativeDecoder() : null;
-  if (!native || !header) return undefined;
+  if (!asStored(header, steps)) return undefined;
+  const native = nativeDecoder();
+  if (!native) return undefined;
   const { width, height } = steps.crop ? placement(header.width, header.height, opts.width, opts.height, steps.crop) : opts;
   const scale = sharpShrinkOnLoad(header.width / width, header.height / height);
   if (header.width % scale !== 0 || header.height % scale !== 0) return undefined;
