@@ -424,6 +424,7 @@ mkdirSync(outDir, { recursive: true });
 const outFile = join(outDir, `${results.date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n');
 console.log(`\nresults written to ${outFile}`);
+rmSync(work, { recursive: true, force: true }); // the generated photos: 30 MB a run
 
 /** A first -o --resume run over n distinct paths (links to the photos) and a second one with
  * nothing left to do; then a run where every image hits --cache, against the first run's rate. */
