@@ -36,6 +36,9 @@ export interface DecodeOptions {
   /** for the exact modes: resizes the decoded image into the caller's own destination and says
    * whether it did (decodeToRgb then answers undefined) */
   resizeInto?: (image: RgbImage, place: Placement, sampling: Sampling) => boolean;
+  /** called when a decode in this thread has finished with the bytes (before any later await), so
+   * that the caller may reuse their buffer; not called when sharp decodes them */
+  consumed?: () => void;
 }
 
 // libvips keeps its own threads; sharp's cache only helps when the same file is read again.
@@ -73,15 +76,16 @@ function checkRegular(stats: Stats, maxBytes: number): number {
 }
 
 /** A regular file's bytes, checked with fstat on a descriptor opened without blocking before
- * anything is read: a FIFO, a device or a file over `maxBytes` is an InputError, never a hang. */
-export function readRegularFileSync(path: FilePath, maxBytes: number): Buffer {
+ * anything is read: a FIFO, a device or a file over `maxBytes` is an InputError, never a hang.
+ * Read into `into(size)`'s buffer (at least `size` bytes) when given, else a new one. */
+export function readRegularFileSync(path: FilePath, maxBytes: number, into?: (size: number) => Buffer): Buffer {
   const fd = openSync(path, OPEN_FLAGS);
   try {
     const size = checkRegular(fstatSync(fd), maxBytes);
-    const bytes = Buffer.allocUnsafe(size);
+    const bytes = into ? into(size) : Buffer.allocUnsafe(size);
     let at = 0;
     for (let n = -1; at < size && n !== 0; at += n) n = readSync(fd, bytes, at, size - at, at);
-    return at < size ? bytes.subarray(0, at) : bytes;
+    return at < bytes.length ? bytes.subarray(0, at) : bytes;
   } finally {
     closeSync(fd);
   }
@@ -110,20 +114,22 @@ export class ImageReader {
     try {
       if (!this.sync) return await this.readAsync(path);
       const start = performance.now();
-      const bytes = this.readSync(path);
+      const bytes = readRegularFileSync(path, this.maxBytes);
       if (performance.now() - start > this.slowMs) this.sync = false;
       return bytes;
     } catch (err) {
-      if (err instanceof InputError) throw err;
-      const code = (err as NodeJS.ErrnoException).code ?? '';
-      const known = FS_ERRORS[code];
-      if (known) throw new InputError(known[0], known[1]);
-      throw new InputError('read', `cannot read: ${(err as Error).message}`);
+      throw readError(err);
     }
   }
 
-  private readSync(path: FilePath): Buffer {
-    return readRegularFileSync(path, this.maxBytes);
+  /** Reads synchronously whatever the mode (a decode thread's reads), into `into(size)`'s buffer
+   * when given. */
+  readNow(path: FilePath, into?: (size: number) => Buffer): Buffer {
+    try {
+      return readRegularFileSync(path, this.maxBytes, into);
+    } catch (err) {
+      throw readError(err);
+    }
   }
 
   private async readAsync(path: FilePath): Promise<Buffer> {
@@ -138,6 +144,12 @@ export class ImageReader {
       await file.close();
     }
   }
+}
+
+function readError(err: unknown): InputError {
+  if (err instanceof InputError) return err;
+  const known = FS_ERRORS[(err as NodeJS.ErrnoException).code ?? ''];
+  return known ? new InputError(known[0], known[1]) : new InputError('read', `cannot read: ${(err as Error).message}`);
 }
 
 /** Decodes and resizes to the model's size as `opts.steps` say (default: VIEWER_STEPS, what
@@ -159,10 +171,16 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     // Vector images are rendered by libvips at the model's size: no framework trained on them, and
     // rendering one at its full declared size first costs minutes for a 1 KB SVG filter bomb.
     if (isSvg(bytes)) return await areaResize(image(), opts, steps);
-    if (!isExact(steps.resize)) return await areaResize(shrunkJpeg(bytes, jpeg, steps, opts) ?? image(), opts, steps);
+    if (!isExact(steps.resize)) {
+      const shrunk = shrunkJpeg(bytes, jpeg, steps, opts);
+      if (shrunk) opts.consumed?.();
+      return await areaResize(shrunk ?? image(), opts, steps);
+    }
     // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the exact resize:
     // by the caller into its own destination where it can (natively), else here (resize.ts).
-    const decoded = storedJpeg(bytes, jpeg, steps, opts.maxPixels) ?? (await fullDecode(image()));
+    const stored = storedJpeg(bytes, jpeg, steps, opts.maxPixels);
+    if (stored) opts.consumed?.();
+    const decoded = stored ?? (await fullDecode(image()));
     const place = placement(decoded.width, decoded.height, opts.width, opts.height, steps.crop);
     if (opts.resizeInto?.(decoded, place, steps.resize as Sampling)) return undefined;
     return resizeRgb(decoded.data, decoded.width, decoded.height, opts.width, opts.height, steps.resize as Sampling, place, opts.floatOut?.());

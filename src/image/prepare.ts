@@ -34,8 +34,9 @@ export class Preparer {
     return this.packer.imageSize;
   }
 
-  /** Decodes `bytes` and writes the packed image into `dst` (one slot's view). */
-  async prepare(bytes: Uint8Array, dst: Float32Array | Uint8Array, maxPixels = this.spec.maxPixels): Promise<void> {
+  /** Decodes `bytes` and writes the packed image into `dst` (one slot's view); `consumed` as in
+   * DecodeOptions. */
+  async prepare(bytes: Uint8Array, dst: Float32Array | Uint8Array, maxPixels = this.spec.maxPixels, consumed?: () => void): Promise<void> {
     // The TensorFlow samplers' output buffer is taken after the decode, just before the resize,
     // and given back once packed: only images between those two points hold one.
     let taken: Float32Array | undefined;
@@ -50,6 +51,7 @@ export class Preparer {
         steps: this.spec.preprocessing,
         floatOut,
         resizeInto,
+        consumed,
       });
       if (!rgb) return;
       if (dst instanceof Float32Array) this.packer.writeFloat(rgb, dst, 0);
