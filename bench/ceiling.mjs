@@ -10,7 +10,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { loadEngine } from '../dist/backends/load.js';
-import { decodeToRgb } from '../dist/image/decode.js';
+import { decodeToRgb, readRegularFileSync } from '../dist/image/decode.js';
 import { jpegHeader } from '../dist/image/jpeg-header.js';
 import { NativeJpegDecoder } from '../dist/image/native.js';
 import { placement } from '../dist/image/resize.js';
@@ -67,7 +67,9 @@ async function classifyStages(files, fast, passes) {
   const packer = new TensorPacker(128, 128, 'NHWC', NORM);
   const slot = new Float32Array(packer.imageSize);
   const bytes = files.map((f) => readFileSync(f));
-  const read = await cpuPerImage(files, passes, async (f) => readFileSync(f));
+  // As the decode threads read: into a buffer used before.
+  const kept = Buffer.allocUnsafe(16 * 1024 * 1024);
+  const read = await cpuPerImage(files, passes, async (f) => readRegularFileSync(f, kept.length, () => kept));
   if (fast) {
     // The fast mode: the 1/8-scale decode here, libvips' resize from its pixels, the packing.
     const steps = { resize: 'area', crop: null, icc: 'ignore', exifRotate: false };

@@ -10,7 +10,7 @@ node_include=${NODE_INCLUDE:-$(dirname "$(dirname "$(command -v node)")")/includ
 [ -f "$node_include/node_api.h" ] || node_include=/usr/include/node
 libjpeg=${LIBJPEG_A:-/usr/lib/x86_64-linux-gnu/libjpeg.a}
 jpeg_include=${JPEG_INCLUDE:-/usr/include}
-out=native/prebuilt/linux-x64
+out=${NATIVE_OUT:-native/prebuilt/linux-x64} # elsewhere: the test that checks the committed file
 mkdir -p "$out"
 # Only Node-API's entry points are exported: libjpeg's own symbols stay inside the file, so they
 # can clash with no other copy of libjpeg in the process (sharp's libvips carries one).

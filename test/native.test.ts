@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
@@ -7,7 +9,7 @@ import { jpegHeader } from '../src/image/jpeg-header.js';
 import { NativeJpegDecoder } from '../src/image/native.js';
 import { placement, resizeRgb } from '../src/image/resize.js';
 import { TensorPacker } from '../src/image/tensor.js';
-import { COLOUR, FIX, jsonLines, runCli, SHARED, sharedAvailable } from './helpers.js';
+import { COLOUR, FIX, jsonLines, ROOT, runCli, SHARED, sharedAvailable } from './helpers.js';
 
 const decoder = NativeJpegDecoder.create()!;
 const decode = (bytes: Uint8Array, maxPixels = Infinity, scale = 1) => decoder.decode(bytes, maxPixels, jpegHeader(bytes), scale);
@@ -160,6 +162,20 @@ describe('the native JPEG decoder (libjpeg-turbo with SIMD, native/jpeg.c)', () 
     expect(jpegHeader(renamed)?.icc).toBe(true);
     // Bytes between markers: not laid out plainly, so sharp decodes it.
     expect(jpegHeader(Buffer.concat([plain.subarray(0, 2), Buffer.from([0x00, 0x00]), plain.subarray(2)]))).toBeUndefined();
+  });
+});
+
+describe('the committed addon', () => {
+  // The committed file was built on Debian 12 (gcc 12, libjpeg-turbo 2.1.5): elsewhere the same
+  // source builds other bytes.
+  const debian12 = existsSync('/etc/debian_version') && readFileSync('/etc/debian_version', 'utf8').startsWith('12');
+  const toolchain = debian12 && ['/usr/bin/gcc', '/usr/lib/x86_64-linux-gnu/libjpeg.a'].every((f) => existsSync(f));
+  if (!toolchain) console.warn('skipping the rebuild of the addon: not Debian 12 with gcc and libjpeg62-turbo-dev');
+  it.runIf(toolchain)('is what scripts/build-native.sh builds from native/ (a change to the C must be rebuilt and committed)', () => {
+    const out = mkdtempSync(join(tmpdir(), 'classify-native-'));
+    const built = spawnSync('sh', [join(ROOT, 'scripts', 'build-native.sh')], { cwd: ROOT, env: { ...process.env, NATIVE_OUT: out }, encoding: 'utf8' });
+    expect(built.status, built.stderr).toBe(0);
+    expect(readFileSync(join(out, 'image.node')).equals(readFileSync(join(ROOT, 'native', 'prebuilt', 'linux-x64', 'image.node')))).toBe(true);
   });
 });
 
