@@ -1,5 +1,5 @@
 // Entry of a decode thread: reads files (blocking only this thread), decodes and packs each image
-// into its shared slot, and answers each turn's completions in one message.
+// into its shared slot, and answers completions a few to a message.
 import { parentPort, workerData } from 'node:worker_threads';
 import { ImageReader, InputError } from './decode.js';
 import type { Done, Job, WorkerInit } from './decode-pool.js';
@@ -15,12 +15,14 @@ let finished: Done[] = [];
 /** sharp's own default pixel limit: the warm-up's blank is ours, whatever --max-pixels says. */
 const OWN_IMAGE_LIMIT = 0x3fff * 0x3fff;
 
+function flush(): void {
+  if (finished.length === 0) return;
+  port.postMessage(finished);
+  finished = [];
+}
+
 function answer(done: Done): void {
-  if (finished.length === 0) setImmediate(() => {
-    const batch = finished;
-    finished = [];
-    port.postMessage(batch);
-  });
+  if (finished.length === 0) setImmediate(flush);
   finished.push(done);
 }
 
@@ -67,6 +69,27 @@ async function run(job: Job): Promise<Done> {
   }
 }
 
+/** Jobs received and not yet started. A JPEG decoded in this thread is prepared without a pause,
+ * so jobs are started one a turn: what is done is answered while the rest are still to do (a
+ * message's sixteen at once held its first answer back for all sixteen decodes, and the engine
+ * and the other thread waited on it), in messages of a few answers. */
+const waiting: Job[] = [];
+let starting = false;
+const ANSWERS_A_MESSAGE = 4;
+
+function next(): void {
+  const job = waiting.shift();
+  starting = job !== undefined;
+  if (!job) return flush();
+  void run(job).then(answer);
+  if (finished.length >= ANSWERS_A_MESSAGE) flush();
+  setImmediate(next);
+}
+
 port.on('message', (jobs: Job[]) => {
-  for (const job of jobs) void run(job).then(answer);
+  waiting.push(...jobs);
+  if (!starting) {
+    starting = true;
+    setImmediate(next);
+  }
 });
