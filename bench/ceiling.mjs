@@ -99,14 +99,12 @@ export async function ceilingSets({ bin, shared, work, photos, quick }) {
   const repeat = (files, n) => Array.from({ length: n }, (_, i) => files[i % files.length]);
   const sets = [
     { name: '8 small photos (240-600 px), default exact preprocessing (tf1)', files: small, paths: repeat(small, quick ? 400 : 2000), extra: [], flag: 'IMREAD_COLOR', passes: 40 },
-    // The same with one ONNX Runtime thread: the second one costs ~0.1 ms of CPU an image in
-    // hand-offs on this model, which the default keeps for the models inference bounds.
-    { name: '8 small photos, --threads 1', files: small, paths: repeat(small, quick ? 400 : 2000), extra: ['--threads', '1'], flag: 'IMREAD_COLOR', passes: 40, threads: 1 },
     { name: 'camera-size 4032x3024 q92, --resize area', files: camera, paths: repeat(camera, quick ? 40 : 204), extra: ['--resize', 'area'], flag: 'IMREAD_REDUCED_COLOR_8', passes: 3, fast: true },
   ];
-  // The engine as the ceiling counts it, and as classify runs it by default (batch 4, its threads).
+  // The engine as the ceiling counts it.
   const inference = await inferenceMs(graph, 1, 8, quick ? 40 : 150);
-  const inferenceCli = { 0: await inferenceMs(graph, 0, 4, quick ? 80 : 300), 1: await inferenceMs(graph, 1, 4, quick ? 80 : 300) };
+  // classify's own engine (batch 4; its threads: one for this model on 2 cores, see onnx.ts)
+  const inferenceCli = await inferenceMs(graph, 0, 4, quick ? 80 : 300);
   const rows = [];
   for (const set of sets) {
     const decode = openCvDecodeMs(python, set.files, set.flag, set.passes);
@@ -114,9 +112,8 @@ export async function ceilingSets({ bin, shared, work, photos, quick }) {
     const cv = openCvLoop(graph, set.paths.slice(0, quick ? 40 : 200), 128, 128);
     const cli = await cliEndToEnd(bin, graph, set.paths, set.extra, quick ? 1 : 3);
     const stages = await classifyStages(set.files, set.fast, quick ? 2 : set.fast ? 4 : 40);
-    const inferenceOwn = inferenceCli[set.threads ?? 0];
-    const counted = stages.read + stages.decode + stages.resizePack + inferenceOwn + (cli.mainMs ?? 0);
-    const row = { set: set.name, images: set.paths.length, opencvDecodeMs: decode, inferenceMs: inference, ceiling, opencvLoop: cv.ips, ...cli, stages: { ...stages, inference: inferenceOwn, main: cli.mainMs, rest: cli.cpuMs - counted } };
+    const counted = stages.read + stages.decode + stages.resizePack + inferenceCli + (cli.mainMs ?? 0);
+    const row = { set: set.name, images: set.paths.length, opencvDecodeMs: decode, inferenceMs: inference, ceiling, opencvLoop: cv.ips, ...cli, stages: { ...stages, inference: inferenceCli, main: cli.mainMs, rest: cli.cpuMs - counted } };
     row.share = cli.ips / ceiling;
     rows.push(row);
     console.log(`${set.name}: ceiling ${ceiling.toFixed(0)} img/s, classify ${cli.ips.toFixed(0)} img/s = ${row.share.toFixed(2)} of it`);
