@@ -8,7 +8,7 @@
 //   npm run bench -- --device cpu,auto each model on each device, with the ratio between them
 //   npm run bench -- --images N   paths per model (default 400, 1200 for the small graphs; 150 and 400 with --quick)
 //   npm run bench -- --shared DIR the shared assets folder when it is not ../shared/assets
-//   npm run bench -- --only SECTION  one section: models (each model against its ceilings, trickle), imagesets (image sets vs OpenCV, stages, threads), preprocessing, resume, retrain (bench/retrain.mjs)
+//   npm run bench -- --only SECTION  one section: ceiling (issue 23: the hardware ceiling, classify's share of it, its stages), models (each model against its ceilings, trickle), imagesets (image sets vs OpenCV, stages, threads), preprocessing, resume, retrain (bench/retrain.mjs)
 //   npm run bench -- --resume-paths N paths for that section (default 10000, 2000 with --quick)
 //   npm run bench -- --preprocessing-only  only the cost of each resize mode (--images N passes)
 import { spawn, spawnSync } from 'node:child_process';
@@ -24,6 +24,7 @@ import { ImageSlots } from '../dist/image/slots.js';
 import { TensorPacker } from '../dist/image/tensor.js';
 import { resolveModel } from '../dist/model/locate.js';
 import { choosePreprocessing } from '../dist/model/preprocessing.js';
+import { ceilingSets, reportCeiling } from './ceiling.mjs';
 import { cameraPhotos, imageSets, openCvLoop, reportImageSets, runWithPaths, stageCosts } from './throughput.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -304,6 +305,11 @@ if (!onlySection || onlySection === 'preprocessing') {
   results.preprocessing = await preprocessingCosts(sets, passes);
 }
 
+if (!preprocessingOnly && (!onlySection || onlySection === 'ceiling')) {
+  console.log('\nthe hardware ceiling and classify\'s share of it (mobilenet_v1_0.25_128 frozen graph)...');
+  results.ceiling = await ceilingSets({ bin: BIN, shared: SHARED, work, photos, quick });
+}
+
 if (!preprocessingOnly && (!onlySection || onlySection === 'imagesets')) {
   console.log('\nimage sets (mobilenet_v1_0.25_128 frozen graph) against the OpenCV loop, and decode threads...');
   const camera = await cameraPhotos(work, photos);
@@ -340,6 +346,7 @@ if (!onlySection || onlySection === 'retrain') {
 }
 
 // ---- report ------------------------------------------------------------------------------------
+if (results.ceiling) reportCeiling(results.ceiling);
 if (results.imageSets) reportImageSets(results.imageSets, results.stages);
 const pad = (s, n) => String(s).padEnd(n);
 if (results.models.length > 0) {
@@ -423,6 +430,7 @@ mkdirSync(outDir, { recursive: true });
 const outFile = join(outDir, `${results.date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(outFile, JSON.stringify(results, null, 2) + '\n');
 console.log(`\nresults written to ${outFile}`);
+rmSync(work, { recursive: true, force: true }); // the generated photos: 30 MB a run
 
 /** A first -o --resume run over n distinct paths (links to the photos) and a second one with
  * nothing left to do; then a run where every image hits --cache, against the first run's rate. */

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { loadEngine } from '../dist/backends/load.js';
 import { decodeToRgb } from '../dist/image/decode.js';
-import { WasmJpegDecoder } from '../dist/image/jpeg-wasm.js';
+import { jpegHeader } from '../dist/image/jpeg-header.js';
+import { NativeJpegDecoder } from '../dist/image/native.js';
 import { resizeRgb } from '../dist/image/resize.js';
 import { TensorPacker } from '../dist/image/tensor.js';
 import { resolveModel } from '../dist/model/locate.js';
@@ -17,24 +18,27 @@ import { resolveModel } from '../dist/model/locate.js';
 const now = () => performance.now();
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** Camera-size JPEGs (4032x3024, quality 90): real photos scaled up, with grain so that they
- * compress like a camera's. */
-export async function cameraPhotos(work, photos, n = 4) {
+/** `photo` scaled to `width` x `height` with grain, so that it compresses like a camera's photo,
+ * written to `file` at `quality`. */
+export async function grainy(photo, file, width, height, quality, seed) {
+  const [w, h] = [Math.ceil(width / 4), Math.ceil(height / 4)];
+  const noise = Buffer.alloc(w * h * 3);
+  for (let j = 0; j < noise.length; j++) noise[j] = (j * 2654435761 + seed * 131) % 253;
+  const base = await sharp(photo).resize(width, height, { fit: 'fill' }).toBuffer();
+  const grain = await sharp(noise, { raw: { width: w, height: h, channels: 3 } }).resize(width, height).png().toBuffer();
+  await sharp(base).composite([{ input: grain, blend: 'soft-light' }]).jpeg({ quality }).toFile(file);
+  return file;
+}
+
+/** Camera-size JPEGs (4032x3024): real photos scaled up, with grain. */
+export async function cameraPhotos(work, photos, n = 4, quality = 90) {
   const files = [];
-  for (let i = 0; i < n; i++) {
-    const file = join(work, `camera${i}.jpg`);
-    const noise = Buffer.alloc(1008 * 756 * 3);
-    for (let j = 0; j < noise.length; j++) noise[j] = (j * 2654435761 + i * 131) % 253;
-    const base = await sharp(photos[i % photos.length]).resize(4032, 3024, { fit: 'fill' }).toBuffer();
-    const grain = await sharp(noise, { raw: { width: 1008, height: 756, channels: 3 } }).resize(4032, 3024).png().toBuffer();
-    await sharp(base).composite([{ input: grain, blend: 'soft-light' }]).jpeg({ quality: 90 }).toFile(file);
-    files.push(file);
-  }
+  for (let i = 0; i < n; i++) files.push(await grainy(photos[i % photos.length], join(work, `camera${i}-q${quality}.jpg`), 4032, 3024, quality, i));
   return files;
 }
 
 /** CPU ms per image of `step` over `inputs` (each run `passes` times), one at a time. */
-async function cpuPerImage(inputs, passes, step) {
+export async function cpuPerImage(inputs, passes, step) {
   for (const x of inputs.slice(0, 10)) await step(x); // warm: libvips, the JIT
   const before = process.cpuUsage();
   let n = 0;
@@ -57,11 +61,11 @@ export async function stageCosts(graph, photos, camera, passes) {
   const decoded = [];
   for (const b of bytes) decoded.push(await sharp(b, { ignoreIcc: true, failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true }));
   const steps = { resize: 'tf1', crop: null, icc: 'ignore', exifRotate: false };
-  const wasm = WasmJpegDecoder.create();
+  const native = NativeJpegDecoder.create();
   const r = {};
   r.read = await cpuPerImage(photos, passes, async (p) => readFileSync(p));
   r.decode = await cpuPerImage(bytes, passes, (b) => sharp(b, { ignoreIcc: true, failOn: 'error' }).removeAlpha().toColourspace('srgb').raw().toBuffer());
-  r.decodeWasm = await cpuPerImage(bytes, passes, async (b) => wasm.decode(b, 1e8));
+  r.decodeNative = native ? await cpuPerImage(bytes, passes, async (b) => native.decode(b, 1e8, jpegHeader(b))) : undefined;
   r.resizePack = await cpuPerImage(decoded, passes * 4, async ({ data, info }) =>
     packer.writeFloat(resizeRgb(data, info.width, info.height, sig.width, sig.height, 'tf1', undefined, floatOut), out, 0),
   );
@@ -136,7 +140,7 @@ async function runCli(bin, graph, paths, extra = []) {
 
 /** Images/s through the CLI with its start-up (an empty input, same flags) taken off; median of
  * `runs`. Also process CPU and main-thread CPU per image. */
-async function endToEnd(bin, graph, paths, extra, runs) {
+export async function cliEndToEnd(bin, graph, paths, extra, runs) {
   const empty = [];
   const full = [];
   for (let i = 0; i < runs; i++) {
@@ -155,7 +159,7 @@ async function endToEnd(bin, graph, paths, extra, runs) {
 }
 
 /** Debian's python3-opencv belongs to Debian's python3, which another python3 on PATH may hide. */
-function findOpenCvPython() {
+export function findOpenCvPython() {
   return ['/usr/bin/python3', 'python3'].find((py) => spawnSync(py, ['-c', 'import cv2'], { stdio: 'ignore' }).status === 0);
 }
 
@@ -195,7 +199,7 @@ export async function imageSets({ bin, shared, photos, large, camera, quick }) {
   ];
   const rows = [];
   for (const set of sets) {
-    const cli = await endToEnd(bin, graph, set.paths, set.extra, runs);
+    const cli = await cliEndToEnd(bin, graph, set.paths, set.extra, runs);
     const cv = openCvLoop(graph, set.paths.slice(0, Math.min(set.paths.length, quick ? 40 : 200)), 128, 128);
     rows.push({ set: set.name, images: set.paths.length, ...cli, opencv: cv.ips, opencvNote: cv.skipped });
     console.log(`${set.name}: classify ${cli.ips.toFixed(0)} img/s, OpenCV loop ${cv.ips ? cv.ips.toFixed(0) : cv.skipped}`);
@@ -203,7 +207,7 @@ export async function imageSets({ bin, shared, photos, large, camera, quick }) {
   const sweep = [];
   const flowers = sets[0].paths;
   for (let threads = 1; threads <= availableParallelism(); threads *= 2) {
-    const r = await endToEnd(bin, graph, flowers, ['--decode-jobs', String(threads)], runs);
+    const r = await cliEndToEnd(bin, graph, flowers, ['--decode-jobs', String(threads)], runs);
     sweep.push({ threads, ...r });
     console.log(`decode threads ${threads}: ${r.ips.toFixed(0)} img/s`);
   }
@@ -215,10 +219,10 @@ export function reportImageSets(r, stages) {
     const f = (x) => x.toFixed(3);
     const cv = stages.opencv ?? {};
     console.log('\nCPU per image, one thread, flower photos, MobileNet v1 0.25 128 with its default (tf1, exact) preprocessing:');
-    console.log('| read | decode: sharp, full size | decode: WebAssembly libjpeg-turbo (the default for small JPEGs) | OpenCV imdecode (for comparison) | resize + pack (tf1) | decode + resize + pack (as the CLI does) | inference (batch 2) | main thread (CLI, flowers row) |');
+    console.log('| read | decode: sharp, full size | decode: libjpeg-turbo called directly (the default for sequential JPEGs) | OpenCV imdecode (for comparison) | resize + pack (tf1) | decode + resize + pack (as the CLI does) | inference (batch 2) | main thread (CLI, flowers row) |');
     console.log('|---|---|---|---|---|---|---|---|');
     console.log(
-      `| ${f(stages.read)} ms | ${f(stages.decode)} ms | ${f(stages.decodeWasm)} ms | ${cv.flowers ? f(cv.flowers) + ' ms' : cv.skipped} | ${f(stages.resizePack)} ms | ${f(stages.decodeResizePack)} ms | ${f(stages.inference)} ms | ${r.rows[0].mainMs?.toFixed(3) ?? '-'} ms |`,
+      `| ${f(stages.read)} ms | ${f(stages.decode)} ms | ${stages.decodeNative === undefined ? 'not loaded' : f(stages.decodeNative) + ' ms'} | ${cv.flowers ? f(cv.flowers) + ' ms' : cv.skipped} | ${f(stages.resizePack)} ms | ${f(stages.decodeResizePack)} ms | ${f(stages.inference)} ms | ${r.rows[0].mainMs?.toFixed(3) ?? '-'} ms |`,
     );
     console.log('\nCamera-size photo (4032x3024), CPU per image, one thread:');
     console.log('| classify fast mode (--resize area: 1/8-scale decode + resize) | OpenCV imdecode at 1/8 scale (IMREAD_REDUCED_COLOR_8) | OpenCV imdecode, full size |');

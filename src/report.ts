@@ -1,6 +1,6 @@
 // What --verbose says about a loaded model, shared by the filter and the server.
 import type { ClassifierInfo } from './classifier/classifier.js';
-import { wasmJpegAvailable } from './image/jpeg-wasm.js';
+import { NATIVE_SWITCH, nativeJpegVersion } from './image/native.js';
 import { describeSteps, isExact } from './image/preprocessing.js';
 import type { Log } from './log.js';
 import { describeSources } from './model/preprocessing.js';
@@ -20,7 +20,11 @@ export function describeClassifier(info: ClassifierInfo, log: Log): void {
 }
 
 function decoders(exact: boolean): string {
-  if (!exact) return 'by sharp (libvips, large JPEGs shrunk while decoding)';
-  if (!wasmJpegAvailable()) return 'by sharp (the WebAssembly JPEG decoder, @cwasm/jpeg-turbo, is not installed)';
-  return 'small sequential JPEGs by libjpeg-turbo in WebAssembly in the decode threads, the rest by sharp';
+  const version = nativeJpegVersion();
+  if (!version) {
+    if (process.env[NATIVE_SWITCH] === '0') return `by sharp (${NATIVE_SWITCH}=0)`;
+    return "by sharp (classify's libjpeg-turbo addon did not load: it is built for linux-x64 with glibc 2.14 or later)";
+  }
+  const jpegs = `sequential 4:2:0, 4:4:4 and grey JPEGs by libjpeg-turbo ${version} (SIMD, called directly) in the decode threads`;
+  return exact ? `${jpegs}, the rest by sharp` : `${jpegs} at sharp's shrink-on-load scale, then resized by sharp; the rest by sharp (libvips, large JPEGs shrunk while decoding)`;
 }

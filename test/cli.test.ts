@@ -1,7 +1,7 @@
 // The CLI end to end, as a child process: stdin to stdout, exit codes, stderr.
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli, runInProcess } from './helpers.js';
@@ -154,6 +154,15 @@ describe('classify (filter)', () => {
     expect(r.stderr).toMatch(/classify: input image float32 NCHW 16x16/);
     expect(r.stderr).toMatch(/normalisation mean 0,0,0 std 255,255,255/);
     expect(r.stderr).toMatch(/batch size 4, max delay 10 ms/); // the CPU default
+  });
+
+  it('a model cheaper than a decode runs on one ONNX Runtime thread on a small machine, unless --threads says otherwise', async () => {
+    // The colour model infers in microseconds: on a few cores the decode threads bound throughput.
+    const auto = await runCli(['-g', COLOUR, '-v', img('red.jpg')]);
+    if (availableParallelism() <= 4) expect(auto.stderr).toMatch(/engine note: one intra-op thread: an inference takes [\d.]+ ms/);
+    expect(jsonLines(auto.stdout)[0].predictions[0].label).toBe('red');
+    const two = await runCli(['-g', COLOUR, '-v', '--threads', '2', img('red.jpg')]);
+    expect(two.stderr).not.toMatch(/one intra-op thread/);
   });
 
   it('--device auto tries WebGPU where a Vulkan driver is installed, and falls back to the CPU when it cannot start', async () => {

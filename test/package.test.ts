@@ -65,8 +65,10 @@ describe.runIf(enabled)('the packed package', () => {
     expect(existsSync(join(ort, 'bin', 'napi-v6', 'linux', 'x64', 'libonnxruntime_providers_cuda.so'))).toBe(false);
     expect(existsSync(join(installed, 'node_modules', 'vitest'))).toBe(false); // no dev dependencies
 
-    const job = await sh(`ls fixtures/images/*.jpg | "${join(prefix, 'bin', 'classify')}" --graph fixtures/models/colour`, ROOT);
+    const job = await sh(`ls fixtures/images/*.jpg | "${join(prefix, 'bin', 'classify')}" --graph fixtures/models/colour -v`, ROOT);
     expect(job.code, job.stderr).toBe(0);
+    // The prebuilt JPEG decoder travels in the package and loads from it.
+    expect(job.stderr).toMatch(/JPEGs by libjpeg-turbo [\d.]+ \(SIMD, called directly\)/);
     const want = readmeMainJobOutput();
     const got = jsonLines(job.stdout);
     expect(got.map((o) => [o.path, o.predictions.map((p: { label: string }) => p.label)])).toEqual(

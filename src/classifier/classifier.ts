@@ -11,7 +11,6 @@ import { type BatchStats, MicroBatcher } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
 import { ModelError } from '../errors.js';
 import { type FilePath, warmUpJpeg } from '../image/decode.js';
-import { WASM_MAX_PIXELS } from '../image/jpeg-wasm.js';
 import { DecodePool } from '../image/decode-pool.js';
 import type { PrepareSpec } from '../image/prepare.js';
 import { ImageSlots } from '../image/slots.js';
@@ -229,13 +228,11 @@ export class Classifier implements Scorer {
   /** An image through the whole path at load, so that the first real one does not pay for first
    * times: each decode thread's first decodes, lazily compiled code, the engine's first run. At
    * least twice the model's size, so that JPEG shrink-on-load and the downscaling kernels run too,
-   * and at least a small photo's, which the WebAssembly decoder's memory then holds; a second
-   * image where that one is too large for the WebAssembly decoder, so that it is warmed too. */
+   * and at least a small photo's, so that each decode thread's JPEG buffer holds one. */
   private async warmUp(): Promise<void> {
     const [width, height] = [Math.max(this.decoder.spec.width * 2, 512), Math.max(this.decoder.spec.height * 2, 384)];
     const blank = await warmUpJpeg(width, height);
-    const images = width * height > WASM_MAX_PIXELS ? [await warmUpJpeg(512, 384), blank] : [blank];
-    await this.decoder.warmUp(images);
+    await this.decoder.warmUp([blank]);
     const slot = await this.slots.acquire();
     await this.decoder.bytes(blank, slot, true);
     const scores = await this.batcher.submit(slot);

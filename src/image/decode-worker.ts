@@ -1,5 +1,5 @@
 // Entry of a decode thread: reads files (blocking only this thread), decodes and packs each image
-// into its shared slot, and answers each turn's completions in one message.
+// into its shared slot, and answers completions a few to a message.
 import { parentPort, workerData } from 'node:worker_threads';
 import { ImageReader, InputError } from './decode.js';
 import type { Done, Job, WorkerInit } from './decode-pool.js';
@@ -10,32 +10,86 @@ const port = parentPort!;
 const { spec, slots } = workerData as WorkerInit;
 const preparer = new Preparer(spec);
 // Synchronous reads: a slow one holds up this thread only, never the main thread.
-const files = new ImageReader(spec.maxFileSize, Infinity);
+const files = new ImageReader(spec.maxFileSize);
 let finished: Done[] = [];
 /** sharp's own default pixel limit: the warm-up's blank is ours, whatever --max-pixels says. */
 const OWN_IMAGE_LIMIT = 0x3fff * 0x3fff;
 
+function flush(): void {
+  if (finished.length === 0) return;
+  port.postMessage(finished);
+  finished = [];
+}
+
 function answer(done: Done): void {
-  if (finished.length === 0) setImmediate(() => {
-    const batch = finished;
-    finished = [];
-    port.postMessage(batch);
-  });
+  if (finished.length === 0) setImmediate(flush);
   finished.push(done);
 }
 
+/** Read buffers kept between files: a photo read into memory never touched before costs more in
+ * page faults than in the read (a 3.5 MB camera JPEG: 1.5 ms of CPU, against 0.3 into a buffer
+ * used before). A file holds one until its decode is done with its bytes: a JPEG decoded in this
+ * thread gives it back before the next file is read, so one or two go round. */
+const spare: Buffer[] = [];
+const KEPT_BUFFERS = 2;
+const KEPT_BYTES = 16 * 1024 * 1024;
+
+function takeBuffer(size: number): Buffer {
+  const i = spare.findIndex((b) => b.length >= size);
+  // Rounded up to a power of two (up to the kept size), so that files of similar sizes share one.
+  return i >= 0 ? spare.splice(i, 1)[0] : Buffer.allocUnsafe(size > KEPT_BYTES ? size : Math.max(2 ** Math.ceil(Math.log2(size)), 65536));
+}
+
+function giveBuffer(buffer: Buffer): void {
+  if (buffer.length > KEPT_BYTES) return;
+  if (spare.length < KEPT_BUFFERS) spare.push(buffer);
+  else {
+    const smallest = spare.reduce((a, b, i) => (b.length < spare[a].length ? i : a), 0);
+    if (spare[smallest].length < buffer.length) spare[smallest] = buffer;
+  }
+}
+
 async function run(job: Job): Promise<Done> {
+  let lease: Buffer | undefined;
+  const release = () => {
+    if (lease) giveBuffer(lease);
+    lease = undefined;
+  };
   try {
     // A name's raw bytes arrive as a Uint8Array (a Buffer does not survive the crossing as one).
-    const bytes = 'path' in job ? await files.read(typeof job.path === 'string' ? job.path : Buffer.from(job.path)) : job.bytes;
-    await preparer.prepare(bytes, slotView(slots, spec.inputType, preparer.imageSize, job.slot), job.ownImage ? OWN_IMAGE_LIMIT : spec.maxPixels);
+    const into = (size: number) => (lease = takeBuffer(size));
+    const bytes = 'path' in job ? files.readNow(typeof job.path === 'string' ? job.path : Buffer.from(job.path), into) : job.bytes;
+    await preparer.prepare(bytes, slotView(slots, spec.inputType, preparer.imageSize, job.slot), job.ownImage ? OWN_IMAGE_LIMIT : spec.maxPixels, release);
     return { id: job.id };
   } catch (err) {
     if (err instanceof InputError) return { id: job.id, error: { kind: err.kind, message: err.message } };
     return { id: job.id, error: { kind: 'corrupt', message: `decode failed: ${(err as Error).message}` } };
+  } finally {
+    release();
   }
 }
 
+/** Jobs received and not yet started. A JPEG decoded in this thread is prepared without a pause,
+ * so jobs are started one a turn: what is done is answered while the rest are still to do (a
+ * message's sixteen at once held its first answer back for all sixteen decodes, and the engine
+ * and the other thread waited on it), in messages of a few answers. */
+const waiting: Job[] = [];
+let starting = false;
+const ANSWERS_A_MESSAGE = 4;
+
+function next(): void {
+  const job = waiting.shift();
+  starting = job !== undefined;
+  if (!job) return flush();
+  void run(job).then(answer);
+  if (finished.length >= ANSWERS_A_MESSAGE) flush();
+  setImmediate(next);
+}
+
 port.on('message', (jobs: Job[]) => {
-  for (const job of jobs) void run(job).then(answer);
+  waiting.push(...jobs);
+  if (!starting) {
+    starting = true;
+    setImmediate(next);
+  }
 });

@@ -1,12 +1,13 @@
-// Image bytes -> RGB pixels at the model's input size: sharp (libvips, off the JS thread) decodes,
-// and resizes in the fast mode; the exact modes resize in resize.ts.
+// Image bytes -> RGB pixels at the model's input size: JPEGs whose pixels stay as stored are
+// decoded in this thread by libjpeg-turbo (native.ts), everything else by sharp (libvips, off the
+// JS thread); sharp resizes in the fast mode, the exact modes resize in resize.ts or natively.
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 import sharp, { type Region, type Sharp } from 'sharp';
 import { jpegClaimsMoreThanItHolds, type JpegHeader, jpegHeader } from './jpeg-header.js';
-import { type RgbImage, WasmJpegDecoder } from './jpeg-wasm.js';
+import { NativeJpegDecoder, type RgbImage } from './native.js';
 import { type ImageSteps, isExact, VIEWER_STEPS } from './preprocessing.js';
-import { placement, resizeRgb, type Sampling } from './resize.js';
+import { type Placement, placement, resizeRgb, type Sampling } from './resize.js';
 import type { Pixels } from './tensor.js';
 
 /** Why one input could not be classified. `kind` lets callers map it (HTTP status, counters). */
@@ -34,6 +35,12 @@ export interface DecodeOptions {
   /** gives a buffer the TensorFlow samplers may write their float output into (see resizeRgb);
    * called only when such a resize runs, after the decode */
   floatOut?: () => Float32Array;
+  /** for the exact modes: resizes the decoded image into the caller's own destination and says
+   * whether it did (decodeToRgb then answers undefined) */
+  resizeInto?: (image: RgbImage, place: Placement, sampling: Sampling) => boolean;
+  /** called when a decode in this thread has finished with the bytes (before any later await), so
+   * that the caller may reuse their buffer; not called when sharp decodes them */
+  consumed?: () => void;
 }
 
 // libvips keeps its own threads; sharp's cache only helps when the same file is read again.
@@ -71,15 +78,16 @@ function checkRegular(stats: Stats, maxBytes: number): number {
 }
 
 /** A regular file's bytes, checked with fstat on a descriptor opened without blocking before
- * anything is read: a FIFO, a device or a file over `maxBytes` is an InputError, never a hang. */
-export function readRegularFileSync(path: FilePath, maxBytes: number): Buffer {
+ * anything is read: a FIFO, a device or a file over `maxBytes` is an InputError, never a hang.
+ * Read into `into(size)`'s buffer (at least `size` bytes) when given, else a new one. */
+export function readRegularFileSync(path: FilePath, maxBytes: number, into?: (size: number) => Buffer): Buffer {
   const fd = openSync(path, OPEN_FLAGS);
   try {
     const size = checkRegular(fstatSync(fd), maxBytes);
-    const bytes = Buffer.allocUnsafe(size);
+    const bytes = into ? into(size) : Buffer.allocUnsafe(size);
     let at = 0;
     for (let n = -1; at < size && n !== 0; at += n) n = readSync(fd, bytes, at, size - at, at);
-    return at < size ? bytes.subarray(0, at) : bytes;
+    return at < bytes.length ? bytes.subarray(0, at) : bytes;
   } finally {
     closeSync(fd);
   }
@@ -108,20 +116,22 @@ export class ImageReader {
     try {
       if (!this.sync) return await this.readAsync(path);
       const start = performance.now();
-      const bytes = this.readSync(path);
+      const bytes = readRegularFileSync(path, this.maxBytes);
       if (performance.now() - start > this.slowMs) this.sync = false;
       return bytes;
     } catch (err) {
-      if (err instanceof InputError) throw err;
-      const code = (err as NodeJS.ErrnoException).code ?? '';
-      const known = FS_ERRORS[code];
-      if (known) throw new InputError(known[0], known[1]);
-      throw new InputError('read', `cannot read: ${(err as Error).message}`);
+      throw readError(err);
     }
   }
 
-  private readSync(path: FilePath): Buffer {
-    return readRegularFileSync(path, this.maxBytes);
+  /** Reads synchronously whatever the mode (a decode thread's reads), into `into(size)`'s buffer
+   * when given. */
+  readNow(path: FilePath, into?: (size: number) => Buffer): Buffer {
+    try {
+      return readRegularFileSync(path, this.maxBytes, into);
+    } catch (err) {
+      throw readError(err);
+    }
   }
 
   private async readAsync(path: FilePath): Promise<Buffer> {
@@ -138,9 +148,18 @@ export class ImageReader {
   }
 }
 
+function readError(err: unknown): InputError {
+  if (err instanceof InputError) return err;
+  const known = FS_ERRORS[(err as NodeJS.ErrnoException).code ?? ''];
+  return known ? new InputError(known[0], known[1]) : new InputError('read', `cannot read: ${(err as Error).message}`);
+}
+
 /** Decodes and resizes to the model's size as `opts.steps` say (default: VIEWER_STEPS, what
- * classify always did), returning packed RGB (height * width * 3). */
-export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Pixels> {
+ * classify always did), returning packed RGB (height * width * 3), or undefined where
+ * `opts.resizeInto` took the decoded image. */
+export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions & { resizeInto?: undefined }): Promise<Pixels>;
+export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Pixels | undefined>;
+export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Pixels | undefined> {
   if (bytes.length === 0) throw new InputError('empty', 'empty file');
   // One reading of a JPEG's header serves both the check and the choice of decoder.
   const jpeg = jpegHeader(bytes);
@@ -153,10 +172,19 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     };
     // Vector images are rendered by libvips at the model's size: no framework trained on them, and
     // rendering one at its full declared size first costs minutes for a 1 KB SVG filter bomb.
-    if (!isExact(steps.resize) || isSvg(bytes)) return await areaResize(image(), opts, steps);
-    // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the resize in JS.
-    const decoded = smallJpeg(bytes, jpeg, steps, opts.maxPixels) ?? (await fullDecode(image()));
+    if (isSvg(bytes)) return await areaResize(image(), opts, steps);
+    if (!isExact(steps.resize)) {
+      const shrunk = shrunkJpeg(bytes, jpeg, steps, opts);
+      if (shrunk) opts.consumed?.();
+      return await areaResize(shrunk ?? image(), opts, steps);
+    }
+    // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the exact resize:
+    // by the caller into its own destination where it can (natively), else here (resize.ts).
+    const stored = storedJpeg(bytes, jpeg, steps, opts.maxPixels);
+    if (stored) opts.consumed?.();
+    const decoded = stored ?? (await fullDecode(image()));
     const place = placement(decoded.width, decoded.height, opts.width, opts.height, steps.crop);
+    if (opts.resizeInto?.(decoded, place, steps.resize as Sampling)) return undefined;
     return resizeRgb(decoded.data, decoded.width, decoded.height, opts.width, opts.height, steps.resize as Sampling, place, opts.floatOut?.());
   } catch (err) {
     if (err instanceof InputError) throw err;
@@ -171,14 +199,49 @@ async function fullDecode(image: Sharp): Promise<RgbImage> {
   return { data, width: info.width, height: info.height };
 }
 
-let wasmJpeg: WasmJpegDecoder | null | undefined;
+let nativeJpeg: NativeJpegDecoder | null | undefined;
 
-/** A small JPEG whose steps leave its pixels as stored, decoded in this thread (jpeg-wasm.ts);
- * undefined for anything sharp is to decode. */
-function smallJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageSteps, maxPixels: number): RgbImage | undefined {
-  if (!header || (steps.icc === 'apply' && header.icc) || (steps.exifRotate && header.exif)) return undefined;
-  if (wasmJpeg === undefined) wasmJpeg = WasmJpegDecoder.create() ?? null;
-  return wasmJpeg?.decode(bytes, maxPixels, header);
+/** Whether the steps leave a JPEG's pixels as stored: no profile to apply, no rotation. */
+function asStored(header: JpegHeader | undefined, steps: ImageSteps): header is JpegHeader {
+  return header !== undefined && !(steps.icc === 'apply' && header.icc) && !(steps.exifRotate && header.exif);
+}
+
+function nativeDecoder(): NativeJpegDecoder | null {
+  if (nativeJpeg === undefined) nativeJpeg = NativeJpegDecoder.create() ?? null;
+  return nativeJpeg;
+}
+
+/** A JPEG whose steps leave its pixels as stored, decoded in this thread by libjpeg-turbo called
+ * directly (native.ts); undefined for anything sharp is to decode. */
+function storedJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageSteps, maxPixels: number): RgbImage | undefined {
+  return asStored(header, steps) ? nativeDecoder()?.decode(bytes, maxPixels, header) : undefined;
+}
+
+/** The fast mode's JPEG decoded in this thread at the scale sharp's shrink-on-load would choose,
+ * for libvips to resize: the same pixels as sharp's own decode (tested), without its decoding
+ * pipeline. Only where the scale divides the size: otherwise libvips' shrunk image differs from
+ * libjpeg's by its edge, and sharp decodes it itself. */
+function shrunkJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageSteps, opts: DecodeOptions): SizedImage | undefined {
+  if (!asStored(header, steps)) return undefined;
+  const native = nativeDecoder();
+  if (!native) return undefined;
+  const { width, height } = steps.crop ? placement(header.width, header.height, opts.width, opts.height, steps.crop) : opts;
+  const scale = sharpShrinkOnLoad(header.width / width, header.height / height);
+  if (header.width % scale !== 0 || header.height % scale !== 0) return undefined;
+  // Its own buffer: libvips reads it after this returns, while the thread decodes the next image.
+  const decoded = native.decode(bytes, opts.maxPixels, header, scale, true);
+  if (!decoded) return undefined;
+  const raw = { width: decoded.width, height: decoded.height, channels: 3 as const };
+  return { raw: sharp(decoded.data, { raw }), sourceWidth: header.width, sourceHeight: header.height };
+}
+
+/** sharp's choice of JPEG shrink-on-load for a resize shrinking by `x` and `y` (its pipeline.cc,
+ * fastShrinkOnLoad): the largest of 8, 4, 2 within the smaller shrink, halved when it equals that
+ * shrink's integer part. */
+export function sharpShrinkOnLoad(x: number, y: number): number {
+  const shrink = Math.min(x, y);
+  const scale = shrink >= 8 ? 8 : shrink >= 4 ? 4 : shrink >= 2 ? 2 : 1;
+  return scale > 1 && Math.trunc(shrink) === scale ? scale / 2 : scale;
 }
 
 /** SVG is text: its first non-blank byte (after a UTF-8 byte-order mark) is '<'; no raster format's is. */
@@ -188,13 +251,26 @@ function isSvg(bytes: Uint8Array): boolean {
   return bytes[i] === 0x3c;
 }
 
+/** An image already decoded (by native.ts), and the size of the file it was decoded from. */
+interface SizedImage {
+  raw: Sharp;
+  sourceWidth: number;
+  sourceHeight: number;
+}
+
+/** The size of the image as the steps will show it (rotated or not). */
+async function shownSize(image: Sharp, steps: ImageSteps): Promise<[number, number]> {
+  const meta = await image.metadata();
+  return steps.exifRotate && meta.autoOrient ? [meta.autoOrient.width, meta.autoOrient.height] : [meta.width, meta.height];
+}
+
 /** libvips' antialiased resize, JPEGs shrunk while decoding; alpha flattened onto white. */
-async function areaResize(image: Sharp, opts: DecodeOptions, steps: ImageSteps): Promise<Buffer> {
+async function areaResize(input: Sharp | SizedImage, opts: DecodeOptions, steps: ImageSteps): Promise<Buffer> {
   let window: Region | undefined;
   let [width, height] = [opts.width, opts.height];
+  let image = 'sourceWidth' in input ? input.raw : input;
   if (steps.crop) {
-    const meta = await image.metadata();
-    const [w, h] = steps.exifRotate && meta.autoOrient ? [meta.autoOrient.width, meta.autoOrient.height] : [meta.width, meta.height];
+    const [w, h] = 'sourceWidth' in input ? [input.sourceWidth, input.sourceHeight] : await shownSize(image, steps);
     const place = placement(w, h, opts.width, opts.height, steps.crop);
     ({ width, height } = place);
     window = { left: place.left, top: place.top, width: opts.width, height: opts.height };

@@ -1,8 +1,8 @@
 // A JPEG's markers up to its first scan, read without decoding: what decides which decoder takes
-// it (jpeg-wasm.ts) and whether its header claims more than its data could hold (decode.ts).
+// it (native.ts) and whether its header claims more than its data could hold (decode.ts).
 
 export interface JpegHeader {
-  /** sequential Huffman coding (SOF0/SOF1), the only kind given to the WebAssembly decoder:
+  /** sequential Huffman coding (SOF0/SOF1), the only kind given to the decoder in native.ts:
    * progressive files can stop after any scan, and then libjpeg versions smooth the missing
    * coefficients differently (and a file of a million tiny scans decodes for seconds) */
   sequential: boolean;

@@ -1,5 +1,7 @@
 // Packs decoded RGB pixels into a model's input batch: layout and normalisation.
 import type { Layout } from './layout.js';
+import { NativeResizer, type RgbImage } from './native.js';
+import type { Placement, Sampling } from './resize.js';
 
 /** RGB pixels at the model's size, HWC, in 0-255: 8-bit, or float where the resize that made them
  * keeps fractions (TensorFlow resizes in float, and rounding would change the model's input). */
@@ -15,6 +17,9 @@ export interface Normalisation {
 export class TensorPacker {
   private readonly scale: Float64Array;
   private readonly offset: Float64Array;
+  /** scale then offset, for the native resize */
+  private readonly norm: Float64Array;
+  private readonly resizer = NativeResizer.create();
   readonly imageSize: number;
 
   constructor(
@@ -26,7 +31,17 @@ export class TensorPacker {
     // Float64: in float32, 1/127.5 makes 255 come out as 1.0000001 rather than 1.
     this.scale = Float64Array.from(norm.std, (s) => 1 / s);
     this.offset = Float64Array.from(norm.mean, (m, c) => -m / norm.std[c]);
+    this.norm = Float64Array.of(...this.scale, ...this.offset);
     this.imageSize = height * width * 3;
+  }
+
+  /** Resizes `image` to `place` with TensorFlow's bilinear and writes it normalised into a float
+   * batch's slot `slot`, in one native pass: the values resizeRgb then writeFloat would give.
+   * False, having written nothing, for another sampling or where the addon is not loaded. */
+  resizeFloat(image: RgbImage, place: Placement, sampling: Sampling, dst: Float32Array, slot: number): boolean {
+    if (!this.resizer || (sampling !== 'tf1' && sampling !== 'bilinear')) return false;
+    const into = dst.subarray(slot * this.imageSize, (slot + 1) * this.imageSize);
+    return this.resizer.resize(image, place, this.width, this.height, sampling === 'bilinear', this.layout === 'NCHW', this.norm, into);
   }
 
   /** Writes one image (packed RGB, HWC) into slot `slot` of a float batch. A classifier only ever
