@@ -35,6 +35,17 @@ export const EXIT = {
   sigterm: 143,
 } as const;
 
+/** A bug (a TypeError in our own code, say) met while preparing one image, in a thread that
+ * could only send its message and stack: exit 70 with the stack under --verbose, never blamed on
+ * the image. */
+export class InternalError extends Error {
+  constructor(message: string, stack?: string) {
+    super(message);
+    this.name = 'InternalError';
+    if (stack) this.stack = stack;
+  }
+}
+
 /** A --remote backend's answer for one image was an error: that image's line, as the backend said it. */
 export class RemoteImageError extends Error {}
 

@@ -5,13 +5,14 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import 'sharp'; // loaded here first: libvips must stay loaded while workers come and go
+import { InternalError } from '../errors.js';
 import { type FilePath, InputError, type InputErrorKind } from './decode.js';
 import type { PrepareSpec } from './prepare.js';
 import { ImageSlots } from './slots.js';
 
 /** `ownImage`: the warm-up's blank, not held to --max-pixels (which may be set below its size). */
 export type Job = { id: number; slot: number; ownImage?: boolean } & ({ path: string | Uint8Array } | { bytes: Uint8Array });
-export type Done = { id: number; error?: { kind: InputErrorKind; message: string } };
+export type Done = { id: number; error?: { kind: InputErrorKind; message: string }; bug?: { message: string; stack?: string } };
 export interface WorkerInit {
   spec: PrepareSpec;
   slots: SharedArrayBuffer;
@@ -141,6 +142,7 @@ export class DecodePool {
       if (!p) continue;
       this.pending.delete(d.id);
       if (d.error) p.reject(new InputError(d.error.kind, d.error.message));
+      else if (d.bug) p.reject(new InternalError(`in a decode thread: ${d.bug.message}`, d.bug.stack));
       else p.resolve();
     }
     if (this.pending.size === 0) this.drained?.();

@@ -63,7 +63,9 @@ async function run(job: Job): Promise<Done> {
     return { id: job.id };
   } catch (err) {
     if (err instanceof InputError) return { id: job.id, error: { kind: err.kind, message: err.message } };
-    return { id: job.id, error: { kind: 'corrupt', message: `decode failed: ${(err as Error).message}` } };
+    // Anything else is a bug here: said as one, with its stack, not as a bad image.
+    const e = err instanceof Error ? err : new Error(String(err));
+    return { id: job.id, bug: { message: `${e.name}: ${e.message}`, stack: e.stack } };
   } finally {
     release();
   }

@@ -187,7 +187,8 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     if (opts.resizeInto?.(decoded, place, steps.resize as Sampling)) return undefined;
     return resizeRgb(decoded.data, decoded.width, decoded.height, opts.width, opts.height, steps.resize as Sampling, place, opts.floatOut?.());
   } catch (err) {
-    if (err instanceof InputError) throw err;
+    // libvips' errors are plain Errors about the image; these are bugs of our own.
+    if (err instanceof InputError || err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError) throw err;
     throw await describeSharpError(bytes, opts, err as Error);
   }
 }

@@ -1,6 +1,6 @@
 // One result -> one output line. The three formats a user can ask for.
 import type { Prediction } from '../classifier/classifier.js';
-import { RemoteImageError } from '../errors.js';
+import { InternalError, RemoteImageError } from '../errors.js';
 import { InputError, type InputErrorKind } from '../image/decode.js';
 
 /** One input's result. `path` is what the input was called (absent for an unnamed upload);
@@ -18,6 +18,8 @@ export const FORMATS: Format[] = ['json', 'text', 'tsv'];
  * as the backend gave it, anything else as the inference that failed. */
 export function describeFailure(err: unknown): { error: string; kind?: InputErrorKind } {
   if (err instanceof InputError) return { error: err.message, kind: err.kind };
+  // A bug is not this image's failure: it ends the run (exit 70) or the request (500).
+  if (err instanceof InternalError) throw err;
   const message = err instanceof Error ? err.message : String(err);
   return { error: err instanceof RemoteImageError ? message : `inference failed: ${message}` };
 }
