@@ -154,8 +154,8 @@ function readError(err: unknown): InputError {
   return known ? new InputError(known[0], known[1]) : new InputError('read', `cannot read: ${(err as Error).message}`);
 }
 
-/** Decodes and resizes to the model's size as `opts.steps` say (default: VIEWER_STEPS, what
- * classify always did), returning packed RGB (height * width * 3), or undefined where
+/** Decodes and resizes to the model's size as `opts.steps` say (default: VIEWER_STEPS, how an image
+ * viewer shows it), returning packed RGB (height * width * 3), or undefined where
  * `opts.resizeInto` took the decoded image. */
 export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions & { resizeInto?: undefined }): Promise<Pixels>;
 export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<Pixels | undefined>;
