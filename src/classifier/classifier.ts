@@ -110,6 +110,27 @@ function checkedPreprocessing(model: ResolvedModel, engine: WorkerEngine, opts: 
   return chosen;
 }
 
+/** What a loaded classifier is, for --verbose, info, the fingerprint and the batcher. */
+function describe(model: ResolvedModel, engine: WorkerEngine, chosen: ChosenPreprocessing, plan: PipelinePlan, opts: ClassifierOptions): ClassifierInfo {
+  const sig = engine.signature;
+  return Object.freeze({
+    model: model.file,
+    version: opts.version ?? model.version,
+    labelsFile: model.labelsFile ?? '',
+    engine: engine.name,
+    engineNotes: Object.freeze([...engine.notes]),
+    input: `${sig.inputName} ${sig.inputType} ${sig.layout} ${sig.height}x${sig.width}${sig.maxBatch === 1 ? ' (fixed batch of 1)' : ''}`,
+    preprocessing: Object.freeze(chosen.preprocessing),
+    preprocessingSources: Object.freeze(chosen.sources),
+    batchSize: plan.batchSize,
+    maxDelayMs: opts.maxDelayMs,
+    decodeJobs: plan.decodeJobs,
+    inFlight: plan.inFlight,
+    classes: sig.outputSize,
+    nodes: Object.freeze({ input: sig.chosen?.input ?? null, output: sig.chosen?.output ?? null }),
+  });
+}
+
 /** Image slots: two batches, plus the decode threads' queues, which are capped (a many-core
  * machine, a large input) by count and by bytes but never below two a thread (the warm-up holds
  * one on each at once). */
@@ -155,67 +176,47 @@ export class Classifier implements Scorer {
   private inbound = 0;
   private warm = false;
 
+  private readonly batcher: MicroBatcher<number, Float32Array>;
+  private readonly softmax: SoftmaxWhen;
+
   private constructor(
     readonly info: ClassifierInfo,
     private readonly engine: WorkerEngine,
     readonly labels: readonly string[],
     private readonly slots: ImageSlots,
     private readonly decoder: DecodePool,
-    private readonly batcher: MicroBatcher<number, Float32Array>,
-    private readonly softmax: SoftmaxWhen,
-  ) {}
+    opts: Pick<ClassifierOptions, 'softmax' | 'observe'>,
+  ) {
+    this.softmax = opts.softmax;
+    const runner = new BatchRunner(engine, slots, info.classes);
+    const observe = opts.observe;
+    this.batcher = new MicroBatcher((batch: number[]) => runner.run(batch), {
+      maxSize: info.batchSize,
+      maxDelayMs: info.maxDelayMs,
+      inbound: () => this.inbound,
+      observe: observe && ((stats) => this.warm && observe(stats)),
+    });
+  }
 
+  /** Resolve the model, start its engine, plan the pipeline, build it, warm it up. */
   static async load(opts: ClassifierOptions): Promise<Classifier> {
     const model = opts.features ? resolveModel(opts.graph, opts.labels, opts.backend, false) : resolveModel(opts.graph, opts.labels, opts.backend);
     const labels = model.labelsFile && !opts.features ? readLabels(model.labelsFile) : [];
-    const spec = engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode });
-    const engine = await startEngine({ ...spec, graph: opts.features });
+    const engine = await startEngine({ ...engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode }), graph: opts.features });
     let decoder: DecodePool | undefined;
     try {
       const sig = engine.signature;
       if (model.labelsFile && !opts.features && labels.length !== sig.outputSize) {
         throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
       }
-      const { preprocessing, sources } = checkedPreprocessing(model, engine, opts);
+      const chosen = checkedPreprocessing(model, engine, opts);
       const imageSize = sig.height * sig.width * 3;
-      const { batchSize, decodeJobs, inFlight } = planPipeline(opts, { accelerated: engine.accelerated, maxBatch: sig.maxBatch, slotBytes: imageSize * (sig.inputType === 'float32' ? 4 : 1) });
-      const spec: PrepareSpec = {
-        height: sig.height,
-        width: sig.width,
-        layout: sig.layout,
-        inputType: sig.inputType,
-        preprocessing,
-        maxPixels: opts.maxPixels,
-        maxFileSize: opts.maxFileSize,
-      };
-      const slots = new ImageSlots(inFlight, imageSize, sig.inputType);
+      const plan = planPipeline(opts, { accelerated: engine.accelerated, maxBatch: sig.maxBatch, slotBytes: imageSize * (sig.inputType === 'float32' ? 4 : 1) });
+      const slots = new ImageSlots(plan.inFlight, imageSize, sig.inputType);
       await engine.attachSlots({ buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize });
-      decoder = new DecodePool(spec, slots, decodeJobs);
-      const runner = new BatchRunner(engine, slots, sig.outputSize);
-      let classifier: Classifier | undefined;
-      const batcher = new MicroBatcher((batch: number[]) => runner.run(batch), {
-        maxSize: batchSize,
-        maxDelayMs: opts.maxDelayMs,
-        inbound: () => classifier!.inbound,
-        observe: opts.observe && ((stats) => classifier!.warm && opts.observe!(stats)),
-      });
-      const info: ClassifierInfo = Object.freeze({
-        model: model.file,
-        version: opts.version ?? model.version,
-        labelsFile: model.labelsFile ?? '',
-        engine: engine.name,
-        engineNotes: Object.freeze([...engine.notes]),
-        input: `${sig.inputName} ${sig.inputType} ${sig.layout} ${sig.height}x${sig.width}${sig.maxBatch === 1 ? ' (fixed batch of 1)' : ''}`,
-        preprocessing: Object.freeze(preprocessing),
-        preprocessingSources: Object.freeze(sources),
-        batchSize,
-        maxDelayMs: opts.maxDelayMs,
-        decodeJobs,
-        inFlight,
-        classes: sig.outputSize,
-        nodes: Object.freeze({ input: sig.chosen?.input ?? null, output: sig.chosen?.output ?? null }),
-      });
-      classifier = new Classifier(info, engine, labels, slots, decoder, batcher, opts.softmax);
+      const spec: PrepareSpec = { height: sig.height, width: sig.width, layout: sig.layout, inputType: sig.inputType, preprocessing: chosen.preprocessing, maxPixels: opts.maxPixels, maxFileSize: opts.maxFileSize };
+      decoder = new DecodePool(spec, slots, plan.decodeJobs);
+      const classifier = new Classifier(describe(model, engine, chosen, plan, opts), engine, labels, slots, decoder, opts);
       await classifier.warmUp();
       return classifier;
     } catch (err) {
