@@ -34,6 +34,10 @@ const IMAGE_MAGIC: [string, number[]][] = [
 ];
 
 function imageKind(head: Buffer): string | undefined {
+  // A name can start with the magic too (ls in a folder holding "GIF89a-cat.jpg"); image data
+  // has a byte no path line has within its first 16.
+  const binary = head.subarray(0, 16).some((b) => (b < 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09) || b >= 0x80);
+  if (!binary) return undefined;
   for (const [kind, magic] of IMAGE_MAGIC) if (magic.every((b, i) => head[i] === b)) return kind;
   if (head.toString('latin1', 0, 4) === 'RIFF' && head.toString('latin1', 8, 12) === 'WEBP') return 'WebP';
   return undefined;

@@ -46,6 +46,12 @@ describe('messages', () => {
     expect(hints).toEqual([`classify: to classify the images a folder holds, give their paths: find ${join(FIX, 'images')} -type f -print0 | classify -0 ...`]);
   });
 
+  it('a name that starts like an image file\'s magic (GIF89a-cat.jpg, as ls gives it) is a path, not image data', async () => {
+    const r = await runInProcess(['-g', COLOUR], 'GIF89a-cat.jpg\n');
+    expect(r.code).toBe(1);
+    expect(jsonLines(r.stdout)).toEqual([{ path: 'GIF89a-cat.jpg', error: 'no such file' }]);
+  });
+
   it('- among the arguments stands for the paths on stdin, in its place', async () => {
     const green = join(FIX, 'images', 'green.jpg');
     const r = await runInProcess(['-g', COLOUR, green, '-', green], `${red}\n${red}\n`);
