@@ -98,8 +98,8 @@ export async function ceilingSets({ bin, shared, work, photos, quick }) {
   const camera = await cameraPhotos(work, photos, 4, 92);
   const repeat = (files, n) => Array.from({ length: n }, (_, i) => files[i % files.length]);
   const sets = [
-    { name: '8 small photos (240-600 px), default exact preprocessing (tf1)', files: small, paths: repeat(small, quick ? 400 : 2000), extra: [], flag: 'IMREAD_COLOR', passes: 40 },
-    { name: 'camera-size 4032x3024 q92, --resize area', files: camera, paths: repeat(camera, quick ? 40 : 204), extra: ['--resize', 'area'], flag: 'IMREAD_REDUCED_COLOR_8', passes: 3, fast: true },
+    { name: '8 small photos (240-600 px), default exact preprocessing (tf1)', files: small, paths: repeat(small, quick ? 400 : 2000), extra: [], flag: 'IMREAD_COLOR', passes: 120 },
+    { name: 'camera-size 4032x3024 q92, --resize area', files: camera, paths: repeat(camera, quick ? 40 : 204), extra: ['--resize', 'area'], flag: 'IMREAD_REDUCED_COLOR_8', passes: 10, fast: true },
   ];
   // The engine as the ceiling counts it.
   const inference = await inferenceMs(graph, 1, 8, quick ? 40 : 150);

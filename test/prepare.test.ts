@@ -17,20 +17,23 @@ const spec: PrepareSpec = {
 const images = ['red.jpg', 'green.jpg', 'blue.jpg', 'grey.jpg', 'green.webp', 'blue-alpha.png'].map((f) => readFileSync(join(FIX, 'images', f)));
 
 describe('Preparer', () => {
-  it('images prepared at the same time each get their own pixels (the resize buffers are reused)', async () => {
-    const alone: Float32Array[] = [];
-    for (const bytes of images) {
-      const dst = new Float32Array(16 * 16 * 3);
-      await new Preparer(spec).prepare(bytes, dst);
-      alone.push(dst);
-    }
-    const preparer = new Preparer(spec);
-    for (let round = 0; round < 3; round++) {
-      const dsts = images.map(() => new Float32Array(16 * 16 * 3));
-      await Promise.all(images.map((bytes, i) => preparer.prepare(bytes, dsts[i])));
-      dsts.forEach((dst, i) => expect(dst).toEqual(alone[i]));
-    }
-  });
+  for (const resize of ['tf1', 'area'] as const) {
+    it(`images prepared at the same time each get their own pixels (the buffers are reused), ${resize}`, async () => {
+      const modeSpec = { ...spec, preprocessing: { ...spec.preprocessing, resize } };
+      const alone: Float32Array[] = [];
+      for (const bytes of images) {
+        const dst = new Float32Array(16 * 16 * 3);
+        await new Preparer(modeSpec).prepare(bytes, dst);
+        alone.push(dst);
+      }
+      const preparer = new Preparer(modeSpec);
+      for (let round = 0; round < 3; round++) {
+        const dsts = images.map(() => new Float32Array(16 * 16 * 3));
+        await Promise.all(images.map((bytes, i) => preparer.prepare(bytes, dsts[i])));
+        dsts.forEach((dst, i) => expect(dst).toEqual(alone[i]));
+      }
+    });
+  }
 
   it('resizeRgb writes into the buffer it is given, the same values as into a new one', () => {
     const src = Uint8Array.from({ length: 7 * 5 * 3 }, (_, i) => (i * 37) % 256);

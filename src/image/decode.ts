@@ -175,8 +175,13 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
     if (isSvg(bytes)) return await areaResize(image(), opts, steps);
     if (!isExact(steps.resize)) {
       const shrunk = shrunkJpeg(bytes, jpeg, steps, opts);
-      if (shrunk) opts.consumed?.();
-      return await areaResize(shrunk ?? image(), opts, steps);
+      if (!shrunk) return await areaResize(image(), opts, steps);
+      opts.consumed?.();
+      try {
+        return await areaResize(shrunk, opts, steps);
+      } finally {
+        shrunk.release();
+      }
     }
     // Full-size decode (no shrink-on-load: DCT scaling changes the pixels), then the exact resize:
     // by the caller into its own destination where it can (natively), else here (resize.ts).
@@ -229,11 +234,11 @@ function shrunkJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageS
   const { width, height } = steps.crop ? placement(header.width, header.height, opts.width, opts.height, steps.crop) : opts;
   const scale = sharpShrinkOnLoad(header.width / width, header.height / height);
   if (header.width % scale !== 0 || header.height % scale !== 0) return undefined;
-  // Its own buffer: libvips reads it after this returns, while the thread decodes the next image.
+  // A buffer of its own: libvips reads it after this returns, while the thread decodes the next image.
   const decoded = native.decode(bytes, opts.maxPixels, header, scale, true);
   if (!decoded) return undefined;
   const raw = { width: decoded.width, height: decoded.height, channels: 3 as const };
-  return { raw: sharp(decoded.data, { raw }), sourceWidth: header.width, sourceHeight: header.height };
+  return { raw: sharp(decoded.data, { raw }), sourceWidth: header.width, sourceHeight: header.height, release: () => native.giveBack(decoded) };
 }
 
 /** sharp's choice of JPEG shrink-on-load for a resize shrinking by `x` and `y` (its pipeline.cc,
@@ -257,6 +262,8 @@ interface SizedImage {
   raw: Sharp;
   sourceWidth: number;
   sourceHeight: number;
+  /** gives the pixels' buffer back once libvips has read them */
+  release: () => void;
 }
 
 /** The size of the image as the steps will show it (rotated or not). */
