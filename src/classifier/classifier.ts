@@ -247,12 +247,15 @@ export class Classifier implements Scorer {
    * unreadable or undecodable image. Slots go round the groups in turn (the server passes the
    * request), so one request's many images do not hold back another's one. */
   async score(image: ImageSource, group?: unknown): Promise<Float32Array> {
-    return probabilities(await this.scorePrepared(this.preparing(image), group), this.softmax);
+    const scores = await this.scorePrepared(this.preparing(image), group);
+    // NaN would rank as nothing above the threshold: an empty answer that looks like success.
+    return probabilities(scores, this.softmax) ?? notAnswer(scores);
   }
 
   /** The model's raw output for an image, its own copy: with `features`, the bottleneck. */
   async features(image: ImageSource): Promise<Float32Array> {
-    return (await this.scorePrepared(this.preparing(image))).slice();
+    const out = await this.scorePrepared(this.preparing(image));
+    return nonFinite(out) === undefined ? out.slice() : notAnswer(out);
   }
 
   private preparing(image: ImageSource): (slot: number) => Promise<void> {
@@ -294,12 +297,12 @@ export class Classifier implements Scorer {
     }
     this.inbound--;
     // The runner frees the slot once its batch has run, whatever happens.
-    const scores = await this.batcher.submit(slot);
-    // NaN would rank as nothing above the threshold: an empty answer that looks like success.
-    const bad = nonFinite(scores);
-    if (bad !== undefined) throw new Error(`the model gave ${bad} scores for this image`);
-    return scores;
+    return this.batcher.submit(slot);
   }
+}
+
+function notAnswer(scores: Float32Array): never {
+  throw new Error(`the model gave ${nonFinite(scores) ?? 'NaN'} scores for this image`);
 }
 
 /** 'NaN' or 'infinite' when a score is not a finite number. */

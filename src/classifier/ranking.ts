@@ -19,23 +19,26 @@ export function answer(probs: Float32Array, labels: readonly string[], asked: An
 }
 
 /** The scores as probabilities: softmaxed when asked, or when they are not already. */
-export function probabilities(scores: Float32Array, softmaxWhen: SoftmaxWhen): Float32Array {
-  return softmaxWhen === 'on' || (softmaxWhen === 'auto' && !looksLikeProbabilities(scores)) ? softmax(scores) : scores;
+/** The scores as probabilities (softmaxed when asked, or when they are not already), or
+ * undefined when any is NaN or infinite. One pass over them: this runs for every image. */
+export function probabilities(scores: Float32Array, softmaxWhen: SoftmaxWhen): Float32Array | undefined {
+  let sum = 0;
+  let inRange = true;
+  for (let i = 0; i < scores.length; i++) {
+    const x = scores[i];
+    sum += x;
+    if (x < 0 || x > 1) inRange = false;
+  }
+  // NaN or an infinity anywhere makes the sum one (float32 values cannot overflow a double's).
+  if (!Number.isFinite(sum)) return undefined;
+  const already = inRange && Math.abs(sum - 1) < 1e-3;
+  return softmaxWhen === 'on' || (softmaxWhen === 'auto' && !already) ? softmax(scores) : scores;
 }
 
 function rankProbabilities(probs: Float32Array, labels: readonly string[], topK: number, threshold: number): Prediction[] {
   return topIndices(probs, topK)
     .filter((i) => probs[i] >= threshold)
     .map((i) => ({ label: labels[i], score: probs[i] }));
-}
-
-function looksLikeProbabilities(v: Float32Array): boolean {
-  let sum = 0;
-  for (const x of v) {
-    if (x < 0 || x > 1) return false;
-    sum += x;
-  }
-  return Math.abs(sum - 1) < 1e-3;
 }
 
 function softmax(v: Float32Array): Float32Array {

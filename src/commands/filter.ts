@@ -108,18 +108,20 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   const lines = args.length > 0 ? pathsFromArgs(args, stopping.signal, stdinPaths) : stdinPaths();
   // With --resume, inputs FILE already answers are skipped here, unread.
   const paths = output ? output.select(lines) : lines;
+  // The hot path: one plain object per line, spreads only where a line has more to say.
+  const showModel = opts.withVersion || Boolean(opts.output);
   const classifyOne = ({ path, file, problem }: PathLine): Promise<Outcome> => {
-    const named = file ? { path, pathBytes: file } : { path };
-    if (problem !== undefined) return Promise.resolve({ ...named, error: problem });
+    if (problem !== undefined) return Promise.resolve(file ? { path, pathBytes: file, error: problem } : { path, error: problem });
     return classifier.classify(file ?? path).then(
-      // With --remote, the model that answered is recorded (-o) or shown (--with-version).
-      ({ predictions, version, model }) => ({
-        ...named,
-        predictions,
-        ...(opts.withVersion ? { version: version ?? '' } : {}),
-        ...(model && (opts.withVersion || opts.output) ? { model } : {}),
-      }),
-      (err: unknown) => ({ ...named, ...describeFailure(err) }),
+      ({ predictions, version, model }) => {
+        const outcome: Outcome = { path, predictions };
+        if (file) outcome.pathBytes = file;
+        if (opts.withVersion) outcome.version = version ?? '';
+        // With --remote, the model that answered is recorded (-o) or shown (--with-version).
+        if (model && showModel) outcome.model = model;
+        return outcome;
+      },
+      (err: unknown) => ({ path, ...(file ? { pathBytes: file } : {}), ...describeFailure(err) }),
     );
   };
 

@@ -28,7 +28,7 @@ export interface PathClassifier {
 /** A scorer's probabilities for each path, answered as asked. */
 export function answering(scorer: Scorer, asked: Answer, close: () => Promise<void>): PathClassifier {
   return {
-    classify: async (path) => ({ predictions: answer(await scorer.score({ path }), scorer.labels, asked), version: scorer.info.version }),
+    classify: (path) => scorer.score({ path }).then((probs) => ({ predictions: answer(probs, scorer.labels, asked), version: scorer.info.version })),
     close,
   };
 }
