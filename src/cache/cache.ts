@@ -201,10 +201,6 @@ export class CachedScores {
     this.files = new ImageReader(opts.maxFileSize);
   }
 
-  fingerprint(model: Classifier): string {
-    return this.for(model).fingerprint;
-  }
-
   for(model: Classifier): Scorer & { fingerprint: string } {
     let scorer = this.scorers.get(model);
     if (!scorer) this.scorers.set(model, (scorer = new CachedScorer(this.cache, model, modelFingerprint(model.info, this.opts), this.files)));

@@ -40,6 +40,19 @@ function modelFiles(file: string): string[] {
 /** 16 hex digits of a SHA-256 over everything that decides a loaded model's scores. Where the
  * model sits does not count: a copied or moved model keeps its fingerprint. */
 export function modelFingerprint(info: ClassifierInfo, opts: FingerprintOptions): string {
+  // Hashing the model's files is done once per loaded model (its info is frozen, one per load):
+  // the cache, -o and serve's answers all ask for it.
+  const key = opts.softmax;
+  const known = computed.get(info)?.get(key);
+  if (known !== undefined) return known;
+  const print = compute(info, opts);
+  computed.set(info, (computed.get(info) ?? new Map()).set(key, print));
+  return print;
+}
+
+const computed = new WeakMap<ClassifierInfo, Map<string, string>>();
+
+function compute(info: ClassifierInfo, opts: FingerprintOptions): string {
   const files = modelFiles(info.model);
   const parts = {
     preprocessing: PREPROCESSING,

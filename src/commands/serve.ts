@@ -1,6 +1,6 @@
 // `classify serve`: load once, listen, drain on SIGTERM/SIGINT. The server itself is src/serve/.
 import { join } from 'node:path';
-import { CachedScores, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
+import { CachedScores, ContentCache } from '../cache/cache.js';
 import { Classifier, type ClassifierOptions, DECODE_QUEUE } from '../classifier/classifier.js';
 import { invalidValue, UsageError } from '../errors.js';
 import { modelFingerprint } from '../cache/fingerprint.js';
@@ -18,7 +18,7 @@ export type ServeCommandOptions = ClassifierOptions &
     /** ms in-flight requests get to finish after SIGTERM before their connections are closed */
     drainTimeout: number;
     cache?: string;
-    cacheEntries?: number;
+    cacheEntries: number;
   };
 
 export async function runServe(opts: ServeCommandOptions, log: Log): Promise<number> {
@@ -35,15 +35,14 @@ export async function runServe(opts: ServeCommandOptions, log: Log): Promise<num
 
   let cache: CachedScores | undefined;
   try {
-    cache = opts.cache ? new CachedScores(ContentCache.open(opts.cache, opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES), opts) : undefined;
-    if (cache && opts.verbose) log(`cache ${opts.cache}, model fingerprint ${cache.fingerprint(classifier)}`);
+    cache = opts.cache ? new CachedScores(ContentCache.open(opts.cache, opts.cacheEntries), opts) : undefined;
+    if (cache && opts.verbose) log(`cache ${opts.cache}, model fingerprint ${modelFingerprint(classifier.info, opts)}`);
   } catch (err) {
     await classifier.close();
     throw err;
   }
-  // Each model's fingerprint is worked out once, when it first serves (hashing its files).
-  const prints = new WeakMap<Classifier, string>();
-  const fingerprint = (c: Classifier) => cache?.fingerprint(c) ?? prints.get(c) ?? prints.set(c, modelFingerprint(c.info, opts)).get(c)!;
+  // Each model's fingerprint is worked out when it first serves (hashing its files), then kept.
+  const fingerprint = (c: Classifier) => modelFingerprint(c.info, opts);
   fingerprint(classifier);
   const server = new ClassifyServer(classifier, metrics, opts, log, cache, fingerprint);
   // A folder of numbered versions is watched for newer ones.

@@ -1,6 +1,6 @@
 // What -o, --resume and --cache add around the filter's classifier, set up after the model is
 // loaded and before any input is read.
-import { CachedScores, ContentCache, DEFAULT_CACHE_ENTRIES } from '../cache/cache.js';
+import { CachedScores, ContentCache } from '../cache/cache.js';
 import type { Classifier, Scorer } from '../classifier/classifier.js';
 import { type Answer, answer, type Prediction } from '../classifier/ranking.js';
 import { type FingerprintOptions, modelFingerprint } from '../cache/fingerprint.js';
@@ -14,7 +14,7 @@ export interface BulkOptions extends OutputOptions, FingerprintOptions {
   cache?: string;
   /** image files larger than this are refused unread, by the cache as by the decode threads */
   maxFileSize: number;
-  cacheEntries?: number;
+  cacheEntries: number;
   verbose: boolean;
 }
 
@@ -61,7 +61,7 @@ function wrap(opts: BulkOptions & Answer, classifier: PathClassifier, local: Cla
   let caching: CachedScores | undefined;
   let wrapped: PathClassifier = classifier;
   if (opts.cache && local) {
-    caching = new CachedScores(ContentCache.open(opts.cache, opts.cacheEntries ?? DEFAULT_CACHE_ENTRIES), opts);
+    caching = new CachedScores(ContentCache.open(opts.cache, opts.cacheEntries), opts);
     const cache = caching.cache;
     wrapped = answering(caching.for(local), opts, async () => {
       await cache.close();
@@ -69,7 +69,7 @@ function wrap(opts: BulkOptions & Answer, classifier: PathClassifier, local: Cla
       await classifier.close();
     });
   }
-  const model = local ? (caching ? caching.fingerprint(local) : opts.output ? modelFingerprint(local.info, opts) : undefined) : remoteModel;
+  const model = local ? (caching || opts.output ? modelFingerprint(local.info, opts) : undefined) : remoteModel;
   if (opts.verbose && model) log(`model fingerprint ${model}`);
   const output = opts.output ? OutputFile.open({ ...opts, output: opts.output }, model, log) : undefined;
   return { classifier: wrapped, output };
