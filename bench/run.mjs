@@ -8,11 +8,11 @@
 //   npm run bench -- --device cpu,auto each model on each device, with the ratio between them
 //   npm run bench -- --images N   paths per model (default 400, 1200 for the small graphs; 150 and 400 with --quick)
 //   npm run bench -- --shared DIR the shared assets folder when it is not ../shared/assets
-//   npm run bench -- --only SECTION  one section: ceiling (issue 23: the hardware ceiling, classify's share of it, its stages), models (each model against its ceilings, trickle), imagesets (image sets vs OpenCV, stages, threads), preprocessing, resume, retrain (bench/retrain.mjs)
+//   npm run bench -- --only SECTION  one section: ceiling (issue 23: the hardware ceiling, classify's share of it, its stages), models (each model against its ceilings, trickle), imagesets (image sets vs OpenCV, stages, threads), preprocessing, resume, labelimage (the README's label_image loop), retrain (bench/retrain.mjs)
 //   npm run bench -- --resume-paths N paths for that section (default 10000, 2000 with --quick)
 //   npm run bench -- --preprocessing-only  only the cost of each resize mode (--images N passes)
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -340,12 +340,33 @@ if (!onlySection || onlySection === 'resume') {
   results.resume = await resumeAndCache(graph, resumePaths);
 }
 
+if (!onlySection || onlySection === 'labelimage') {
+  // The README's "Coming from label_image": its command line once per photo, as a while-read
+  // loop runs it, against one classify over the same list.
+  const model = join(SHARED, 'models', 'retrained_3class');
+  const flowers = readdirSync(join(SHARED, 'images', 'flowers')).filter((f) => f.endsWith('.jpg')).map((f) => join(SHARED, 'images', 'flowers', f));
+  const list = Array.from({ length: 6 }, () => flowers).flat();
+  const flags = [`--graph=${join(model, 'output_graph.pb')}`, `--labels=${join(model, 'output_labels.txt')}`, '--output_layer=final_result:0'];
+  console.log(`\nlabel_image's command line per photo vs one classify: ${list.length} flower photos, retrain.py's 3-class MobileNet 0.25 graph...`);
+  let t = now();
+  for (const photo of list) spawnSync(process.execPath, [BIN, ...flags, `--image=${photo}`], { stdio: 'ignore' });
+  const loopS = (now() - t) / 1000;
+  t = now();
+  spawnSync(process.execPath, [BIN, ...flags, '-q'], { input: list.join('\n') + '\n', stdio: ['pipe', 'ignore', 'ignore'] });
+  const onceS = (now() - t) / 1000;
+  results.labelImage = { photos: list.length, loopS, onceS };
+}
+
 if (!onlySection || onlySection === 'retrain') {
   const { benchRetrain } = await import('./retrain.mjs');
   results.retrain = await benchRetrain({ shared: SHARED, work, bin: BIN });
 }
 
 // ---- report ------------------------------------------------------------------------------------
+if (results.labelImage) {
+  const r = results.labelImage;
+  console.log(`\nlabel_image's loop: ${r.photos} processes ${r.loopS.toFixed(2)} s; one classify ${r.onceS.toFixed(2)} s: the loop takes ${(r.loopS / r.onceS).toFixed(1)}x as long`);
+}
 if (results.ceiling) reportCeiling(results.ceiling);
 if (results.imageSets) reportImageSets(results.imageSets, results.stages);
 const pad = (s, n) => String(s).padEnd(n);
