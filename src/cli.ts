@@ -6,10 +6,9 @@ import { Command, CommanderError, Option, type OptionValues } from '@commander-j
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
-import { type FilterIO, type FilterOptions, type ModelPlace, runFilter } from './commands/filter.js';
-import type { ServeCommandOptions } from './commands/serve.js';
-import { EXIT, invalidValue, ModelError, OutputError, UsageError } from './errors.js';
-import { DEFAULTS } from './settings.js';
+import { type FilterIO, runFilter } from './commands/filter.js';
+import { describeError, EXIT, invalidValue, ModelError, OutputError, UsageError } from './errors.js';
+import { DEFAULTS, type FilterFlags, filterSettings, type ServeFlags, serveSettings } from './settings.js';
 import { BACKENDS } from './model/locate.js';
 import { FORMATS } from './output/format.js';
 import { ICC_MODES, RESIZE_MODES } from './image/preprocessing.js';
@@ -149,10 +148,10 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
   )
     .description('Serve the model over HTTP: POST / with an image, GET /healthz, /readyz, /metrics.')
     .exitOverride();
-  serve.action(async ({ graph, maxDelay, ...rest }) => {
-    const opts = exactly<ServeCommandOptions>()({ ...rest, graph: requireGraph(serve, graph), maxDelayMs: maxDelay });
+  serve.action(async ({ graph, ...flags }) => {
+    const settings = serveSettings(exactly<ServeFlags>()({ ...flags, graph: requireGraph(serve, graph) }));
     const { runServe } = await import('./commands/serve.js');
-    done(await runServe(opts, log));
+    done(await runServe(settings, log));
   });
 
   program
@@ -221,17 +220,8 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
       io.stdout.write(json ? JSON.stringify(i, null, 2) + '\n' : formatInfo(i));
     });
 
-  program.action(async (paths, { graph, remote, maxDelay, null: nul, ...rest }) => {
-    if (remote && graph) program.error('error: --remote and --graph exclude each other (the servers hold the model)', { exitCode: EXIT.usage });
-    const usage = (message: string) => program.error(`error: ${message}`, { exitCode: EXIT.usage });
-    const place: ModelPlace = remote ? { remote } : { graph: requireGraph(program, graph) };
-    if (rest.resume && !rest.output) usage('--resume needs -o FILE: it reads back the file it appends to');
-    if (rest.resume && rest.format !== 'json') usage('--resume reads FILE back, which takes --format json');
-    if (rest.reclassify && !rest.resume) usage('--reclassify goes with --resume');
-    if (rest.retryFailed && !rest.resume) usage('--retry-failed goes with --resume');
-    if (remote && rest.cache) usage('--cache needs the model here; give it to the servers instead (classify serve --cache DIR)');
-    const opts = exactly<FilterOptions>()({ ...rest, ...place, maxDelayMs: maxDelay, nul });
-    done(await runFilter(opts, paths, { ...io, log }));
+  program.action(async (paths, flags) => {
+    done(await runFilter(filterSettings(exactly<FilterFlags>()(flags)), paths, { ...io, log }));
   });
   const output = {
     writeOut: (s: string) => void io.stdout.write(s),
@@ -332,17 +322,10 @@ function closest(word: string, names: string[]): string | undefined {
 export function exitFor(err: unknown, verbose: boolean, stderr: Writable = process.stderr): number {
   const log = logTo(stderr);
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
-  if (err instanceof ModelError) {
-    log(`${err.file}: ${err.message}`);
-    return EXIT.usage;
-  }
-  if (err instanceof UsageError) {
-    log(err.message);
-    return EXIT.usage;
-  }
-  if (err instanceof OutputError) {
-    log(err.message);
-    return EXIT.output;
+  const known = err instanceof ModelError || err instanceof UsageError ? EXIT.usage : err instanceof OutputError ? EXIT.output : undefined;
+  if (known !== undefined) {
+    log(describeError(err));
+    return known;
   }
   // Anything else is a bug: say so rather than blame the user's input.
   const e = err instanceof Error ? err : new Error(String(err));

@@ -46,6 +46,16 @@ export class InternalError extends Error {
   }
 }
 
+/** The engine could not run a batch (the runtime refused its input, the engine thread ended):
+ * each image of the batch fails with it, "inference failed: ..."; the stack is the thread's. */
+export class EngineError extends Error {
+  constructor(message: string, stack?: string) {
+    super(message);
+    this.name = 'EngineError';
+    if (stack) this.stack = stack;
+  }
+}
+
 /** A --remote backend's answer for one image was an error: that image's line, as the backend said it. */
 export class RemoteImageError extends Error {}
 
@@ -78,6 +88,16 @@ export class OutputError extends Error {
     super(`cannot write ${what}: ${describeErrno(cause)}`);
     this.name = 'OutputError';
   }
+}
+
+/** Any error as one line says it, in every place that says one (the exit, a version that failed
+ * to load, an image's line): a model's names its file, an engine's is an inference that failed,
+ * a bug says it is one. */
+export function describeError(err: unknown): string {
+  if (err instanceof ModelError) return `${err.file}: ${err.message}`;
+  if (err instanceof EngineError) return `inference failed: ${err.message}`;
+  if (err instanceof InternalError) return `internal error: ${err.message}`;
+  return err instanceof Error ? err.message : String(err);
 }
 
 const ERRNO_TEXT: Record<string, string> = {

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { InternalError } from '../src/errors.js';
+import { describeError, EngineError, InternalError, ModelError } from '../src/errors.js';
 import { decodeToRgb, InputError } from '../src/image/decode.js';
 import { describeFailure } from '../src/output/format.js';
 import { COLOUR, FIX } from './helpers.js';
@@ -50,5 +50,32 @@ describe('bugs are not bad images', () => {
     });
     expect(code).toBe(70);
     expect(stderr).toBe('classify: internal error: in a decode thread: TypeError: boom (a bug in classify; --verbose shows the stack)\n');
+  });
+
+  it('an engine failure keeps its class to the line: "inference failed", never a bug or a bad image', async () => {
+    const { Classifier } = await import('../dist/classifier/classifier.js');
+    const { classifierSettings } = await import('../dist/settings.js');
+    const built = await import('../dist/errors.js');
+    const classifier = await Classifier.load(classifierSettings(COLOUR, { engine: { device: 'cpu' }, pipeline: { decodeJobs: 1 } }));
+    try {
+      // The engine thread gone, as a crash in the runtime would leave it.
+      await (classifier as unknown as { engine: { dispose(): Promise<void> } }).engine.dispose();
+      const err = await classifier.score({ path: red }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(built.EngineError);
+      expect(built.describeError(err)).toMatch(/^inference failed: engine thread exited \(\d+\)$/);
+    } finally {
+      await classifier.close();
+    }
+  });
+
+  it('one wording for every failure: a model names its file, an engine failure is an inference that failed', () => {
+    expect(describeFailure(new EngineError('input shape mismatch'))).toEqual({ error: 'inference failed: input shape mismatch' });
+    expect(describeFailure(new Error('socket hang up'))).toEqual({ error: 'inference failed: socket hang up' });
+    const cases: [unknown, string][] = [
+      [new ModelError('m/2/model.onnx', 'not an ONNX model'), 'm/2/model.onnx: not an ONNX model'],
+      [new EngineError('engine thread exited (1)'), 'inference failed: engine thread exited (1)'],
+      [new InternalError('in a decode thread: TypeError: x'), 'internal error: in a decode thread: TypeError: x'],
+    ];
+    for (const [err, said] of cases) expect(describeError(err)).toBe(said);
   });
 });

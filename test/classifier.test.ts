@@ -2,22 +2,22 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
-import { Classifier, type ClassifierOptions, DECODE_QUEUE, DEFAULT_BATCH, planPipeline, slotCount } from '../dist/classifier/classifier.js';
-import type { BatchStats } from '../src/classifier/batcher.js';
-import { answer } from '../src/classifier/ranking.js';
-import { classifierDefaults } from '../dist/settings.js';
+import { Classifier, DECODE_QUEUE, DEFAULT_BATCH, planPipeline, slotCount } from '../dist/classifier/classifier.js';
+import type { BatchStats } from '../dist/classifier/batcher.js';
+import { answer } from '../dist/classifier/ranking.js';
+import { classifierSettings, type LoadOverrides } from '../dist/settings.js';
 import { COLOUR, FIX } from './helpers.js';
 
 /** The best label for a file, as an answer of one prediction gives it. */
 const top1 = async (classifier: Classifier, path: string) => answer(await classifier.score({ path }), classifier.labels, { topK: 1, threshold: 0 })[0].label;
 
 /** The CLI's defaults for the colour fixture model, with `overrides`. */
-const options = (overrides: Partial<ClassifierOptions>): ClassifierOptions => ({ ...classifierDefaults(COLOUR), device: 'cpu', ...overrides });
+const options = (overrides: LoadOverrides = {}) => classifierSettings(COLOUR, { ...overrides, engine: { device: 'cpu' } });
 
 describe('Classifier', () => {
   it('warms up at load without the warm-up image showing in batch statistics', async () => {
     const seen: BatchStats[] = [];
-    const classifier = await Classifier.load(options({ observe: (s) => seen.push(s) }));
+    const classifier = await Classifier.load(options(), { observe: (s) => seen.push(s) });
     try {
       expect(seen).toEqual([]);
       expect((await top1(classifier, join(FIX, 'images', 'red.jpg')))).toBe('red');
@@ -28,7 +28,7 @@ describe('Classifier', () => {
   });
 
   it('loads under a --max-pixels smaller than its warm-up image, and holds real images to it', async () => {
-    const classifier = await Classifier.load(options({ maxPixels: 10 }));
+    const classifier = await Classifier.load(options({ limits: { maxPixels: 10 } }));
     try {
       await expect(classifier.score({ path: join(FIX, 'images', 'red.jpg') })).rejects.toThrow(/exceeds the pixel limit of 10/);
     } finally {
@@ -37,7 +37,7 @@ describe('Classifier', () => {
   });
 
   it('close() lets an image in preparation finish, then stops; nothing is left pending', async () => {
-    const classifier = await Classifier.load(options({ decodeJobs: 1 }));
+    const classifier = await Classifier.load(options({ pipeline: { decodeJobs: 1 } }));
     const big = await sharp({ create: { width: 3000, height: 3000, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 30 } } })
       .png({ compressionLevel: 0 })
       .toBuffer();
@@ -52,7 +52,7 @@ describe('Classifier', () => {
   });
 
   it('a decode thread that dies is replaced: later images are classified', async () => {
-    const classifier = await Classifier.load(options({ decodeJobs: 2 }));
+    const classifier = await Classifier.load(options({ pipeline: { decodeJobs: 2 } }));
     try {
       const red = join(FIX, 'images', 'red.jpg');
       const pool = (classifier as unknown as { decoder: { workers: { thread: { terminate(): Promise<number> } }[] } }).decoder;

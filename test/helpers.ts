@@ -1,7 +1,8 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
-import type { Classifier, ClassifierOptions } from '../src/classifier/classifier.js';
+import type { Classifier } from '../dist/classifier/classifier.js';
+import type { LoadSettings } from '../dist/settings.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -47,12 +48,12 @@ export function sharedAvailable(what: string): boolean {
  * runs, as a server shares one between requests. Closed when the file's tests end. */
 const loaded = new Map<string, Promise<Classifier>>();
 
-async function sharedLoad(opts: ClassifierOptions): Promise<Classifier> {
-  const key = JSON.stringify(opts);
+async function sharedLoad(settings: LoadSettings): Promise<Classifier> {
+  const key = JSON.stringify(settings);
   let model = loaded.get(key);
   if (!model) {
-    const { Classifier } = (await import('../dist/classifier/classifier.js')) as typeof import('../src/classifier/classifier.js');
-    model = Classifier.load(opts);
+    const { Classifier } = await import('../dist/classifier/classifier.js');
+    model = Classifier.load(settings);
     loaded.set(key, model);
     model.catch(() => loaded.delete(key)); // a load that fails is tried again by the next run
   }
@@ -78,7 +79,7 @@ export async function closeSharedModels(): Promise<void> {
  * parsing, streams and exit status as the binary, without starting node and loading a model per
  * test. For signals, EPIPE and the process's own exit, use runCli. */
 export async function runInProcess(args: string[], input: string | Buffer | Readable = '', opts: { stdinTTY?: boolean; stderrTTY?: boolean } = {}): Promise<Run> {
-  const { run } = (await import('../dist/cli.js')) as typeof import('../src/cli.js');
+  const { run } = await import('../dist/cli.js');
   const stdin = Object.assign(input instanceof Readable ? input : Readable.from([Buffer.from(input)]), { isTTY: opts.stdinTTY });
   let stdout = '';
   let stderr = '';

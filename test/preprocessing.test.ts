@@ -6,17 +6,17 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
-import { Classifier, type ClassifierOptions } from '../dist/classifier/classifier.js';
-import { classifierDefaults } from '../dist/settings.js';
-import { loadEngine } from '../src/backends/load.js';
-import { decodeToRgb, InputError } from '../src/image/decode.js';
-import { jpegClaimsMoreThanItHolds } from '../src/image/jpeg-header.js';
-import { type ImageSteps, VIEWER_STEPS } from '../src/image/preprocessing.js';
-import { huggingFaceHints } from '../src/model/huggingface.js';
-import { readLabels } from '../src/model/labels.js';
-import { resolveModel } from '../src/model/locate.js';
-import { choosePreprocessing } from '../src/model/preprocessing.js';
-import { decodeMetadata } from '../src/proto/onnx.js';
+import { Classifier } from '../dist/classifier/classifier.js';
+import { classifierSettings, type PreprocessingSettings } from '../dist/settings.js';
+import { loadEngine } from '../dist/backends/load.js';
+import { decodeToRgb, InputError } from '../dist/image/decode.js';
+import { jpegClaimsMoreThanItHolds } from '../dist/image/jpeg-header.js';
+import { type ImageSteps, VIEWER_STEPS } from '../dist/image/preprocessing.js';
+import { huggingFaceHints } from '../dist/model/huggingface.js';
+import { readLabels } from '../dist/model/labels.js';
+import { resolveModel } from '../dist/model/locate.js';
+import { choosePreprocessing } from '../dist/model/preprocessing.js';
+import { decodeMetadata } from '../dist/proto/onnx.js';
 import { COLOUR, FIX, jsonLines, SHARED, sharedAvailable, runInProcess } from './helpers.js';
 
 const HF = join(FIX, 'models', 'hf-colour');
@@ -24,8 +24,8 @@ const fixture = (...p: string[]) => join(FIX, ...p);
 const tmp = mkdtempSync(join(tmpdir(), 'classify-preprocessing-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const load = (overrides: Partial<ClassifierOptions>) =>
-  Classifier.load({ ...classifierDefaults(COLOUR), device: 'cpu', ...overrides });
+/** A model as the CLI loads it with no flags, on the CPU, with these preprocessing flags. */
+const load = (graph: string, preprocessing: PreprocessingSettings = {}) => Classifier.load(classifierSettings(graph, { engine: { device: 'cpu' }, preprocessing }));
 
 /** Decoded pixel (x, y) of a `width` x `height` decode, rounded. */
 async function pixel(file: string, steps: ImageSteps, width: number, height: number, x: number, y: number): Promise<number[]> {
@@ -114,7 +114,7 @@ describe('a Hugging Face export runs with no flags', () => {
   });
 
   it('packs exactly what the processor would: (x / 255 - 0.5) / 0.5 of the cropped pixels', async () => {
-    const classifier = await load({ graph: HF });
+    const classifier = await load(HF);
     try {
       const input = await classifier.preprocessFile(fixture('decode', 'blue-centre.png'));
       expect(input).toBeInstanceOf(Float32Array);
@@ -293,7 +293,7 @@ describe.runIf(sharedAvailable('preprocessing parity with TensorFlow'))('parity 
     it(`${name}, ${run.what}: inputs within 1e-5 and outputs within 1e-4 of ${run.reference}, all five photos`, async () => {
       const graph = join(SHARED, 'models', name, file);
       const ref = (what: string) => join(SHARED, run.reference, name, what);
-      const classifier = await load({ graph, ...run.flags });
+      const classifier = await load(graph, run.flags);
       const engine = await loadEngine({ backend: 'auto', format: 'frozen', runtime: 'auto', file: graph, options: { threads: 0, device: 'cpu' } });
       try {
         for (const photo of photos) {
@@ -319,7 +319,7 @@ describe.runIf(sharedAvailable('preprocessing parity with TensorFlow'))('parity 
   }
 
   it("--resize bilinear is within 0.75 of a pixel level of OpenCV's INTER_LINEAR (reference/, rounded to 8 bits)", async () => {
-    const classifier = await load({ graph: join(SHARED, 'models', 'retrained_3class', 'output_graph.pb'), resize: 'bilinear' });
+    const classifier = await load(join(SHARED, 'models', 'retrained_3class', 'output_graph.pb'), { resize: 'bilinear' });
     try {
       for (const photo of photos) {
         const input = await classifier.preprocessFile(join(SHARED, 'images', 'flowers', `${photo}.jpg`));

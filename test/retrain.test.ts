@@ -7,9 +7,9 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { answer } from '../src/classifier/ranking.js';
+import { answer } from '../dist/classifier/ranking.js';
 import { Classifier } from '../dist/classifier/classifier.js';
-import { classifierDefaults } from '../dist/settings.js';
+import { classifierSettings } from '../dist/settings.js';
 import { convert } from '../dist/commands/convert.js';
 import { type RetrainOptions, runRetrain } from '../dist/commands/retrain.js';
 import { encodeModel, readMetadata } from '../dist/proto/onnx.js';
@@ -60,7 +60,7 @@ const labelOf = (path: string) => path.slice(PHOTOS.length + 1).split('/')[0];
 
 /** Every fixture photo classified with the model folder `graph`: how many get their own label. */
 async function ownLabels(graph: string): Promise<{ version?: string; right: number; wrong: number }> {
-  const c = await Classifier.load({ ...classifierDefaults(graph), threads: 1, device: 'cpu', decodeJobs: 1 });
+  const c = await Classifier.load(classifierSettings(graph, { engine: { threads: 1, device: 'cpu' }, pipeline: { decodeJobs: 1 } }));
   let [right, wrong] = [0, 0];
   try {
     for (const img of listImages(PHOTOS, 10, 10).images.filter((i) => !i.path.endsWith('corrupt.jpg'))) {
@@ -286,7 +286,7 @@ if (!shared) console.warn(`skipping the cross-runs on shared models: ${SHARED} i
 /** ONNX's checker and OpenCV on `dir`'s model; OpenCV's top-1 on the inputs classify prepares,
  * against classify's own. */
 async function crossRun(dir: string, images: string[], check = true) {
-  const c = await Classifier.load({ ...classifierDefaults(dir), threads: 1, device: 'cpu', decodeJobs: 1 });
+  const c = await Classifier.load(classifierSettings(dir, { engine: { threads: 1, device: 'cpu' }, pipeline: { decodeJobs: 1 } }));
   const labels = readFileSync(c.info.labelsFile, 'utf8').trim().split('\n');
   const inputs: string[] = [];
   const ours: number[] = [];

@@ -205,7 +205,8 @@ describe('model versions', () => {
     );
     cpSync(join(FIX, 'models', 'broken'), join(root, '2'), { recursive: true });
     for (let i = 0; i < 50 && !/version 2 failed to load/.test(err); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(err).toMatch(/version 2 failed to load, still serving 1: /);
+    // In the words a failed start says it: the file, then the reason.
+    expect(err).toMatch(/version 2 failed to load, still serving 1: \S*\/2\/\S+: /);
     const form = new FormData();
     form.append('data', new Blob([readFileSync(COLOURS[0][0])]), 'red.jpg');
     const res = await (await fetch(`${url}/?top_k=1`, { method: 'POST', body: form })).json();

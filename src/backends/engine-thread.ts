@@ -1,6 +1,6 @@
 // The main thread's handle on an engine that lives in its own thread (entry: thread-entry.ts).
 import { Worker } from 'node:worker_threads';
-import { ModelError } from '../errors.js';
+import { EngineError, InternalError, ModelError } from '../errors.js';
 import type { ImpliedNormalisation } from '../image/preprocessing.js';
 import type { Engine } from './engine.js';
 import type { EngineSpec } from './load.js';
@@ -51,8 +51,9 @@ export async function startEngine(spec: EngineSpec): Promise<WorkerEngine> {
     if (waiting.size === 0) worker.unref();
     w?.resolve(reply);
   });
-  worker.on('error', (err) => failAll(err));
-  worker.on('exit', (code) => failAll(new Error(`engine thread exited (${code})`)));
+  // An exception nothing in the thread caught is a bug there; an exit mid-run is the engine's end.
+  worker.on('error', (err) => failAll(new InternalError(`in the engine thread: ${err.message}`, err.stack)));
+  worker.on('exit', (code) => failAll(new EngineError(`engine thread exited (${code})`)));
   // An idle engine thread must not keep the process alive; a busy one must (see call()).
   worker.unref();
 
@@ -76,9 +77,9 @@ export async function startEngine(spec: EngineSpec): Promise<WorkerEngine> {
     },
     async runSlots(slots) {
       const reply = await call({ slots });
-      if ('error' in reply) throw new Error(reply.error);
+      if ('error' in reply) throw reply.bug ? new InternalError(`in the engine thread: ${reply.error}`, reply.stack) : new EngineError(reply.error, reply.stack);
       if ('output' in reply) return reply.output;
-      throw new Error('unexpected reply from engine thread');
+      throw new InternalError('unexpected reply from the engine thread');
     },
     async dispose() {
       if (!dead) await call({ dispose: true }).catch(() => undefined);

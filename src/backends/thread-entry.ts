@@ -17,7 +17,7 @@ export interface SharedSlots {
 }
 export type Reply =
   | { id: number; output: Float32Array }
-  | { id: number; error: string }
+  | { id: number; error: string; stack?: string; bug: boolean }
   | { id: number; disposed: true }
   | { id: number; attached: true };
 
@@ -53,7 +53,7 @@ try {
       return;
     }
     if (disposed) {
-      port.postMessage({ id: req.id, error: 'engine disposed' } satisfies Reply);
+      port.postMessage({ id: req.id, error: 'engine disposed', bug: false } satisfies Reply);
       return;
     }
     if ('attach' in req) {
@@ -61,11 +61,16 @@ try {
       port.postMessage({ id: req.id, attached: true } satisfies Reply);
       return;
     }
+    // What fails gathering the batch is ours (a bug); what fails in the runtime is the engine's.
+    let bug = true;
     try {
-      const copy = whole(await engine.run(gather(req.slots), req.slots.length));
+      const input = gather(req.slots);
+      bug = false;
+      const copy = whole(await engine.run(input, req.slots.length));
       port.postMessage({ id: req.id, output: copy } satisfies Reply, [copy.buffer as ArrayBuffer]);
     } catch (err) {
-      port.postMessage({ id: req.id, error: err instanceof Error ? err.message : String(err) } satisfies Reply);
+      const e = err instanceof Error ? err : new Error(String(err));
+      port.postMessage({ id: req.id, error: e.message, stack: e.stack, bug } satisfies Reply);
     }
   };
 } catch (err) {

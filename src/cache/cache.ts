@@ -11,7 +11,7 @@ import { accessSync, closeSync, constants, type Dirent, existsSync, fstatSync, l
 import { lstat, open, readdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Classifier, ImageSource, Scorer } from '../classifier/classifier.js';
-import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
+import { modelFingerprint } from './fingerprint.js';
 import { type FilePath, ImageReader } from '../image/decode.js';
 import { UsageError } from '../errors.js';
 
@@ -187,6 +187,11 @@ export class ContentCache {
   }
 }
 
+export interface CacheSettings {
+  readonly dir: string;
+  readonly entries: number;
+}
+
 /** The cache in front of loaded models: `for(model)` is that model's Scorer through the cache
  * (a hit is the stored vector; a miss is scored, stored and returned). One instance serves every
  * model a server swaps in, each keyed by its own fingerprint. */
@@ -196,14 +201,14 @@ export class CachedScores {
 
   constructor(
     readonly cache: ContentCache,
-    private readonly opts: FingerprintOptions & { maxFileSize: number },
+    limits: { maxFileSize: number },
   ) {
-    this.files = new ImageReader(opts.maxFileSize);
+    this.files = new ImageReader(limits.maxFileSize);
   }
 
   for(model: Classifier): Scorer & { fingerprint: string } {
     let scorer = this.scorers.get(model);
-    if (!scorer) this.scorers.set(model, (scorer = new CachedScorer(this.cache, model, modelFingerprint(model.info, this.opts), this.files)));
+    if (!scorer) this.scorers.set(model, (scorer = new CachedScorer(this.cache, model, modelFingerprint(model.info), this.files)));
     return scorer;
   }
 }

@@ -4,12 +4,10 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
-import type { ClassifierInfo, ClassifierOptions } from '../classifier/classifier.js';
+import type { ClassifierInfo } from '../classifier/classifier.js';
 
 /** Bump when decoding or resizing changes (src/image/decode.ts): answers from before differ. */
 const PREPROCESSING = 'rgb, exif-rotate, flatten-white, resize-fill, v1';
-
-export type FingerprintOptions = Pick<ClassifierOptions, 'softmax'>;
 
 const sha256 = (bytes: Buffer | string) => createHash('sha256').update(bytes).digest('hex');
 
@@ -39,20 +37,17 @@ function modelFiles(file: string): string[] {
 
 /** 16 hex digits of a SHA-256 over everything that decides a loaded model's scores. Where the
  * model sits does not count: a copied or moved model keeps its fingerprint. */
-export function modelFingerprint(info: ClassifierInfo, opts: FingerprintOptions): string {
+export function modelFingerprint(info: ClassifierInfo): string {
   // Hashing the model's files is done once per loaded model (its info is frozen, one per load):
   // the cache, -o and serve's answers all ask for it.
-  const key = opts.softmax;
-  const known = computed.get(info)?.get(key);
-  if (known !== undefined) return known;
-  const print = compute(info, opts);
-  computed.set(info, (computed.get(info) ?? new Map()).set(key, print));
+  let print = computed.get(info);
+  if (print === undefined) computed.set(info, (print = compute(info)));
   return print;
 }
 
-const computed = new WeakMap<ClassifierInfo, Map<string, string>>();
+const computed = new WeakMap<ClassifierInfo, string>();
 
-function compute(info: ClassifierInfo, opts: FingerprintOptions): string {
+function compute(info: ClassifierInfo): string {
   const files = modelFiles(info.model);
   const parts = {
     preprocessing: PREPROCESSING,
@@ -60,7 +55,7 @@ function compute(info: ClassifierInfo, opts: FingerprintOptions): string {
     labels: sha256(readFileSync(info.labelsFile)),
     // every step of the model's preprocessing: resize mode, crop, colour, rotation, mean, std
     steps: info.preprocessing,
-    softmax: opts.softmax,
+    softmax: info.softmax,
     // The nodes as resolved, and only where not the model's own: --output_layer=final_result:0
     // names the default output, and answers the same as no flag.
     inputNode: info.nodes.input,

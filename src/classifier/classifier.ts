@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os';
 import { startEngine, type WorkerEngine } from '../backends/engine-thread.js';
 import { type BatchStats, MicroBatcher } from './batcher.js';
 import { BatchRunner } from './batch-runner.js';
-import { ModelError } from '../errors.js';
+import { EngineError, ModelError } from '../errors.js';
 import { type FilePath, warmUpJpeg } from '../image/decode.js';
 import { DecodePool } from '../image/decode-pool.js';
 import type { PrepareSpec } from '../image/prepare.js';
@@ -24,35 +24,52 @@ import { probabilities, type SoftmaxWhen } from './ranking.js';
 
 export type { Prediction } from './ranking.js';
 
-export interface ClassifierOptions {
-  graph: string;
+// ---- what a model is loaded with (the settings' groups this room takes) ----
+
+/** Which model, and which of its nodes. */
+export interface ModelSettings {
+  readonly graph: string;
   /** the version folder's number, when the caller picked one from a folder of versions */
-  version?: string;
-  labels?: string;
-  backend: BackendChoice;
-  /** preprocessing flags; each one left out comes from the model (see choosePreprocessing) */
-  mean?: [number, number, number];
-  std?: [number, number, number];
-  resize?: Preprocessing['resize'];
-  crop?: Preprocessing['crop'];
-  icc?: Preprocessing['icc'];
-  exifRotate?: boolean;
-  /** 0: chosen for the device (see DEFAULT_BATCH) */
-  batchSize: number;
-  maxDelayMs: number;
-  maxPixels: number;
-  /** image files larger than this are refused unread */
-  maxFileSize: number;
-  /** engine intra-op threads; 0: the engine's choice */
-  threads: number;
-  device: string;
-  softmax: SoftmaxWhen;
-  /** decode threads; 0: one per core */
-  decodeJobs: number;
+  readonly version?: string;
+  readonly labels?: string;
+  readonly inputNode?: string;
+  readonly outputNode?: string;
+}
+/** What runs the model, and how its output becomes probabilities. */
+export interface EngineSettings {
+  readonly backend: BackendChoice;
+  readonly device: string;
+  /** intra-op threads; 0: the engine's choice */
+  readonly threads: number;
+  readonly softmax: SoftmaxWhen;
+}
+/** The preprocessing flags given; each one left out comes from the model (choosePreprocessing). */
+export type PreprocessingSettings = Readonly<Partial<Pick<Preprocessing, 'mean' | 'std' | 'resize' | 'crop' | 'icc' | 'exifRotate'>>>;
+/** How images flow to the engine. 0 means chosen at load (planPipeline). */
+export interface PipelineSettings {
+  readonly batchSize: number;
+  readonly maxDelayMs: number;
+  /** decode threads */
+  readonly decodeJobs: number;
   /** images queued ahead for each decode thread; unset: DECODE_QUEUE.bulk */
-  decodeQueue?: number;
-  inputNode?: string;
-  outputNode?: string;
+  readonly decodeQueue?: number;
+}
+/** What an image may be: refused beyond these, unread where the size says so. */
+export interface LimitSettings {
+  readonly maxPixels: number;
+  readonly maxFileSize: number;
+}
+/** What Classifier.load takes. */
+export interface LoadSettings {
+  readonly model: ModelSettings;
+  readonly engine: EngineSettings;
+  readonly preprocessing: PreprocessingSettings;
+  readonly pipeline: PipelineSettings;
+  readonly limits: LimitSettings;
+}
+
+/** What a model is loaded for besides classifying. */
+export interface LoadHooks {
   /** runs this graph made from the model (cut at its bottleneck) instead: its outputs are
    * features, not scores, and no labels are needed */
   features?: EngineSpec['graph'];
@@ -83,7 +100,7 @@ export interface PipelinePlan {
 /** The pipeline for a loaded engine, every "0: choose" decided here: the batch size for the
  * device (never above what the model takes), one decode thread per core, and the image slots. */
 export function planPipeline(
-  asked: Pick<ClassifierOptions, 'batchSize' | 'decodeJobs' | 'decodeQueue'>,
+  asked: Pick<PipelineSettings, 'batchSize' | 'decodeJobs' | 'decodeQueue'>,
   engine: { accelerated: boolean; maxBatch: number; slotBytes: number },
   cores = availableParallelism(),
 ): PipelinePlan {
@@ -95,12 +112,8 @@ export function planPipeline(
 
 /** The preprocessing that applies (flags, then what the model states), refused with the reason
  * where it cannot work: a crop smaller than the input, a normalisation that overflows float32. */
-function checkedPreprocessing(model: ResolvedModel, engine: WorkerEngine, opts: ClassifierOptions): ChosenPreprocessing {
+function checkedPreprocessing(model: ResolvedModel, engine: WorkerEngine, flags: PreprocessingSettings): ChosenPreprocessing {
   const sig = engine.signature;
-  // Commander turns a parser's null (--crop none) into '': an explicit default must not
-  // change the fingerprint that --resume and --cache compare.
-  const crop = opts.crop === undefined ? undefined : opts.crop || null;
-  const flags = { mean: opts.mean, std: opts.std, resize: opts.resize, crop, icc: opts.icc, exifRotate: opts.exifRotate };
   const chosen = choosePreprocessing(model, engine.normalisation, flags);
   const { preprocessing, sources } = chosen;
   const problem = cropProblem(preprocessing.crop, sig.height, sig.width);
@@ -111,11 +124,11 @@ function checkedPreprocessing(model: ResolvedModel, engine: WorkerEngine, opts: 
 }
 
 /** What a loaded classifier is, for --verbose, info, the fingerprint and the batcher. */
-function describe(model: ResolvedModel, engine: WorkerEngine, chosen: ChosenPreprocessing, plan: PipelinePlan, opts: ClassifierOptions): ClassifierInfo {
+function describe(model: ResolvedModel, engine: WorkerEngine, chosen: ChosenPreprocessing, plan: PipelinePlan, s: LoadSettings): ClassifierInfo {
   const sig = engine.signature;
   return Object.freeze({
     model: model.file,
-    version: opts.version ?? model.version,
+    version: s.model.version ?? model.version,
     labelsFile: model.labelsFile ?? '',
     engine: engine.name,
     engineNotes: Object.freeze([...engine.notes]),
@@ -123,11 +136,12 @@ function describe(model: ResolvedModel, engine: WorkerEngine, chosen: ChosenPrep
     preprocessing: Object.freeze(chosen.preprocessing),
     preprocessingSources: Object.freeze(chosen.sources),
     batchSize: plan.batchSize,
-    maxDelayMs: opts.maxDelayMs,
+    maxDelayMs: s.pipeline.maxDelayMs,
     decodeJobs: plan.decodeJobs,
     inFlight: plan.inFlight,
     classes: sig.outputSize,
     nodes: Object.freeze({ input: sig.chosen?.input ?? null, output: sig.chosen?.output ?? null }),
+    softmax: s.engine.softmax,
   });
 }
 
@@ -159,6 +173,8 @@ export interface ClassifierInfo {
   readonly classes: number;
   /** the input and output --input-node and --output-node chose, where not the model's defaults */
   readonly nodes: { readonly input: string | null; readonly output: string | null };
+  /** when raw scores become probabilities (--softmax) */
+  readonly softmax: SoftmaxWhen;
 }
 
 /** An image to classify: a file on disk, or bytes (an upload). */
@@ -177,7 +193,6 @@ export class Classifier implements Scorer {
   private warm = false;
 
   private readonly batcher: MicroBatcher<number, Float32Array>;
-  private readonly softmax: SoftmaxWhen;
 
   private constructor(
     readonly info: ClassifierInfo,
@@ -185,11 +200,9 @@ export class Classifier implements Scorer {
     readonly labels: readonly string[],
     private readonly slots: ImageSlots,
     private readonly decoder: DecodePool,
-    opts: Pick<ClassifierOptions, 'softmax' | 'observe'>,
+    observe: LoadHooks['observe'],
   ) {
-    this.softmax = opts.softmax;
     const runner = new BatchRunner(engine, slots, info.classes);
-    const observe = opts.observe;
     this.batcher = new MicroBatcher((batch: number[]) => runner.run(batch), {
       maxSize: info.batchSize,
       maxDelayMs: info.maxDelayMs,
@@ -199,24 +212,26 @@ export class Classifier implements Scorer {
   }
 
   /** Resolve the model, start its engine, plan the pipeline, build it, warm it up. */
-  static async load(opts: ClassifierOptions): Promise<Classifier> {
-    const model = opts.features ? resolveModel(opts.graph, opts.labels, opts.backend, false) : resolveModel(opts.graph, opts.labels, opts.backend);
-    const labels = model.labelsFile && !opts.features ? readLabels(model.labelsFile) : [];
-    const engine = await startEngine({ ...engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode }), graph: opts.features });
+  static async load(s: LoadSettings, hooks: LoadHooks = {}): Promise<Classifier> {
+    const { model: m, engine: e, limits } = s;
+    const features = hooks.features;
+    const model = features ? resolveModel(m.graph, m.labels, e.backend, false) : resolveModel(m.graph, m.labels, e.backend);
+    const labels = model.labelsFile && !features ? readLabels(model.labelsFile) : [];
+    const engine = await startEngine({ ...engineSpec(model, { threads: e.threads, device: e.device, inputNode: m.inputNode, outputNode: m.outputNode }), graph: features });
     let decoder: DecodePool | undefined;
     try {
       const sig = engine.signature;
-      if (model.labelsFile && !opts.features && labels.length !== sig.outputSize) {
+      if (model.labelsFile && !features && labels.length !== sig.outputSize) {
         throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
       }
-      const chosen = checkedPreprocessing(model, engine, opts);
+      const chosen = checkedPreprocessing(model, engine, s.preprocessing);
       const imageSize = sig.height * sig.width * 3;
-      const plan = planPipeline(opts, { accelerated: engine.accelerated, maxBatch: sig.maxBatch, slotBytes: imageSize * (sig.inputType === 'float32' ? 4 : 1) });
+      const plan = planPipeline(s.pipeline, { accelerated: engine.accelerated, maxBatch: sig.maxBatch, slotBytes: imageSize * (sig.inputType === 'float32' ? 4 : 1) });
       const slots = new ImageSlots(plan.inFlight, imageSize, sig.inputType);
       await engine.attachSlots({ buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize });
-      const spec: PrepareSpec = { height: sig.height, width: sig.width, layout: sig.layout, inputType: sig.inputType, preprocessing: chosen.preprocessing, maxPixels: opts.maxPixels, maxFileSize: opts.maxFileSize };
+      const spec: PrepareSpec = { height: sig.height, width: sig.width, layout: sig.layout, inputType: sig.inputType, preprocessing: chosen.preprocessing, ...limits };
       decoder = new DecodePool(spec, slots, plan.decodeJobs);
-      const classifier = new Classifier(describe(model, engine, chosen, plan, opts), engine, labels, slots, decoder, opts);
+      const classifier = new Classifier(describe(model, engine, chosen, plan, s), engine, labels, slots, decoder, hooks.observe);
       await classifier.warmUp();
       return classifier;
     } catch (err) {
@@ -249,7 +264,7 @@ export class Classifier implements Scorer {
   async score(image: ImageSource, group?: unknown): Promise<Float32Array> {
     const scores = await this.scorePrepared(this.preparing(image), group);
     // NaN would rank as nothing above the threshold: an empty answer that looks like success.
-    return probabilities(scores, this.softmax) ?? notAnswer(scores);
+    return probabilities(scores, this.info.softmax) ?? notAnswer(scores);
   }
 
   /** The model's raw output for an image, its own copy: with `features`, the bottleneck. */
@@ -302,7 +317,7 @@ export class Classifier implements Scorer {
 }
 
 function notAnswer(scores: Float32Array): never {
-  throw new Error(`the model gave ${nonFinite(scores) ?? 'NaN'} scores for this image`);
+  throw new EngineError(`the model gave ${nonFinite(scores) ?? 'NaN'} scores for this image`);
 }
 
 /** 'NaN' or 'infinite' when a score is not a finite number. */

@@ -4,8 +4,8 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Readable, Writable } from 'node:stream';
-import { answering, type BulkOptions, type PathClassifier, setUpBulk } from '../output/bulk.js';
-import { Classifier, type ClassifierOptions } from '../classifier/classifier.js';
+import { answering, type PathClassifier, setUpBulk } from '../output/bulk.js';
+import { Classifier, type LoadSettings } from '../classifier/classifier.js';
 import { RemoteClassifier } from '../remote/client.js';
 import { IS_A_DIRECTORY } from '../image/decode.js';
 import { EXIT } from '../errors.js';
@@ -16,24 +16,7 @@ import { loadNewestWorking } from '../model/versions.js';
 import { Progress, type Terminal } from '../progress.js';
 import type { Log } from '../log.js';
 import { describeClassifier } from '../report.js';
-
-/** Where the model is: loaded here from --graph, or on the --remote servers. */
-export type ModelPlace = { graph: string; remote?: undefined } | { remote: string[]; graph?: undefined };
-
-export type FilterOptions = FilterSettings & ModelPlace;
-
-interface FilterSettings extends Omit<ClassifierOptions, 'graph'>, BulkOptions {
-  remoteInFlight: number;
-  remoteTimeout: number;
-  remoteRefresh: number;
-  withVersion: boolean;
-  format: Format;
-  topK: number;
-  threshold: number;
-  nul: boolean;
-  quiet: boolean;
-  verbose: boolean;
-}
+import type { FilterSettings } from '../settings.js';
 
 export interface FilterIO {
   stdin: Readable;
@@ -41,53 +24,49 @@ export interface FilterIO {
   stderr: Terminal;
   log: Log;
   /** how a model is loaded: Classifier.load; tests share one loaded model between runs */
-  loadClassifier?: (opts: ClassifierOptions) => Promise<Classifier>;
+  loadClassifier?: (settings: LoadSettings) => Promise<Classifier>;
 }
 
 /** Gathered output is written at the end of a turn, or sooner once it is this long. */
 const FLUSH_AT = 64 * 1024;
 
 /** Loads the model or reaches the servers (failing before any input is read), then streams. */
-export async function runFilter(opts: FilterOptions, args: string[], io: FilterIO): Promise<number> {
+export async function runFilter(settings: FilterSettings, args: string[], io: FilterIO): Promise<number> {
+  const { answer, output: out, chatter } = settings;
   let classifier: PathClassifier;
   let local: Classifier | undefined;
   let window: number;
   let remoteModel: string | undefined;
-  if (opts.remote) {
+  if (settings.remote) {
+    const asked = settings.remote;
     // Backends left out or back: one line each, clear of the progress line.
     const note = (line: string) => {
       if (io.stderr.isTTY) io.stderr.write('\r\x1b[K');
       io.log(line);
     };
     // A bad URL or no backend ready throws RemoteSetupError, a usage error: exit 2, nothing read.
-    const remote = await RemoteClassifier.connect({
-      urls: opts.remote,
-      maxInFlight: opts.remoteInFlight,
-      timeoutMs: opts.remoteTimeout,
-      refreshMs: opts.remoteRefresh,
-      maxFileSize: opts.maxFileSize,
-      log: opts.quiet ? undefined : note,
-    });
+    const remote = await RemoteClassifier.connect({ ...asked, maxFileSize: settings.limits.maxFileSize, log: chatter.quiet ? undefined : note });
     remoteModel = remote.model;
-    if (opts.verbose) io.log(`remote: ${remote.backends} backend${remote.backends === 1 ? '' : 's'}, up to ${opts.remoteInFlight} requests in flight each`);
-    classifier = { classify: (path) => remote.classifyPath(path, opts), close: () => remote.close() };
-    window = Math.max(16, 2 * remote.backends * opts.remoteInFlight);
+    if (chatter.verbose) io.log(`remote: ${remote.backends} backend${remote.backends === 1 ? '' : 's'}, up to ${asked.maxInFlight} requests in flight each`);
+    classifier = { classify: (path) => remote.classifyPath(path, answer), close: () => remote.close() };
+    window = Math.max(16, 2 * remote.backends * asked.maxInFlight);
   } else {
-    const load = io.loadClassifier ?? ((o: ClassifierOptions) => Classifier.load(o));
-    local = await loadNewestWorking(opts.graph, (graph, version) => load({ ...opts, graph, version }), io.log);
-    if (opts.verbose) describeClassifier(local.info, io.log);
+    const load = io.loadClassifier ?? ((s: LoadSettings) => Classifier.load(s));
+    const { model: at, engine, preprocessing, pipeline, limits } = settings;
+    local = await loadNewestWorking(at!.graph, (graph, version) => load({ model: { ...at, graph, version }, engine, preprocessing, pipeline, limits }), io.log);
+    if (chatter.verbose) describeClassifier(local.info, io.log);
     const model = local;
-    classifier = answering(model, opts, () => model.close());
+    classifier = answering(model, answer, () => model.close());
     // Enough paths in flight to keep every slot busy and a batch's worth ready behind them.
     window = Math.max(16, local.info.inFlight + local.info.batchSize);
   }
   // -o, --resume, --cache: FILE is read (and refused with exit 2) before any input is.
-  const bulk = opts.output || opts.cache ? await setUpBulk(opts, classifier, local, io.log, () => io.stdin.destroy(), remoteModel) : undefined;
+  const bulk = out.file || settings.cache ? await setUpBulk(settings, classifier, local, io.log, () => io.stdin.destroy(), remoteModel) : undefined;
   if (bulk) classifier = bulk.classifier;
   const output = bulk?.output;
 
   const readsStdin = args.length === 0 || args.includes('-');
-  if (readsStdin && (io.stdin as { isTTY?: boolean }).isTTY && !opts.quiet) {
+  if (readsStdin && (io.stdin as { isTTY?: boolean }).isTTY && !chatter.quiet) {
     io.log('reading image paths from stdin, one per line (end with Ctrl-D; classify --help for more)');
   }
 
@@ -104,19 +83,20 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const stdinPaths = () => pathsFromStream(io.stdin, { nulSeparated: opts.nul, signal: stopping.signal });
+  const stdinPaths = () => pathsFromStream(io.stdin, { nulSeparated: settings.nul, signal: stopping.signal });
   const lines = args.length > 0 ? pathsFromArgs(args, stopping.signal, stdinPaths) : stdinPaths();
   // With --resume, inputs FILE already answers are skipped here, unread.
   const paths = output ? output.select(lines) : lines;
   // The hot path: one plain object per line, spreads only where a line has more to say.
-  const showModel = opts.withVersion || Boolean(opts.output);
+  const { withVersion, format } = out;
+  const showModel = withVersion || Boolean(out.file);
   const classifyOne = ({ path, file, problem }: PathLine): Promise<Outcome> => {
     if (problem !== undefined) return Promise.resolve(file ? { path, pathBytes: file, error: problem } : { path, error: problem });
     return classifier.classify(file ?? path).then(
       ({ predictions, version, model }) => {
         const outcome: Outcome = { path, predictions };
         if (file) outcome.pathBytes = file;
-        if (opts.withVersion) outcome.version = version ?? '';
+        if (withVersion) outcome.version = version ?? '';
         // With --remote, the model that answered is recorded (-o) or shown (--with-version).
         if (model && showModel) outcome.model = model;
         return outcome;
@@ -126,7 +106,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   };
 
   const typing = readsStdin && Boolean((io.stdin as { isTTY?: boolean }).isTTY);
-  const progress = Progress.enabled(io.stderr, opts.quiet, typing) ? new Progress(io.stderr) : undefined;
+  const progress = Progress.enabled(io.stderr, chatter.quiet, typing) ? new Progress(io.stderr) : undefined;
   let failed = 0;
   let done = 0;
   let hinted = false;
@@ -145,7 +125,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
       const news = output ? output.write(outcome, 'kind' in outcome ? outcome.kind : undefined) : true;
       if ('error' in outcome) {
         failed++;
-        if (!opts.quiet && news) {
+        if (!chatter.quiet && news) {
           progress?.clear();
           io.log(`${JSON.stringify(outcome.path)}: ${outcome.error}`);
           if (outcome.error === IS_A_DIRECTORY && !hinted) {
@@ -159,7 +139,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
       if (!output) {
         // Lines finished in one turn leave in one write: a syscall per batch, not per line.
         if (pending === '') process.nextTick(flush);
-        pending += formatLine(outcome, opts.format) + '\n';
+        pending += formatLine(outcome, format) + '\n';
         if (pending.length >= FLUSH_AT) flush();
         // stdout's backpressure: no more results are taken while its buffer is full.
         if (io.stdout.writableNeedDrain) await once(io.stdout, 'drain');
@@ -172,11 +152,11 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await classifier.close();
-    output?.close(io.log, Boolean(io.stderr.isTTY) || opts.verbose);
+    output?.close(io.log, Boolean(io.stderr.isTTY) || chatter.verbose);
   }
   const seconds = (performance.now() - started.at) / 1000;
-  if (io.stderr.isTTY && !opts.quiet && !opts.verbose && done > 0) io.log(Progress.summary(done, failed, seconds));
-  if (opts.verbose && done > 0) {
+  if (io.stderr.isTTY && !chatter.quiet && !chatter.verbose && done > 0) io.log(Progress.summary(done, failed, seconds));
+  if (chatter.verbose && done > 0) {
     // The main thread only moves paths, slots and lines; its busy time per image says so.
     const cpuMs = mainThreadCpuMs();
     const main = cpuMs === undefined || started.cpuMs === undefined ? '' : `; main thread CPU ${((cpuMs - started.cpuMs) / done).toFixed(3)} ms per image`;
@@ -184,7 +164,7 @@ export async function runFilter(opts: FilterOptions, args: string[], io: FilterI
   }
   if (stoppedBy) return stoppedBy === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint;
   // With --resume, a failure FILE already records for the same file is not news: cron mails none.
-  const failedNow = output && opts.resume ? output.newFailures : failed;
+  const failedNow = output && out.resume ? output.newFailures : failed;
   return failedNow > 0 ? EXIT.someFailed : EXIT.ok;
 }
 

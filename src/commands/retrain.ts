@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { classifierDefaults } from '../settings.js';
+import { classifierSettings } from '../settings.js';
 import { Classifier } from '../classifier/classifier.js';
 import { OutputError, UsageError } from '../errors.js';
 import { ImageReader, InputError } from '../image/decode.js';
@@ -69,13 +69,8 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   const store = BottleneckStore.open(opts.bottleneckDir ?? defaultBottleneckDir(), fingerprint);
   if (opts.verbose) log(`bottleneck "${features.node}" of ${model.file}`);
   const load = async () => {
-    const classifier = await Classifier.load({
-      ...classifierDefaults(model.file),
-      features: { onnx: features.onnx, normalisation: features.normalisation },
-      threads: opts.threads,
-      softmax: 'off',
-      decodeJobs: opts.decodeJobs,
-    });
+    const settings = classifierSettings(model.file, { engine: { threads: opts.threads, softmax: 'off' }, pipeline: { decodeJobs: opts.decodeJobs } });
+    const classifier = await Classifier.load(settings, { features: { onnx: features.onnx, normalisation: features.normalisation } });
     if (opts.verbose) {
       for (const note of [...features.notes, ...classifier.info.engineNotes]) log(`engine note: ${note}`);
       log(`preprocessing ${describeSteps(classifier.info.preprocessing)}, mean ${preprocessing.mean.join(',')} std ${preprocessing.std.join(',')}`);

@@ -2,7 +2,7 @@
 // the highest that works.
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ModelError } from '../errors.js';
+import { describeError } from '../errors.js';
 import type { Log } from '../log.js';
 import { isFile, MODEL_FILES } from './files.js';
 
@@ -40,8 +40,7 @@ export async function loadNewestWorking<T>(
       return await load(join(graph, String(v)), String(v));
     } catch (err) {
       if (i === versions.length - 1) throw err;
-      const why = err instanceof ModelError ? `${err.file}: ${err.message}` : (err as Error).message;
-      log(`version ${v} failed to load, trying version ${versions[i + 1]}: ${why}`);
+      log(`version ${v} failed to load, trying version ${versions[i + 1]}: ${describeError(err)}`);
     }
   }
   throw new Error('unreachable');

@@ -3,19 +3,22 @@
 import { CachedScores, ContentCache } from '../cache/cache.js';
 import type { Classifier, Scorer } from '../classifier/classifier.js';
 import { type Answer, answer, type Prediction } from '../classifier/ranking.js';
-import { type FingerprintOptions, modelFingerprint } from '../cache/fingerprint.js';
+import { modelFingerprint } from '../cache/fingerprint.js';
 import type { FilePath } from '../image/decode.js';
 import type { Log } from '../log.js';
-import { OutputFile, type OutputOptions } from './resume.js';
+import { OutputFile } from './resume.js';
 import { UsageError } from '../errors.js';
+import type { CacheSettings } from '../cache/cache.js';
+import type { LimitSettings } from '../classifier/classifier.js';
+import type { OutputSettings } from './resume.js';
 
-export interface BulkOptions extends OutputOptions, FingerprintOptions {
-  /** reuse answers for identical bytes from this folder */
-  cache?: string;
-  /** image files larger than this are refused unread, by the cache as by the decode threads */
-  maxFileSize: number;
-  cacheEntries: number;
-  verbose: boolean;
+/** The groups -o and --cache take. */
+export interface BulkSettings {
+  readonly output: OutputSettings;
+  readonly cache?: CacheSettings;
+  readonly answer: Answer;
+  readonly limits: LimitSettings;
+  readonly chatter: { readonly quiet: boolean; readonly verbose: boolean };
 }
 
 /** What the filter classifies with: a loaded model or remote servers, and either through the
@@ -37,7 +40,7 @@ export function answering(scorer: Scorer, asked: Answer, close: () => Promise<vo
  * loaded model, undefined with --remote (the CLI refuses --cache there), where `remoteModel` is
  * the fingerprint the backends give. A setup that fails (exit 2) closes the classifier first. */
 export async function setUpBulk(
-  opts: BulkOptions & Answer,
+  s: BulkSettings,
   classifier: PathClassifier,
   local: Classifier | undefined,
   log: Log,
@@ -45,10 +48,10 @@ export async function setUpBulk(
   remoteModel?: string,
 ): Promise<{ classifier: PathClassifier; output?: OutputFile }> {
   try {
-    if (!local && opts.resume && remoteModel === undefined) {
+    if (!local && s.output.resume && remoteModel === undefined) {
       throw new UsageError('--resume: the --remote backends do not say which model they serve (a classify serve that sends X-Model-Fingerprint does)');
     }
-    const set = wrap(opts, classifier, local, log, remoteModel);
+    const set = wrap(s, classifier, local, log, remoteModel);
     if (set.output) set.output.stopInput = stopInput;
     return set;
   } catch (err) {
@@ -57,20 +60,20 @@ export async function setUpBulk(
   }
 }
 
-function wrap(opts: BulkOptions & Answer, classifier: PathClassifier, local: Classifier | undefined, log: Log, remoteModel?: string): { classifier: PathClassifier; output?: OutputFile } {
+function wrap({ output, cache: cacheAt, answer: asked, limits, chatter }: BulkSettings, classifier: PathClassifier, local: Classifier | undefined, log: Log, remoteModel?: string): { classifier: PathClassifier; output?: OutputFile } {
   let caching: CachedScores | undefined;
   let wrapped: PathClassifier = classifier;
-  if (opts.cache && local) {
-    caching = new CachedScores(ContentCache.open(opts.cache, opts.cacheEntries), opts);
+  if (cacheAt && local) {
+    caching = new CachedScores(ContentCache.open(cacheAt.dir, cacheAt.entries), limits);
     const cache = caching.cache;
-    wrapped = answering(caching.for(local), opts, async () => {
+    wrapped = answering(caching.for(local), asked, async () => {
       await cache.close();
-      if (opts.verbose) log(`cache ${cache.dir}: ${cache.hits} hits, ${cache.misses} misses`);
+      if (chatter.verbose) log(`cache ${cache.dir}: ${cache.hits} hits, ${cache.misses} misses`);
       await classifier.close();
     });
   }
-  const model = local ? (caching || opts.output ? modelFingerprint(local.info, opts) : undefined) : remoteModel;
-  if (opts.verbose && model) log(`model fingerprint ${model}`);
-  const output = opts.output ? OutputFile.open({ ...opts, output: opts.output }, model, log) : undefined;
-  return { classifier: wrapped, output };
+  const model = local ? (caching || output.file ? modelFingerprint(local.info) : undefined) : remoteModel;
+  if (chatter.verbose && model) log(`model fingerprint ${model}`);
+  const file = output.file ? OutputFile.open({ ...output, file: output.file, quiet: chatter.quiet }, model, log) : undefined;
+  return { classifier: wrapped, output: file };
 }

@@ -1,6 +1,6 @@
 // One result -> one output line. The three formats a user can ask for.
 import type { Prediction } from '../classifier/classifier.js';
-import { InternalError, RemoteImageError } from '../errors.js';
+import { describeError, EngineError, InternalError, RemoteImageError } from '../errors.js';
 import { InputError, type InputErrorKind } from '../image/decode.js';
 
 /** One input's result. `path` is what the input was called (absent for an unnamed upload);
@@ -20,8 +20,9 @@ export function describeFailure(err: unknown): { error: string; kind?: InputErro
   if (err instanceof InputError) return { error: err.message, kind: err.kind };
   // A bug is not this image's failure: it ends the run (exit 70) or the request (500).
   if (err instanceof InternalError) throw err;
-  const message = err instanceof Error ? err.message : String(err);
-  return { error: err instanceof RemoteImageError ? message : `inference failed: ${message}` };
+  // What is neither the image's nor a backend's happened running the model.
+  const known = err instanceof RemoteImageError || err instanceof EngineError;
+  return { error: known ? describeError(err) : `inference failed: ${describeError(err)}` };
 }
 
 /** Scores are float32 underneath: six decimals say all they can. */

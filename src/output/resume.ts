@@ -17,23 +17,25 @@
 import { readSync, statSync } from 'node:fs';
 import { FileLock } from './lock.js';
 import { AppendFile } from './sink.js';
-import { type Format, formatLine, jsonRecord, type Outcome } from './format.js';
+import { formatLine, jsonRecord, type Outcome } from './format.js';
 import type { Log } from '../log.js';
 import { UsageError } from '../errors.js';
 import type { PathLine } from '../input.js';
 
-export interface OutputOptions {
-  /** append lines to this file instead of writing them to stdout */
-  output?: string;
-  /** skip inputs FILE already answers */
-  resume: boolean;
-  /** accept a FILE last written for another model */
-  reclassify: boolean;
-  /** with --resume: classify again inputs whose failure cannot change while their file does not */
-  retryFailed: boolean;
-  format: Format;
-  quiet: boolean;
+import type { Format } from './format.js';
+/** The filter's output: its format, and -o FILE. */
+export interface OutputSettings {
+  readonly format: Format;
+  readonly withVersion: boolean;
+  /** -o: lines are appended to this file instead of written to stdout */
+  readonly file?: string;
+  readonly resume: boolean;
+  readonly reclassify: boolean;
+  readonly retryFailed: boolean;
 }
+
+/** The output group, and whether to keep quiet about what FILE held. */
+export type OutputOptions = OutputSettings & { quiet: boolean };
 
 /** What this run did with an input path already, in the map of previous lines. */
 const THIS_RUN = '\0run';
@@ -84,17 +86,17 @@ export class OutputFile {
 
   /** Opens FILE, cuts a partial last line and, with --resume, reads what it answers. Throws
    * (a usage error: exit 2) for a FILE that is not classify's JSON or is for another model. */
-  static open(opts: OutputOptions & { output: string }, model: string | undefined, log: Log): OutputFile {
-    const sink = AppendFile.open(opts.output, opts.format === 'json');
+  static open(opts: OutputOptions & { file: string }, model: string | undefined, log: Log): OutputFile {
+    const sink = AppendFile.open(opts.file, opts.format === 'json');
     let lock: FileLock | undefined;
     try {
       if (opts.resume && !sink.regular) {
-        throw new UsageError(`${opts.output}: --resume reads back the answers FILE holds, so FILE must be a regular file, not ${sink.kind}`);
+        throw new UsageError(`${opts.file}: --resume reads back the answers FILE holds, so FILE must be a regular file, not ${sink.kind}`);
       }
       // /dev/null or a pipe: nothing to double, and nothing beside it to lock with.
-      if (sink.regular) lock = FileLock.take(opts.output);
-      if (sink.repaired > 0 && !opts.quiet) log(`${opts.output}: cut a partial last line (${sink.repaired} bytes) left by an interrupted run`);
-      if (sink.repaired < 0 && !opts.quiet) log(`${opts.output}: its last line had no line end: one was added before the new lines`);
+      if (sink.regular) lock = FileLock.take(opts.file);
+      if (sink.repaired > 0 && !opts.quiet) log(`${opts.file}: cut a partial last line (${sink.repaired} bytes) left by an interrupted run`);
+      if (sink.repaired < 0 && !opts.quiet) log(`${opts.file}: its last line had no line end: one was added before the new lines`);
       const out = new OutputFile(sink, lock, opts, model);
       if (opts.resume) out.readPrevious();
       return out;
@@ -106,7 +108,7 @@ export class OutputFile {
   }
 
   private readPrevious(): void {
-    const file = this.opts.output!;
+    const file = this.opts.file!;
     let lineNo = 0;
     let lastModel: unknown;
     for (const line of readLines(this.sink.fd)) {
@@ -217,7 +219,7 @@ export class OutputFile {
       const known = this.skippedFailures > 0 ? `, ${this.skippedFailures} known failure${this.skippedFailures === 1 ? '' : 's'} not retried (--retry-failed retries them)` : '';
       const repeated = this.failures - this.newFailures;
       const failures = `${this.failures} failed${repeated > 0 ? ` (${repeated} as before)` : ''}`;
-      log(`${this.opts.output}: ${this.skipped} input${this.skipped === 1 ? '' : 's'} skipped (answered before)${known}, ${this.classified} classified, ${failures}`);
+      log(`${this.opts.file}: ${this.skipped} input${this.skipped === 1 ? '' : 's'} skipped (answered before)${known}, ${this.classified} classified, ${failures}`);
     }
   }
 }

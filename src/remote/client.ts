@@ -18,12 +18,16 @@ const START_CHECK_MS = 10_000;
 /** The header in which `classify serve` names the model that answered (its fingerprint). */
 const MODEL_HEADER = 'x-model-fingerprint';
 
-export interface RemoteOptions {
-  urls: string[];
-  maxInFlight: number;
-  timeoutMs: number;
+export interface RemoteSettings {
+  readonly urls: readonly string[];
+  readonly maxInFlight: number;
+  readonly timeoutMs: number;
+  readonly refreshMs: number;
+}
+
+/** The --remote group, and what tests may set besides. */
+export interface RemoteOptions extends Partial<Pick<RemoteSettings, 'refreshMs'>>, Omit<RemoteSettings, 'refreshMs'> {
   ejectMs?: number;
-  refreshMs?: number;
   /** how a hostname becomes addresses (tests give their own) */
   resolver?: Resolver;
   /** how often backends left out are asked whether they are back, while none is in service */
@@ -34,7 +38,6 @@ export interface RemoteOptions {
   maxFileSize?: number;
 }
 
-/** The server's answer for one image: what the client prints, not a retry signal. */
 
 /** A bad --remote URL or no backend ready at start: a usage error (exit 2) before input is read. */
 export class RemoteSetupError extends UsageError {}

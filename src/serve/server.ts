@@ -12,23 +12,23 @@ import type { InputErrorKind } from '../image/decode.js';
 import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';
 import type { ServerMetrics } from './metrics.js';
 import type { Log } from '../log.js';
+import type { Answer } from '../classifier/ranking.js';
 import { describeFailure, jsonRecord, type Outcome } from '../output/format.js';
 
-export interface ServeOptions {
-  host: string;
-  port: number;
-  maxBody: number;
-  /** bytes of request bodies held at once across all requests, beyond which requests get 503 */
-  maxBuffered: number;
-  /** ms a request's body may take to arrive, after which it gets 408 */
-  bodyTimeout: number;
-  /** images accepted but not yet answered, beyond which requests get 503 */
-  maxQueue: number;
-  maxFiles: number;
-  topK: number;
-  threshold: number;
-  quiet: boolean;
+export interface ServeSettings {
+  readonly host: string;
+  readonly port: number;
+  readonly maxBody: number;
+  readonly maxBuffered: number;
+  readonly bodyTimeoutMs: number;
+  readonly drainTimeoutMs: number;
+  readonly maxQueue: number;
+  readonly maxFiles: number;
+  readonly watchIntervalMs: number;
 }
+
+/** What the server takes: its group, the default answer, and whether to log requests. */
+export type ServeOptions = { serve: ServeSettings; answer: Answer; quiet: boolean };
 
 const STATUS_OF: Record<InputErrorKind, number> = {
   empty: 400,
@@ -88,9 +88,9 @@ export class ClassifyServer {
     /** a loaded model's fingerprint (src/fingerprint.ts) */
     private readonly fingerprint?: (c: Classifier) => string,
   ) {
-    this.budget = new UploadBudget(opts.maxBuffered, (bytes) => metrics.bufferedBytes.set(bytes));
+    this.budget = new UploadBudget(opts.serve.maxBuffered, (bytes) => metrics.bufferedBytes.set(bytes));
     // Node's own limit on receiving a request stays behind ours (--body-timeout), as a backstop.
-    this.server = createServer({ requestTimeout: opts.bodyTimeout + 60_000 }, (req, res) => void this.handle(req, res));
+    this.server = createServer({ requestTimeout: opts.serve.bodyTimeoutMs + 60_000 }, (req, res) => void this.handle(req, res));
     this.server.keepAliveTimeout = 5000;
     // Expect: 100-continue: a request refused from its headers is refused before its body is sent.
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res, true));
@@ -108,7 +108,7 @@ export class ClassifyServer {
   listen(): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(this.opts.port, this.opts.host, () => resolve(this.server.address() as AddressInfo));
+      this.server.listen(this.opts.serve.port, this.opts.serve.host, () => resolve(this.server.address() as AddressInfo));
     });
   }
 
@@ -238,14 +238,14 @@ export class ClassifyServer {
     let settings: { topK: number; threshold: number };
     try {
       if (this.draining) throw new BodyError(503, 'server shutting down: send it to another');
-      settings = querySettings(req.url, this.opts);
-      checkHeaders(req, this.opts.maxBody, account);
+      settings = querySettings(req.url, this.opts.answer);
+      checkHeaders(req, this.opts.serve.maxBody, account);
       if (expectsContinue) res.writeContinue();
-      uploads = await readUploads(req, { maxBody: this.opts.maxBody, maxFiles: this.opts.maxFiles, timeoutMs: this.opts.bodyTimeout }, account);
+      uploads = await readUploads(req, { maxBody: this.opts.serve.maxBody, maxFiles: this.opts.serve.maxFiles, timeoutMs: this.opts.serve.bodyTimeoutMs }, account);
     } catch (err) {
       if (err instanceof BodyError) {
         if (err.status === 503) res.setHeader('Retry-After', '1');
-        answerEarly(req, res, err.status, { error: err.message }, this.opts.maxBody);
+        answerEarly(req, res, err.status, { error: err.message }, this.opts.serve.maxBody);
         return 0;
       }
       throw err;
@@ -255,9 +255,9 @@ export class ClassifyServer {
       send(res, 400, { error: 'no image: send a multipart form field named "data" (curl -F "data=@image.jpg") or an image/* body' });
       return 0;
     }
-    if (this.imagesInFlight + uploads.length > this.opts.maxQueue) {
+    if (this.imagesInFlight + uploads.length > this.opts.serve.maxQueue) {
       res.setHeader('Retry-After', '1');
-      send(res, 503, { error: `server busy: ${this.imagesInFlight} images in flight (--max-queue ${this.opts.maxQueue})` });
+      send(res, 503, { error: `server busy: ${this.imagesInFlight} images in flight (--max-queue ${this.opts.serve.maxQueue})` });
       this.metrics.images.inc({ outcome: 'rejected' }, uploads.length);
       return uploads.length;
     }

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Classifier } from '../classifier/classifier.js';
 import { listVersions } from '../model/versions.js';
 import type { Log } from '../log.js';
+import { describeError } from '../errors.js';
 
 /** Names, sizes and times of a version's files: unchanged across two polls means fully written. */
 function fingerprint(dir: string): string {
@@ -69,7 +70,7 @@ export function watchVersions(
         log(`now serving version ${version}`);
       } catch (err) {
         failed.set(version, print);
-        log(`version ${version} failed to load, still serving ${current() ?? 'the previous one'}: ${(err as Error).message}`);
+        log(`version ${version} failed to load, still serving ${current() ?? 'the previous one'}: ${describeError(err)}`);
       }
     } finally {
       busy = false;
