@@ -6,7 +6,7 @@ import { Classifier, DECODE_QUEUE, DEFAULT_BATCH, planPipeline, slotCount } from
 import type { BatchStats } from '../dist/classifier/batcher.js';
 import { answer } from '../dist/classifier/ranking.js';
 import { classifierSettings, type LoadOverrides } from '../dist/settings.js';
-import { COLOUR, FIX } from './helpers.js';
+import { COLOUR, FIX, waitFor } from './helpers.js';
 
 /** The best label for a file, as an answer of one prediction gives it. */
 const top1 = async (classifier: Classifier, path: string) => answer(await classifier.score({ path }), classifier.labels, { topK: 1, threshold: 0 })[0].label;
@@ -45,7 +45,9 @@ describe('Classifier', () => {
       () => 'answered',
       (e: Error) => `failed: ${e.message}`,
     );
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    // In a decode thread's hands, not merely queued.
+    const decoder = (classifier as unknown as { decoder: { pending: Map<number, unknown> } }).decoder;
+    await waitFor(() => decoder.pending.size > 0);
     await classifier.close();
     const settled = await Promise.race([inFlight, new Promise((resolve) => setTimeout(() => resolve('still pending'), 3000))]);
     expect(settled).toBe('answered');

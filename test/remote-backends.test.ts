@@ -1,7 +1,7 @@
 // Item 14 of issue 12: a backend's 200 is not trusted. A malformed, cut or oversized answer is
 // that backend failing (retried elsewhere, left out), never the run's end.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { BackendPool } from '../src/remote/pool.js';
 import { RemoteImageError } from '../src/errors.js';
 import { MAX_ANSWER_BYTES, parseAnswer, RemoteClassifier } from '../src/remote/client.js';
@@ -121,6 +121,10 @@ describe('parseAnswer', () => {
 
 describe('backends left out and back', () => {
   it('the pool says so once per outage, not once per failed request', async () => {
+    // Its clock is Date's: faked, so that "its time out is over" is exact, not a sleep that a
+    // busy machine may overrun.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    onTestFinished(() => void vi.useRealTimers());
     const log: string[] = [];
     const pool = new BackendPool([new URL('http://127.0.0.1:1')], { maxInFlight: 4, ejectMs: 20, refreshMs: 60_000, log: (l) => log.push(l) });
     await pool.start();
@@ -128,11 +132,15 @@ describe('backends left out and back', () => {
     pool.release(a, false, 'boom');
     pool.release(b, false, 'boom'); // in flight with the first: the same outage
     expect(log).toEqual(['backend 127.0.0.1:1 left out: boom']);
-    await new Promise((r) => setTimeout(r, 30));
+    vi.advanceTimersByTime(19);
+    expect(await pool.acquire(new Set())).toBeUndefined(); // left out for 20 ms
+    vi.advanceTimersByTime(1);
     const c = (await pool.acquire(new Set()))!; // its time out is over: tried again, fails again
     pool.release(c, false, 'boom again');
     expect(log).toHaveLength(1);
-    await new Promise((r) => setTimeout(r, 60));
+    vi.advanceTimersByTime(39);
+    expect(await pool.acquire(new Set())).toBeUndefined(); // the second failure doubles it: 40 ms
+    vi.advanceTimersByTime(1);
     const d = (await pool.acquire(new Set()))!;
     pool.release(d, true);
     expect(log).toEqual(['backend 127.0.0.1:1 left out: boom', 'backend 127.0.0.1:1 is back']);
