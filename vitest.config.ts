@@ -11,5 +11,8 @@ export default defineConfig({
     // CLI tests start real processes; two at a time suits a 2-core machine.
     maxWorkers: 2,
     minWorkers: 1,
+    // Test files share their worker's modules, and so the models runInProcess loaded
+    // (test/helpers.ts): a model is loaded once per worker, not once per file.
+    isolate: false,
   },
 });

@@ -1,13 +1,13 @@
 // Stand-ins for `classify serve` backends, for the --remote client's tests: plain node:http
 // servers that answer /readyz like a server and POST / however the test says.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterEach } from 'vitest';
-import { BIN, FIX, ROOT, type Run } from './helpers.js';
+import { FIX, type Run, runInProcess } from './helpers.js';
 
 export interface Fake {
   url: string;
@@ -56,24 +56,10 @@ export const IMAGES = ['red.jpg', 'green.jpg', 'blue.jpg'].map((f) => join(FIX, 
 /** `n` paths cycling through the fixtures, with the label the good fake gives each. */
 export const inputs = (n: number) => Array.from({ length: n }, (_, i) => IMAGES[i % IMAGES.length]).map((p) => ({ path: p, label: labelOf(readFileSync(p)) }));
 
-/** Runs the CLI with `input` on stdin, or with stdin left open when `input` is undefined. */
+/** Runs the CLI in process with `input` on stdin, or with stdin left open when `input` is
+ * undefined (a run that waits on it fails the test on its timeout). */
 export function classify(args: string[], input?: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, NO_COLOR: '1' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    // A run that waits on the open stdin is killed, and fails the test on its status.
-    const limit = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('close', (code, signal) => {
-      clearTimeout(limit);
-      resolve({ code, signal, stdout, stderr });
-    });
-    child.stdin.on('error', () => undefined);
-    if (input !== undefined) child.stdin.end(input);
-  });
+  return runInProcess(args, input ?? new PassThrough());
 }
 
 /** A port nothing listens on (a backend that is down). */

@@ -1,5 +1,5 @@
-// After each test file: the models its in-process runs shared are closed (test/helpers.ts).
-import { afterAll } from 'vitest';
+// Test files share their worker's modules (vitest.config.ts: isolate: false), and so the models
+// runInProcess loaded: they stay loaded for the next file, and are closed when the worker ends.
 import { closeSharedModels } from './helpers.js';
 
-afterAll(closeSharedModels);
+process.once('beforeExit', () => void closeSharedModels());

@@ -3,7 +3,8 @@
 // JS thread); sharp resizes in the fast mode, the exact modes resize in resize.ts or natively.
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
-import sharp, { type Region, type Sharp } from 'sharp';
+import { createRequire } from 'node:module';
+import type { Region, Sharp } from 'sharp';
 import { jpegClaimsMoreThanItHolds, type JpegHeader, jpegHeader } from './jpeg-header.js';
 import { NativeJpegDecoder, type RgbImage } from './native.js';
 import { type ImageSteps, isExact, VIEWER_STEPS } from './preprocessing.js';
@@ -43,8 +44,18 @@ export interface DecodeOptions {
   consumed?: () => void;
 }
 
-// libvips keeps its own threads; sharp's cache only helps when the same file is read again.
-sharp.cache(false);
+type SharpModule = typeof import('sharp').default;
+let loadedSharp: SharpModule | undefined;
+/** sharp, loaded on first use: importing it costs about 100 ms of CPU, which a decode thread
+ * given only JPEGs the addon decodes never needs (a start-up paid by every thread of every run). */
+function sharp(): SharpModule {
+  if (!loadedSharp) {
+    loadedSharp = createRequire(import.meta.url)('sharp') as SharpModule;
+    // libvips keeps its own threads; sharp's cache only helps when the same file is read again.
+    loadedSharp.cache(false);
+  }
+  return loadedSharp;
+}
 
 const FS_ERRORS: Record<string, [InputErrorKind, string]> = {
   ENOENT: ['not-found', 'no such file'],
@@ -167,7 +178,7 @@ export async function decodeToRgb(bytes: Buffer, opts: DecodeOptions): Promise<P
   const steps = opts.steps ?? VIEWER_STEPS;
   try {
     const image = () => {
-      const loaded = sharp(bytes, { limitInputPixels: opts.maxPixels, failOn: 'error', ignoreIcc: steps.icc === 'ignore' });
+      const loaded = sharp()(bytes, { limitInputPixels: opts.maxPixels, failOn: 'error', ignoreIcc: steps.icc === 'ignore' });
       return steps.exifRotate ? loaded.rotate() : loaded;
     };
     // Vector images are rendered by libvips at the model's size: no framework trained on them, and
@@ -238,7 +249,7 @@ function shrunkJpeg(bytes: Buffer, header: JpegHeader | undefined, steps: ImageS
   const decoded = native.decode(bytes, opts.maxPixels, header, scale, true);
   if (!decoded) return undefined;
   const raw = { width: decoded.width, height: decoded.height, channels: 3 as const };
-  return { raw: sharp(decoded.data, { raw }), sourceWidth: header.width, sourceHeight: header.height, release: () => native.giveBack(decoded) };
+  return { raw: sharp()(decoded.data, { raw }), sourceWidth: header.width, sourceHeight: header.height, release: () => native.giveBack(decoded) };
 }
 
 /** sharp's choice of JPEG shrink-on-load for a resize shrinking by `x` and `y` (its pipeline.cc,
@@ -291,18 +302,17 @@ async function areaResize(input: Sharp | SizedImage, opts: DecodeOptions, steps:
 }
 
 /** A JPEG of the given size for warming the decoders up: colour noise, so that every decoding
- * step does real work (a flat image skips most of the IDCT) and the WebAssembly decoder's code is
- * optimised before the first real image. */
+ * step does real work (a flat image skips most of the IDCT). */
 export function warmUpJpeg(width: number, height: number): Promise<Buffer> {
   const noise = { type: 'gaussian' as const, mean: 128, sigma: 40 };
-  return sharp({ create: { width, height, channels: 3, background: '#808080', noise } }).jpeg({ quality: 90 }).toBuffer();
+  return sharp()({ create: { width, height, channels: 3, background: '#808080', noise } }).jpeg({ quality: 90 }).toBuffer();
 }
 
 async function describeSharpError(bytes: Buffer, opts: DecodeOptions, err: Error): Promise<InputError> {
   const msg = err.message;
   if (/unsupported image format/i.test(msg)) return new InputError('not-an-image', 'not an image (unrecognised format)');
   if (/pixel limit/i.test(msg)) {
-    const meta = await sharp(bytes, { limitInputPixels: false }).metadata().catch(() => undefined);
+    const meta = await sharp()(bytes, { limitInputPixels: false }).metadata().catch(() => undefined);
     const size = meta?.width && meta?.height ? `${meta.width}x${meta.height} ` : '';
     return new InputError('too-large', `image ${size}exceeds the pixel limit of ${opts.maxPixels} (--max-pixels)`);
   }
