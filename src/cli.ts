@@ -22,6 +22,8 @@ export interface CliIO {
   stderr: Writable & { isTTY?: boolean; columns?: number };
   /** how the filter loads a model (default Classifier.load) */
   loadClassifier?: FilterIO['loadClassifier'];
+  /** where signals come from and exit goes (default: this process) */
+  host?: FilterIO['host'];
 }
 
 const PROCESS_IO: CliIO = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr };
@@ -152,7 +154,7 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
   serve.action(async ({ graph, ...flags }) => {
     const settings = serveSettings(exactly<ServeFlags>()({ ...flags, graph: requireGraph(serve, graph) }));
     const { runServe } = await import('./commands/serve.js');
-    done(await runServe(settings, log));
+    done(await runServe(settings, log, io.host));
   });
 
   program
@@ -201,7 +203,7 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
       value ?? retrain.error(`error: required option '${flag}' not specified`, { exitCode: EXIT.usage });
     const opts = { ...rest, base: required(base, '--base <model>'), output: required(output, '-o, --output <out_dir>') };
     const { runRetrain } = await import('./commands/retrain.js');
-    process.exitCode = await runRetrain(imageDir, exactly<Parameters<typeof runRetrain>[1]>()(opts), process.stderr, log);
+    done(await runRetrain(imageDir, exactly<Parameters<typeof runRetrain>[1]>()(opts), io.stderr, log));
   });
 
   program

@@ -3,7 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli, runInProcess } from './helpers.js';
 
 const img = (name: string) => join('fixtures', 'images', name);
@@ -158,10 +158,10 @@ describe('classify (filter)', () => {
 
   it('a model cheaper than a decode runs on one ONNX Runtime thread on a small machine, unless --threads says otherwise', async () => {
     // The colour model infers in microseconds: on a few cores the decode threads bound throughput.
-    const auto = await runCli(['-g', COLOUR, '-v', img('red.jpg')]);
+    const auto = await runInProcess(['-g', COLOUR, '-v', img('red.jpg')]);
     if (availableParallelism() <= 4) expect(auto.stderr).toMatch(/engine note: one intra-op thread: an inference takes [\d.]+ ms/);
     expect(jsonLines(auto.stdout)[0].predictions[0].label).toBe('red');
-    const two = await runCli(['-g', COLOUR, '-v', '--threads', '2', img('red.jpg')]);
+    const two = await runInProcess(['-g', COLOUR, '-v', '--threads', '2', img('red.jpg')]);
     expect(two.stderr).not.toMatch(/one intra-op thread/);
   });
 
@@ -184,7 +184,7 @@ describe('classify (filter)', () => {
     expect(cpu.stderr).not.toMatch(/webgpu/);
   });
 
-  it.skipIf(!hasScript)('shows a coloured progress line on a terminal, and none with NO_COLOR, --quiet or a pipe', () => {
+  it.skipIf(!hasScript)('shows a coloured progress line on a real terminal, and none on a pipe', () => {
     const run = (env: Record<string, string | undefined>, flags = '') => {
       const cmd = `printf '%s\\n' ${img('red.jpg')} ${img('green.jpg')} | "${process.execPath}" "${BIN}" -g "${COLOUR}" ${flags} > /dev/null`;
       // script(1) gives the command a pseudo-terminal: stderr is then a TTY. CI is unset because
@@ -196,9 +196,16 @@ describe('classify (filter)', () => {
     expect(tty).toMatch(/1 done/);
     expect(tty).toMatch(/images\/s/);
     expect(tty).toMatch(/\x1b\[3\dm/); // coloured
-    expect(run({ NO_COLOR: '1' })).not.toMatch(/done/);
-    expect(run({ NO_COLOR: undefined }, '--quiet')).not.toMatch(/done/);
     // A pipe or file is never drawn on: the other tests' stderr is always empty on success.
+  });
+
+  it('draws no progress line on a terminal with NO_COLOR or --quiet', async () => {
+    const paths = `${img('red.jpg')}\n${img('green.jpg')}\n`;
+    expect((await runInProcess(['-g', COLOUR], paths, { stderrTTY: true })).stderr).toMatch(/1 done/);
+    expect((await runInProcess(['-g', COLOUR, '--quiet'], paths, { stderrTTY: true })).stderr).toBe('');
+    process.env.NO_COLOR = '1';
+    onTestFinished(() => void delete process.env.NO_COLOR);
+    expect((await runInProcess(['-g', COLOUR], paths, { stderrTTY: true })).stderr).not.toMatch(/done/);
   });
 
   it('answers a trickled path before stdin closes', async () => {

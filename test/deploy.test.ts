@@ -117,7 +117,7 @@ describe('the manifests agree with the program', () => {
     metricNames = new Set([...text.matchAll(/^# TYPE (classify_\w+) (\w+)/gm)].flatMap(([, name, type]) => (type === 'histogram' ? [name, `${name}_sum`, `${name}_count`, `${name}_bucket`] : [name])));
   });
   afterAll(() => {
-    server?.child.kill('SIGKILL');
+    return server?.close();
   });
 
   it("the Deployment's args follow the image's entry point and parse with the CLI's parser", async () => {

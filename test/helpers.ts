@@ -78,7 +78,11 @@ export async function closeSharedModels(): Promise<void> {
 /** Runs the CLI in this process (the built code, whose threads load from dist/): the same
  * parsing, streams and exit status as the binary, without starting node and loading a model per
  * test. For signals, EPIPE and the process's own exit, use runCli. */
-export async function runInProcess(args: string[], input: string | Buffer | Readable = '', opts: { stdinTTY?: boolean; stderrTTY?: boolean } = {}): Promise<Run> {
+export async function runInProcess(
+  args: string[],
+  input: string | Buffer | Readable = '',
+  opts: { stdinTTY?: boolean; stderrTTY?: boolean; onStdout?: (soFar: string) => void } = {},
+): Promise<Run> {
   const { run } = await import('../dist/cli.js');
   const stdin = Object.assign(input instanceof Readable ? input : Readable.from([Buffer.from(input)]), { isTTY: opts.stdinTTY });
   let stdout = '';
@@ -90,7 +94,10 @@ export async function runInProcess(args: string[], input: string | Buffer | Read
         cb();
       },
     });
-  const out = collect((s) => (stdout += s));
+  const out = collect((s) => {
+    stdout += s;
+    opts.onStdout?.(stdout);
+  });
   const err = Object.assign(
     collect((s) => (stderr += s)),
     { isTTY: opts.stderrTTY },

@@ -9,7 +9,7 @@ import { jpegHeader } from '../src/image/jpeg-header.js';
 import { NativeJpegDecoder } from '../src/image/native.js';
 import { placement, resizeRgb } from '../src/image/resize.js';
 import { TensorPacker } from '../src/image/tensor.js';
-import { COLOUR, FIX, jsonLines, ROOT, runCli, SHARED, sharedAvailable } from './helpers.js';
+import { COLOUR, FIX, jsonLines, ROOT, runCli, runInProcess, SHARED, sharedAvailable } from './helpers.js';
 
 const decoder = NativeJpegDecoder.create()!;
 const decode = (bytes: Uint8Array, maxPixels = Infinity, scale = 1) => decoder.decode(bytes, maxPixels, jpegHeader(bytes), scale);
@@ -88,9 +88,9 @@ describe('the native JPEG decoder (libjpeg-turbo with SIMD, native/jpeg.c)', () 
   });
 
   it('--verbose says which decoder takes which images', async () => {
-    const exact = await runCli(['-g', COLOUR, '--resize', 'tf1', '-v'], '');
+    const exact = await runInProcess(['-g', COLOUR, '--resize', 'tf1', '-v'], '');
     expect(exact.stderr).toMatch(/decoding sequential 4:2:0, 4:4:4 and grey JPEGs by libjpeg-turbo 2\.\d+\.\d+ \(SIMD, called directly\) in the decode threads, the rest by sharp/);
-    const area = await runCli(['-g', COLOUR, '--resize', 'area', '-v'], '');
+    const area = await runInProcess(['-g', COLOUR, '--resize', 'area', '-v'], '');
     expect(area.stderr).toMatch(/at sharp's shrink-on-load scale, then resized by sharp/);
   });
 

@@ -16,7 +16,7 @@ import { encodeModel, readMetadata } from '../dist/proto/onnx.js';
 import { listImages, whichSet } from '../dist/retrain/split.js';
 import { defaultBottleneckDir } from '../dist/retrain/store.js';
 import { train } from '../dist/retrain/train.js';
-import { COLOUR, FIX, ROOT, runCli, SHARED } from './helpers.js';
+import { COLOUR, FIX, ROOT, runInProcess, SHARED } from './helpers.js';
 import { form, image, post, startServer } from './serve-helpers.js';
 
 const PHOTOS = join(FIX, 'retrain', 'photos');
@@ -242,17 +242,17 @@ describe('classify retrain', () => {
 
   it('usage errors exit 2 before any work: an empty label folder, an OUT_DIR that exists, no --base', async () => {
     const out = join(tmp, 'usage');
-    const empty = await runCli(['retrain', join(FIX, 'retrain', 'empty-label'), '--base', COLOUR, '-o', out]);
+    const empty = await runInProcess(['retrain', join(FIX, 'retrain', 'empty-label'), '--base', COLOUR, '-o', out]);
     expect(empty.code).toBe(2);
     expect(empty.stderr).toMatch(/^classify: \S*empty-label\/green: label folder holds no images/);
     const taken = join(tmp, 'taken');
     mkdirSync(taken);
     writeFileSync(join(taken, 'model.onnx'), 'a model already here');
-    const exists = await runCli(['retrain', PHOTOS, '--base', COLOUR, '-o', taken]);
+    const exists = await runInProcess(['retrain', PHOTOS, '--base', COLOUR, '-o', taken]);
     expect(exists.code).toBe(2);
     expect(exists.stderr).toMatch(/taken: already exists/);
     expect(readFileSync(join(taken, 'model.onnx'), 'utf8')).toBe('a model already here');
-    const noBase = await runCli(['retrain', PHOTOS, '-o', out]);
+    const noBase = await runInProcess(['retrain', PHOTOS, '-o', out]);
     expect(noBase.code).toBe(2);
     expect(noBase.stderr).toMatch(/--base/);
     await expect(retrain(PHOTOS, { output: out, format: 'pb' })).rejects.toThrow(/--format pb .* takes a frozen graph/);
@@ -272,7 +272,7 @@ describe('classify retrain', () => {
       const r = await post(`${server.url}/?top_k=1`, form(['green.jpg', image('green.jpg')]));
       expect(r.body).toMatchObject({ version: '2', predictions: [{ label: 'green' }] });
     } finally {
-      server.child.kill('SIGKILL');
+      await server.close();
     }
   });
 });

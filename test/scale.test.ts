@@ -1,30 +1,22 @@
 // Scaling out: the --remote client over several servers, nginx in front, model versions.
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { BackendPool } from '../src/remote/pool.js';
-import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runInProcess } from './helpers.js';
+import { COLOUR, FIX, jsonLines, lines, ROOT, runInProcess } from './helpers.js';
+import { type Server, startServer } from './serve-helpers.js';
 import { freePort } from './remote-fakes.js';
 
-const started: ChildProcess[] = [];
-afterEach(() => {
-  for (const c of started.splice(0)) c.kill('SIGKILL');
-});
+const started: Server[] = [];
+afterEach(() => Promise.all(started.splice(0).map((s) => s.close())));
 
-function serve(graph: string, extra: string[] = []): Promise<{ url: string; child: ChildProcess; port: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'serve', '-g', graph, '--port', '0', '--quiet', ...extra], { cwd: ROOT });
-    started.push(child);
-    let err = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      err += d;
-      const m = /listening on (http:\/\/\S+)/.exec(err);
-      if (m) resolve({ url: m[1], child, port: Number(new URL(m[1]).port) });
-    });
-    child.once('exit', (code) => reject(new Error(`server exited ${code}: ${err}`)));
-  });
+/** A server for the test, closed after it; `real`: a process of its own, to be killed. */
+async function serve(graph: string, extra: string[] = [], real = false): Promise<Server> {
+  const server = await startServer(['--quiet', ...extra], graph, { real });
+  started.push(server);
+  return server;
 }
 
 const COLOURS: [string, string][] = [
@@ -35,30 +27,18 @@ const COLOURS: [string, string][] = [
 const manyPaths = (n: number) => Array.from({ length: n }, (_, i) => COLOURS[i % 3]);
 
 /** Runs the client, calling `onLine(count)` as lines arrive. */
-function client(args: string[], input: string, onLine?: (count: number) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-      onLine?.(lines(stdout).length);
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input);
-  });
-}
+const client = (args: string[], input: string, onLine?: (count: number) => void) => runInProcess(args, input, { onStdout: (soFar) => onLine?.(lines(soFar).length) });
 
 describe('classify --remote', () => {
   it('spreads paths over three servers; one killed midway costs no path its line', async () => {
-    const servers = await Promise.all([serve(COLOUR), serve(COLOUR), serve(COLOUR)]);
+    // The one killed is a process of its own, as a crashed backend would be.
+    const servers = await Promise.all([serve(COLOUR), serve(COLOUR, [], true), serve(COLOUR)]);
     const input = manyPaths(300);
     let killed = false;
     const r = await client(['--remote', servers.map((s) => s.url).join(','), '--remote-in-flight', '4', '-k', '1'], input.map(([p]) => p).join('\n'), (n) => {
       if (!killed && n >= 60) {
         killed = true;
-        servers[1].child.kill('SIGKILL');
+        void servers[1].close();
       }
     });
     expect(killed).toBe(true);
@@ -133,7 +113,7 @@ fastcgi_temp_path ${dir}/fastcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path $
 ${site} }`,
     );
     const nginx = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
-    started.push(nginx);
+    onTestFinished(() => void nginx.kill('SIGKILL'));
     const url = `http://127.0.0.1:${port}`;
     for (let i = 0; i < 50; i++) {
       if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) break;
@@ -193,20 +173,12 @@ describe('model versions', () => {
   it('a version that fails to load is logged and the old one keeps serving', async () => {
     const root = mkdtempSync(join(tmpdir(), 'classify-versions-'));
     cpSync(COLOUR, join(root, '1'), { recursive: true });
-    const child = spawn(process.execPath, [BIN, 'serve', '-g', root, '--port', '0', '--watch-interval', '100'], { cwd: ROOT });
-    started.push(child);
-    let err = '';
-    const url = await new Promise<string>((resolve) =>
-      child.stderr.setEncoding('utf8').on('data', (d: string) => {
-        err += d;
-        const m = /listening on (http:\/\/\S+)/.exec(err);
-        if (m) resolve(m[1]);
-      }),
-    );
+    const server = await startServer(['--watch-interval', '100'], root);
+    started.push(server);
+    const url = server.url;
     cpSync(join(FIX, 'models', 'broken'), join(root, '2'), { recursive: true });
-    for (let i = 0; i < 50 && !/version 2 failed to load/.test(err); i++) await new Promise((r) => setTimeout(r, 100));
     // In the words a failed start says it: the file, then the reason.
-    expect(err).toMatch(/version 2 failed to load, still serving 1: \S*\/2\/\S+: /);
+    await expect.poll(() => server.stderr(), { timeout: 5000 }).toMatch(/version 2 failed to load, still serving 1: \S*\/2\/\S+: /);
     const form = new FormData();
     form.append('data', new Blob([readFileSync(COLOURS[0][0])]), 'red.jpg');
     const res = await (await fetch(`${url}/?top_k=1`, { method: 'POST', body: form })).json();

@@ -37,7 +37,7 @@ describe('classify serve: fairness between requests', () => {
       // First in line to decode was A; in turn, the small request's one image came within a round.
       expect(order[0]).toBe('small');
     } finally {
-      server.child.kill('SIGKILL');
+      await server.close();
     }
   });
 });

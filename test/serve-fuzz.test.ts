@@ -29,11 +29,11 @@ describe('classify serve: malformed multipart', () => {
     server = await startServer(['--quiet']);
   });
   afterAll(() => {
-    server.child.kill('SIGKILL');
+    return server.close();
   });
 
   const stillServing = async () => {
-    expect(server.child.exitCode).toBeNull();
+    expect(server.running()).toBe(true);
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
     const good = await postMultipart(server.url, BODY);
     expect(good.status).toBe(200);

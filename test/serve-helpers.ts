@@ -1,31 +1,76 @@
-// Starting classify serve for real on a free loopback port, and talking to it: through fetch, or
+// Starting classify serve on a free loopback port, and talking to it: through fetch, or
 // byte for byte over a socket where a test needs a request no HTTP client would send.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import type { StopSignal } from '../dist/host.js';
 import { BIN, COLOUR, FIX, ROOT } from './helpers.js';
 
 export interface Server {
   url: string;
   port: number;
-  child: ChildProcess;
   stderr: () => string;
+  /** the exit status */
   exited: Promise<number | null>;
+  running(): boolean;
+  /** SIGTERM or SIGINT, as the process would get it */
+  signal(signal: StopSignal): void;
+  /** ends it, however it is: a test's cleanup */
+  close(): Promise<void>;
 }
 
-export function startServer(args: string[], graph = COLOUR): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'serve', '-g', graph, '--port', '0', ...args], { cwd: ROOT });
-    const exited = new Promise<number | null>((r) => child.once('exit', r));
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-      const m = /listening on (http:\/\/\S+)/.exec(stderr);
-      if (m) resolve({ url: m[1], port: Number(new URL(m[1]).port), child, stderr: () => stderr, exited });
+/** Starts `classify serve -g GRAPH --port 0 ARGS`: in this process (the CLI's own run(), its
+ * signals played by the test), or with `real`, as a process of its own, for what only a real
+ * process shows (a crash, the exit after a second signal). */
+export async function startServer(args: string[], graph = COLOUR, { real = false } = {}): Promise<Server> {
+  const argv = ['serve', '-g', graph, '--port', '0', ...args];
+  let stderr = '';
+  let status: number | null | undefined;
+  let started: Omit<Server, 'url' | 'port' | 'stderr' | 'exited' | 'running'>;
+  let exited: Promise<number | null>;
+  if (real) {
+    const child = spawn(process.execPath, [BIN, ...argv], { cwd: ROOT });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    exited = new Promise((resolve) => child.once('exit', resolve));
+    started = { signal: (sig) => child.kill(sig), close: async () => void child.kill('SIGKILL') };
+  } else {
+    const { run } = await import('../dist/cli.js');
+    const signals = new EventEmitter();
+    let exit: (code: number) => void = () => undefined;
+    const host = { on: signals.on.bind(signals), off: signals.off.bind(signals), exit: (code: number) => exit(code) };
+    const err = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        stderr += chunk.toString();
+        cb();
+      },
     });
-    child.once('exit', (code) => reject(new Error(`server exited ${code}: ${stderr}`)));
+    // The first of its end and an exit it asks for (after a second signal) is its status.
+    exited = new Promise((resolve) => {
+      exit = resolve;
+      void run(argv, { stdin: Readable.from([]), stdout: new PassThrough().resume(), stderr: err, host }).then(resolve);
+    });
+    started = {
+      signal: (sig) => void signals.emit(sig, sig),
+      close: async () => {
+        if (status === undefined) signals.emit('SIGTERM', 'SIGTERM');
+        await exited;
+      },
+    };
+  }
+  void exited.then((code) => (status = code));
+  const url = await new Promise<string>((resolve, reject) => {
+    const poll = setInterval(() => {
+      const m = /listening on (http:\/\/\S+)/.exec(stderr);
+      if (m) resolve(m[1]);
+      else if (status !== undefined) reject(new Error(`server exited ${status}: ${stderr}`));
+      else return;
+      clearInterval(poll);
+    }, 5);
   });
+  return { ...started, url, port: Number(new URL(url).port), stderr: () => stderr, exited, running: () => status === undefined };
 }
 
 export const image = (name: string, dir = 'images') => readFileSync(join(FIX, dir, name));

@@ -1,7 +1,7 @@
 // What one client can make the server hold: bytes across requests, time for a body, time to
 // drain after SIGTERM. Each limit answers at once, and the server goes on serving.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COLOUR, runCli } from './helpers.js';
+import { COLOUR, runInProcess } from './helpers.js';
 import { connection, form, image, parseAnswer, post, postHead, raw, rawAnswer, type Server, startServer } from './serve-helpers.js';
 
 const metric = async (server: Server, name: string) => {
@@ -17,9 +17,7 @@ describe('classify serve: bytes buffered across requests', () => {
   beforeAll(async () => {
     server = await startServer(['--quiet', '--max-body', '600000', '--max-buffered', '1000000']);
   });
-  afterAll(() => {
-    server.child.kill('SIGKILL');
-  });
+  afterAll(() => server.close());
 
   it('a Content-Length over --max-body is a 413 from the headers alone, before the body is sent', async () => {
     // No body at all follows the head: without an answer from the headers this would wait.
@@ -78,7 +76,7 @@ describe('classify serve: bytes buffered across requests', () => {
   });
 
   it('refuses --max-buffered below --max-body before loading the model', async () => {
-    const r = await runCli(['serve', '-g', COLOUR, '--port', '0', '--max-body', '2000', '--max-buffered', '1000']);
+    const r = await runInProcess(['serve', '-g', COLOUR, '--port', '0', '--max-body', '2000', '--max-buffered', '1000']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/Expected at least --max-body \(2000\) for --max-buffered but received 1000/);
   });
@@ -96,12 +94,12 @@ describe('classify serve: time limits', () => {
       expect(await metric(server, 'classify_upload_bytes_buffered')).toBe(0);
       expect((await post(server.url, form(['red.jpg', image('red.jpg')]))).status).toBe(200);
     } finally {
-      server.child.kill('SIGKILL');
+      await server.close();
     }
   });
 
   it('SIGTERM with an upload stalled: /readyz says 503, then after --drain-timeout the connection is closed and the process exits', async () => {
-    const server = await startServer(['--drain-timeout', '1500']);
+    const server = await startServer(['--drain-timeout', '1500'], COLOUR, { real: true });
     try {
       const stalled = await stallUpload(server);
       const signalled = performance.now();
@@ -116,21 +114,21 @@ describe('classify serve: time limits', () => {
       expect(server.stderr()).toMatch(/SIGTERM: finishing in-flight requests/);
       expect(server.stderr()).toMatch(/drain took over --drain-timeout 1500 ms: closed 1 request still in flight/);
     } finally {
-      server.child.kill('SIGKILL');
+      await server.close();
     }
   });
 
   it('SIGTERM then SIGINT while draining exits 1 at once (the second signal need not be the same one)', async () => {
-    const server = await startServer(['--drain-timeout', '30000']);
+    const server = await startServer(['--drain-timeout', '30000'], COLOUR, { real: true });
     try {
       await stallUpload(server);
       await terminateToDrain(server);
       const signalled = performance.now();
-      server.child.kill('SIGINT');
+      server.signal('SIGINT');
       expect(await server.exited).toBe(1);
       expect(performance.now() - signalled).toBeLessThan(5000); // not the 30 s drain
     } finally {
-      server.child.kill('SIGKILL');
+      await server.close();
     }
   });
 });
@@ -145,6 +143,6 @@ async function stallUpload(server: Awaited<ReturnType<typeof startServer>>) {
 
 /** SIGTERM, then wait until /readyz says the server is draining. */
 async function terminateToDrain(server: Awaited<ReturnType<typeof startServer>>) {
-  server.child.kill('SIGTERM');
+  server.signal('SIGTERM');
   await expect.poll(async () => (await fetch(`${server.url}/readyz`)).status).toBe(503);
 }

@@ -45,7 +45,7 @@ describe('a broken highest version', () => {
       await expect.poll(() => server.stderr(), { timeout: 10_000 }).toMatch(/now serving version 3/);
       expect((await (await fetch(`${server.url}/readyz`)).json()).version).toBe('3');
     } finally {
-      server.child.kill('SIGKILL');
+      await server.close();
     }
   });
 

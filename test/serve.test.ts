@@ -1,9 +1,8 @@
 // classify serve, started for real on a free loopback port.
-import { spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, COLOUR, FIX, ROOT } from './helpers.js';
+import { COLOUR, FIX, runInProcess } from './helpers.js';
 import { form, image, post, rawAnswer, type Server, startServer } from './serve-helpers.js';
 
 describe('classify serve', () => {
@@ -12,7 +11,7 @@ describe('classify serve', () => {
     server = await startServer(['--max-body', '300000', '--max-delay', '20', '--batch-size', '8']);
   });
   afterAll(() => {
-    server.child.kill('SIGKILL');
+    return server.close();
   });
 
   it('classifies a multipart "data" upload exactly as curl -F sends it', async () => {
@@ -181,12 +180,12 @@ describe('classify serve: limits and shutdown', () => {
       expect((await post(server.url, form(['1.jpg', image('red.jpg')]))).status).toBe(200);
       expect(server.stderr()).not.toMatch(/POST/); // --quiet: no access log
     } finally {
-      server.child.kill('SIGKILL');
+      await server.close();
     }
   });
 
   it('on SIGTERM drains: /readyz 503, new uploads 503, the request in flight finishes, then exit 0', async () => {
-    const server = await startServer([]);
+    const server = await startServer([], COLOUR, { real: true });
     const bytes = image('red.jpg');
     // A raw upload sent in two halves: the request is in flight while the signal arrives.
     const req = request(server.url, { method: 'POST', headers: { 'content-type': 'image/jpeg', 'content-length': bytes.length } });
@@ -200,7 +199,7 @@ describe('classify serve: limits and shutdown', () => {
     });
     req.write(bytes.subarray(0, bytes.length >> 1));
     await new Promise((r) => setTimeout(r, 150));
-    server.child.kill('SIGTERM');
+    server.signal('SIGTERM');
     await new Promise((r) => setTimeout(r, 200));
     // The listener stays open while draining, so a readiness probe hears that it is not ready.
     const ready = await fetch(server.url + '/readyz');
@@ -211,7 +210,7 @@ describe('classify serve: limits and shutdown', () => {
     expect(late.status).toBe(503);
     expect(late.headers.get('retry-after')).toBe('1');
     expect(late.body.error).toMatch(/shutting down/);
-    expect(server.child.exitCode).toBeNull(); // still finishing the upload
+    expect(server.running()).toBe(true); // still finishing the upload
     req.end(bytes.subarray(bytes.length >> 1));
     const r = await answer;
     expect(r.status).toBe(200);
@@ -224,14 +223,11 @@ describe('classify serve: limits and shutdown', () => {
     try {
       expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:/);
       const port = new URL(server.url).port;
-      const second = spawn(process.execPath, [BIN, 'serve', '-g', COLOUR, '--port', port], { cwd: ROOT });
-      let err = '';
-      second.stderr.setEncoding('utf8').on('data', (d) => (err += d));
-      const code = await new Promise((r) => second.once('exit', r));
-      expect(code).toBe(2);
-      expect(err).toMatch(/cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
+      const second = await runInProcess(['serve', '-g', COLOUR, '--port', port]);
+      expect(second.code).toBe(2);
+      expect(second.stderr).toMatch(/cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
     } finally {
-      server.child.kill('SIGKILL');
+      await server.close();
     }
   });
 });

@@ -15,6 +15,7 @@ import { describeFailure, type Format, formatLine, type Outcome } from '../outpu
 import { loadNewestWorking } from '../model/versions.js';
 import { Progress, type Terminal } from '../progress.js';
 import type { Log } from '../log.js';
+import { type Host, PROCESS_HOST, type StopSignal } from '../host.js';
 import { describeClassifier } from '../report.js';
 import type { FilterSettings } from '../settings.js';
 
@@ -25,6 +26,8 @@ export interface FilterIO {
   log: Log;
   /** how a model is loaded: Classifier.load; tests share one loaded model between runs */
   loadClassifier?: (settings: LoadSettings) => Promise<Classifier>;
+  /** where signals come from and exit goes (default: this process) */
+  host?: Host;
 }
 
 /** Gathered output is written at the end of a turn, or sooner once it is this long. */
@@ -73,15 +76,16 @@ export async function runFilter(settings: FilterSettings, args: string[], io: Fi
   // Ctrl-C or SIGTERM: stop reading at once, drop paths read but not started, write what is in
   // flight, exit 128 + the signal. A second signal exits at once.
   const stopping = new AbortController();
-  let stoppedBy: NodeJS.Signals | undefined;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stoppedBy) process.exit(signal === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint);
+  let stoppedBy: StopSignal | undefined;
+  const onSignal = (signal: StopSignal) => {
+    if (stoppedBy) host.exit(signal === 'SIGTERM' ? EXIT.sigterm : EXIT.sigint);
     stoppedBy = signal;
     stopping.abort();
     io.stdin.destroy();
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const host = io.host ?? PROCESS_HOST;
+  host.on('SIGINT', onSignal);
+  host.on('SIGTERM', onSignal);
 
   const stdinPaths = () => pathsFromStream(io.stdin, { nulSeparated: settings.nul, signal: stopping.signal });
   const lines = args.length > 0 ? pathsFromArgs(args, stopping.signal, stdinPaths) : stdinPaths();
@@ -149,8 +153,8 @@ export async function runFilter(settings: FilterSettings, args: string[], io: Fi
     if (io.stdout.writableNeedDrain) await once(io.stdout, 'drain');
   } finally {
     progress?.stop();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    host.off('SIGINT', onSignal);
+    host.off('SIGTERM', onSignal);
     await classifier.close();
     output?.close(io.log, Boolean(io.stderr.isTTY) || chatter.verbose);
   }

@@ -15,7 +15,7 @@ import { inOrder } from '../in-order.js';
 import type { Log } from '../log.js';
 import { resolveModel } from '../model/locate.js';
 import { choosePreprocessing } from '../model/preprocessing.js';
-import { Progress } from '../progress.js';
+import { Progress, type Terminal } from '../progress.js';
 import { type Evaluation, evaluate, formatEvaluation, predict } from '../retrain/evaluate.js';
 import { type FeatureGraph, featureGraph, retrainedGraphDef, retrainedModel } from '../retrain/graph.js';
 import { type LabelledImage, listImages } from '../retrain/split.js';
@@ -52,7 +52,7 @@ const L2 = 1e-3;
 
 /** Runs the whole command; returns the exit status (0, or 1 under --min-accuracy). Usage and
  * model errors are thrown before any image is read. */
-export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr: NodeJS.WriteStream, log: Log): Promise<number> {
+export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr: Terminal, log: Log): Promise<number> {
   if (opts.testingPercentage + opts.validationPercentage >= 100) {
     throw new UsageError('--testing-percentage and --validation-percentage leave no images to train on (together they must be under 100)');
   }
@@ -179,7 +179,7 @@ async function computeBottlenecks(
   store: BottleneckStore,
   images: LabelledImage[],
   opts: RetrainOptions,
-  stderr: NodeJS.WriteStream,
+  stderr: Terminal,
   log: Log,
 ): Promise<Bottlenecks> {
   const reader = new ImageReader();

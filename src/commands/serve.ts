@@ -6,13 +6,14 @@ import { UsageError } from '../errors.js';
 import { modelFingerprint } from '../cache/fingerprint.js';
 import { loadNewestWorking } from '../model/versions.js';
 import type { Log } from '../log.js';
+import { type Host, PROCESS_HOST, type StopSignal } from '../host.js';
 import { describeClassifier } from '../report.js';
 import { ServerMetrics } from '../serve/metrics.js';
 import { ClassifyServer } from '../serve/server.js';
 import { watchVersions } from '../serve/versions.js';
 import type { ServeCommandSettings } from '../settings.js';
 
-export async function runServe(settings: ServeCommandSettings, log: Log): Promise<number> {
+export async function runServe(settings: ServeCommandSettings, log: Log, host: Host = PROCESS_HOST): Promise<number> {
   const { model, engine, preprocessing, pipeline, limits, serve, chatter } = settings;
   const metrics = new ServerMetrics();
   // --max-queue is the server's one bound on images in flight (a request over it gets 503 before
@@ -60,29 +61,29 @@ export async function runServe(settings: ServeCommandSettings, log: Log): Promis
     await classifier.close();
     throw new UsageError(`cannot listen on ${serve.host}:${serve.port}: ${(err as Error).message}`);
   }
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  log(`listening on http://${host}:${address.port}`);
+  const listening = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  log(`listening on http://${listening}:${address.port}`);
 
   return new Promise((resolve) => {
-    const stop = (signal: 'SIGTERM' | 'SIGINT') => {
-      process.off('SIGTERM', onTerm);
-      process.off('SIGINT', onInt);
+    const stop = (signal: StopSignal) => {
+      host.off('SIGTERM', stop);
+      host.off('SIGINT', stop);
       // A second signal while draining, either of the two, stops at once.
-      const now = () => process.exit(1);
-      process.once('SIGTERM', now);
-      process.once('SIGINT', now);
+      const now = () => host.exit(1);
+      host.on('SIGTERM', now);
+      host.on('SIGINT', now);
       if (!chatter.quiet) log(`${signal}: finishing in-flight requests`);
       watch?.stop();
       void server.shutdown(serve.drainTimeoutMs).then((cut) => {
         if (cut > 0) log(`drain took over --drain-timeout ${serve.drainTimeoutMs} ms: closed ${cut} request${cut === 1 ? '' : 's'} still in flight`);
+        host.off('SIGTERM', now);
+        host.off('SIGINT', now);
         // Nothing left may hold the process open past the bound.
-        setTimeout(() => process.exit(cut > 0 ? 1 : 0), 1000).unref();
+        setTimeout(() => host.exit(cut > 0 ? 1 : 0), 1000).unref();
         resolve(cut > 0 ? 1 : 0);
       });
     };
-    const onTerm = () => stop('SIGTERM');
-    const onInt = () => stop('SIGINT');
-    process.on('SIGTERM', onTerm);
-    process.on('SIGINT', onInt);
+    host.on('SIGTERM', stop);
+    host.on('SIGINT', stop);
   });
 }
