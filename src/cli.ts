@@ -288,7 +288,14 @@ export async function run(args: string[], io: CliIO = PROCESS_IO): Promise<numbe
     const first = args.find((a) => !a.startsWith('-'));
     const meant = first !== undefined && first === args[0] && !existsSync(first) ? closest(first, program.commands.map((c) => c.name())) : undefined;
     if (meant && first !== meant) throw new UsageError(`unknown command ${first} (did you mean ${meant}?)`);
-    await program.parseAsync(fromLabelImage(args), { from: 'user' });
+    const argv = fromLabelImage(args);
+    // After `--` every word is a path: a photo called `serve` is classified, not served. Commander
+    // dispatches on the first operand wherever it stands, so with no command named before the
+    // `--` (label_image's --image values go after one too) the filter runs without commands.
+    const names = program.commands.map((c) => c.name());
+    const dash = argv.indexOf('--');
+    if (dash >= 0 && !argv.slice(0, dash).some((a) => names.includes(a))) (program.commands as unknown[]).splice(0);
+    await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
     return exitFor(err, args.includes('--verbose') || args.includes('-v'), io.stderr);
   }

@@ -1,8 +1,10 @@
 // What a new user meets in the first hour: messages in one form, hints where a habit misleads,
 // and a terminal that stays readable.
+import { copyFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { COLOUR, FIX, jsonLines, runCli, runInProcess } from './helpers.js';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { COLOUR, FIX, jsonLines, ROOT, runCli, runInProcess } from './helpers.js';
 
 const red = join(FIX, 'images', 'red.jpg');
 
@@ -111,6 +113,21 @@ describe('coming from label_image', () => {
     expect(fromLabelImage(['-g', 'm', '--image=-o.jpg', '--image', '-rf.jpg'])).toEqual(['-g', 'm', '--', '-o.jpg', '-rf.jpg']);
     const bare = await runInProcess(['-g', frozen, '--image']);
     expect([bare.code, bare.stderr]).toEqual([2, 'classify: option --image <path> argument missing\n']);
+  });
+
+  it('after --, a photo named like a command (serve, info) is a photo, from the command line and from --image', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'classify-named-'));
+    const names = ['serve', 'info', 'retrain'].map((n) => join(dir, n));
+    for (const n of names) copyFileSync(red, n);
+    process.chdir(dir);
+    onTestFinished(() => process.chdir(ROOT));
+    for (const args of [['-g', COLOUR, '-k', '1', '--', 'serve', 'info', 'retrain'], ['-g', COLOUR, '-k', '1', '--image', 'serve', '--image=info', '--image', 'retrain']]) {
+      const r = await runInProcess(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(jsonLines(r.stdout).map((o) => [o.path, o.predictions[0].label])).toEqual(['serve', 'info', 'retrain'].map((n) => [n, 'red']));
+    }
+    // A command named before the -- is still that command.
+    expect((await runInProcess(['info', '--', COLOUR])).stdout).toMatch(/^model\s+\S+colour/);
   });
 
   it('names resolve as given, node:0 to the node, a node to its tensor node:0', async () => {
