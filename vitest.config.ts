@@ -9,7 +9,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // Three files at a time on a 2-core machine: most tests wait (on a server, a timer, a
-    // child process) as much as they compute; a fourth measured no faster.
+    // child process) as much as they compute.
     maxWorkers: 3,
     minWorkers: 1,
     // Test files share their worker's modules, and so the models runInProcess loaded
