@@ -1,7 +1,6 @@
 // Where image paths come from: stdin, one per line (or NUL-separated with -0), or arguments.
 // Every line that is not blank becomes exactly one PathLine: a path, or the reason it is not one.
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import split2 from 'split2';
+import type { Readable } from 'node:stream';
 import { UsageError } from './errors.js';
 
 /** A line longer than this is not a path (PATH_MAX is 4096): it becomes that line's error. */
@@ -43,70 +42,66 @@ function imageKind(head: Buffer): string | undefined {
   return undefined;
 }
 
-/** Passes bytes through, cutting every line at MAX_LINE bytes so that split2 never holds more,
- * and numbering the lines it cut, so that they become errors rather than ending the run. Bytes
- * from 0x80 up are passed on as the UTF-8 of the Latin-1 character of that value, so that
- * split2's UTF-8 decoding yields one character per byte and a name that is not UTF-8 keeps its
- * bytes (file names on Linux are bytes, not text). */
-class LineCap extends Transform {
-  /** indices (0-based, counting every line, blank ones too) of lines that were cut */
-  readonly cut = new Set<number>();
-  private line = 0;
-  private length = 0;
+/** One line of the input as Latin-1 text (one character per byte, so that a name that is not
+ * UTF-8 keeps its bytes), and whether it was longer than MAX_LINE bytes and cut there. */
+interface Line {
+  text: string;
+  cut: boolean;
+}
+
+/** Splits bytes into lines, holding at most MAX_LINE bytes of any one line: a longer line is
+ * kept that long and marked cut, so that it becomes an error rather than ending the run. The
+ * stream's bytes are split here directly, with no stream in between: this runs for every path. */
+class LineSplitter {
+  private partial = '';
+  private cut = false;
   private first = true;
   private firstLine = true;
 
-  constructor(private readonly separator: number) {
-    super();
-  }
+  constructor(private readonly separator: number) {}
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+  /** The lines this chunk ends; the line it leaves open waits for the next chunk. */
+  push(chunk: Buffer): Line[] {
     if (this.first && chunk.length > 0) {
       this.first = false;
       const kind = imageKind(chunk);
-      if (kind) {
-        done(new UsageError(`stdin holds ${kind} image data, not paths: give the image's path instead (classify -g MODEL photo.jpg, or ls *.jpg | classify -g MODEL)`));
-        return;
-      }
+      if (kind) throw new UsageError(`stdin holds ${kind} image data, not paths: give the image's path instead (classify -g MODEL photo.jpg, or ls *.jpg | classify -g MODEL)`);
     }
     // A NUL before the first line ends, however the bytes arrive: names from find -print0, which
     // no path can contain.
     if (this.firstLine && this.separator === 0x0a) {
       const nl = chunk.indexOf(0x0a);
       const nul = chunk.indexOf(0);
-      if (nul >= 0 && (nl < 0 || nul < nl)) {
-        done(new UsageError('stdin is NUL-separated (as find -print0 and xargs -0 write it): add -0 to read it so'));
-        return;
-      }
+      if (nul >= 0 && (nl < 0 || nul < nl)) throw new UsageError('stdin is NUL-separated (as find -print0 and xargs -0 write it): add -0 to read it so');
       if (nl >= 0) this.firstLine = false;
     }
+    const lines: Line[] = [];
     let start = 0;
     for (;;) {
       const end = chunk.indexOf(this.separator, start);
       const stop = end === -1 ? chunk.length : end;
-      const room = MAX_LINE - this.length;
+      const room = MAX_LINE - this.partial.length;
       if (stop - start <= room) {
-        if (stop > start) this.push(asLatin1(chunk.subarray(start, stop)));
-        this.length += stop - start;
+        if (stop > start) this.partial += chunk.toString('latin1', start, stop);
       } else {
-        // The part that fits is passed on (split2 sees a line of MAX_LINE at most); the rest dropped.
-        if (room > 0) this.push(asLatin1(chunk.subarray(start, start + room)));
-        this.length = MAX_LINE;
-        this.cut.add(this.line);
+        // The part that fits is kept (to name the line in its error); the rest dropped.
+        if (room > 0) this.partial += chunk.toString('latin1', start, start + room);
+        this.cut = true;
       }
-      if (end === -1) break;
-      this.push(chunk.subarray(end, end + 1));
-      this.line++;
-      this.length = 0;
+      if (end === -1) return lines;
+      // CRLF line ends: the CR belongs to the separator.
+      const text = this.separator === 0x0a && this.partial.endsWith('\r') ? this.partial.slice(0, -1) : this.partial;
+      lines.push({ text, cut: this.cut });
+      this.partial = '';
+      this.cut = false;
       start = end + 1;
     }
-    done();
   }
-}
 
-function asLatin1(bytes: Buffer): Buffer {
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] >= 0x80) return Buffer.from(bytes.toString('latin1'), 'utf8');
-  return bytes;
+  /** The last line when the input ends without a separator after it. */
+  end(): Line | undefined {
+    return this.partial === '' ? undefined : { text: this.partial, cut: this.cut };
+  }
 }
 
 /** A line split as Latin-1 (one character per byte) back to its name. */
@@ -117,48 +112,41 @@ function nameOf(line: string): PathLine {
   return Buffer.from(path, 'utf8').equals(file) ? { path } : { path, file };
 }
 
+/** A line's PathLine, or undefined for a blank line. */
+function pathLine({ text, cut }: Line, nulSeparated: boolean): PathLine | undefined {
+  if (cut) return { path: `${nameOf(text.slice(0, SHOWN_OF_LONG_LINE)).path}...`, problem: `line longer than ${MAX_LINE} bytes: not a path` };
+  if (nulSeparated ? text.length === 0 : text.trim().length === 0) return undefined;
+  if (!nulSeparated && text.includes('\0')) {
+    return { path: nameOf(text).path, problem: 'path contains a NUL byte: the input looks NUL-separated (find -print0, xargs -0); use -0' };
+  }
+  return nameOf(text);
+}
+
 /** Lines of a stream as paths. The last line counts only if the stream really ended: a source
  * destroyed on purpose (an interrupt) does not make its unterminated tail a path. */
 export async function* pathsFromStream(stream: Readable, opts: StreamInputOptions): AsyncGenerator<PathLine> {
-  const sep = opts.nulSeparated ? 0 : 0x0a;
-  const cap = new LineCap(sep);
-  // Past the cap a line is at most MAX_LINE characters; split2's own limit is only a backstop.
-  const lines = split2(opts.nulSeparated ? '\0' : /\r?\n/, { maxLength: MAX_LINE + 1 });
-  stream.pipe(cap).pipe(lines);
-  let ended = false;
-  stream.once('end', () => (ended = true));
-  const stop = () => {
-    // destroy(), not end(): end() would make split2 flush the unterminated tail as a line.
-    if (!ended) lines.destroy();
-  };
-  stream.once('close', stop);
-  stream.once('error', (err) => lines.destroy(err));
-  cap.once('error', (err) => lines.destroy(err));
-  opts.signal?.addEventListener('abort', () => lines.destroy(), { once: true });
-
-  let index = 0;
+  const { nulSeparated, signal } = opts;
+  const splitter = new LineSplitter(nulSeparated ? 0 : 0x0a);
+  const stop = () => stream.destroy();
+  signal?.addEventListener('abort', stop, { once: true });
   try {
-    for await (const line of lines as AsyncIterable<string>) {
-      if (opts.signal?.aborted) return;
-      const i = index++;
-      if (cap.cut.delete(i)) {
-        yield { path: `${nameOf(line.slice(0, SHOWN_OF_LONG_LINE)).path}...`, problem: `line longer than ${MAX_LINE} bytes: not a path` };
-        continue;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      for (const line of splitter.push(chunk)) {
+        if (signal?.aborted) return;
+        const path = pathLine(line, nulSeparated);
+        if (path) yield path;
       }
-      if (opts.nulSeparated ? line.length === 0 : line.trim().length === 0) continue;
-      if (!opts.nulSeparated && line.includes('\0')) {
-        yield { path: nameOf(line).path, problem: 'path contains a NUL byte: the input looks NUL-separated (find -print0, xargs -0); use -0' };
-        continue;
-      }
-      yield nameOf(line);
     }
+    const last = splitter.end();
+    const path = last && pathLine(last, nulSeparated);
+    if (path && !signal?.aborted) yield path;
   } catch (err) {
     if (err instanceof UsageError) throw err;
     // Destroyed on purpose (interrupt, stdin closed under us): the input ends here.
-    if (opts.signal?.aborted || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
+    if (signal?.aborted || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') return;
     throw err;
   } finally {
-    stream.off('close', stop);
+    signal?.removeEventListener('abort', stop);
   }
 }
 
