@@ -12,8 +12,5 @@ export default defineConfig({
     // child process) as much as they compute.
     maxWorkers: 3,
     minWorkers: 1,
-    // Test files share their worker's modules, and so the models runInProcess loaded
-    // (test/helpers.ts): a model is loaded once per worker, not once per file.
-    isolate: false,
   },
 });

@@ -1,7 +1,7 @@
 // The micro-batcher on a fake clock: when a batch goes is asserted to the millisecond, and no
 // test waits on the wall clock.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { type BatchStats, MicroBatcher } from '../src/classifier/batcher.js';
+import { MicroBatcher } from '../src/backends/batcher.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const advance = (ms: number) => vi.advanceTimersByTimeAsync(ms);
@@ -15,17 +15,15 @@ afterEach(() => {
 
 function recording(opts: { maxSize: number; maxDelayMs: number; runMs?: number; inbound?: () => number }) {
   const batches: number[][] = [];
-  const stats: BatchStats[] = [];
-  const batcher = new MicroBatcher<number, number>(
-    async (items) => {
-      batches.push(items);
-      if (opts.runMs) await sleep(opts.runMs);
-      if (items.includes(-1)) throw new Error('bad batch');
-      return items.map((x) => x * 10);
-    },
-    { ...opts, observe: (s) => stats.push(s) },
-  );
-  return { batcher, batches, stats };
+  const waits: number[][] = [];
+  const batcher = new MicroBatcher<number, number>(async (items, waited) => {
+    batches.push(items);
+    waits.push(waited);
+    if (opts.runMs) await sleep(opts.runMs);
+    if (items.includes(-1)) throw new Error('bad batch');
+    return items.map((x) => x * 10);
+  }, opts);
+  return { batcher, batches, waits };
 }
 
 describe('MicroBatcher', () => {
@@ -98,12 +96,12 @@ describe('MicroBatcher', () => {
     expect(await Promise.all(good)).toEqual([60, 70]);
   });
 
-  it('reports batch sizes and queue waits', async () => {
-    const { batcher, stats } = recording({ maxSize: 2, maxDelayMs: 20 });
+  it('tells each batch how long its items waited in the queue', async () => {
+    const { batcher, batches, waits } = recording({ maxSize: 2, maxDelayMs: 20 });
     const all = Promise.all([batcher.submit(1), batcher.submit(2), batcher.submit(3)]);
     await advance(100);
     await all;
-    expect(stats.map((s) => s.size)).toEqual([2, 1]);
-    expect(stats[1].waits).toEqual([20]);
+    expect(batches).toEqual([[1, 2], [3]]);
+    expect(waits).toEqual([[0, 0], [20]]);
   });
 });

@@ -3,7 +3,7 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 // The built module: its engine thread is dist/backends/thread-entry.js.
 import { Classifier, DECODE_QUEUE, DEFAULT_BATCH, planPipeline, slotCount } from '../dist/classifier/classifier.js';
-import type { BatchStats } from '../dist/classifier/batcher.js';
+import type { BatchStats } from '../dist/backends/engine-thread.js';
 import { answer } from '../dist/classifier/ranking.js';
 import { classifierSettings, type LoadOverrides } from '../dist/settings.js';
 import { COLOUR, FIX, waitFor } from './helpers.js';
@@ -45,9 +45,9 @@ describe('Classifier', () => {
       () => 'answered',
       (e: Error) => `failed: ${e.message}`,
     );
-    // In a decode thread's hands, not merely queued.
-    const decoder = (classifier as unknown as { decoder: { pending: Map<number, unknown> } }).decoder;
-    await waitFor(() => decoder.pending.size > 0);
+    // Sent to a decode thread, on its way to the engine thread.
+    const decoder = (classifier as unknown as { decoder: { onwardJobs: Map<number, unknown> } }).decoder;
+    await waitFor(() => decoder.onwardJobs.size > 0);
     await classifier.close();
     const settled = await Promise.race([inFlight, new Promise((resolve) => setTimeout(() => resolve('still pending'), 3000))]);
     expect(settled).toBe('answered');
@@ -60,6 +60,33 @@ describe('Classifier', () => {
       const pool = (classifier as unknown as { decoder: { workers: { thread: { terminate(): Promise<number> } }[] } }).decoder;
       await pool.workers[0].thread.terminate(); // as a crash in native code would end it
       for (let i = 0; i < 4; i++) expect((await top1(classifier, red))).toBe('red');
+    } finally {
+      await classifier.close();
+    }
+  });
+
+  it('a decode thread that dies with images sent to it: each is answered or fails, none hangs, and every slot comes back', async () => {
+    const classifier = await Classifier.load(options({ pipeline: { decodeJobs: 1 } }));
+    try {
+      const big = await sharp({ create: { width: 2000, height: 2000, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 30 } } })
+        .png({ compressionLevel: 0 })
+        .toBuffer();
+      const sent = [1, 2, 3].map(() =>
+        classifier.score({ bytes: big }).then(
+          () => 'answered',
+          (e: Error) => e.message,
+        ),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      const pool = (classifier as unknown as { decoder: { workers: { thread: { terminate(): Promise<number> } }[] } }).decoder;
+      await pool.workers[0].thread.terminate(); // as a crash in native code would end it
+      const settled = await Promise.race([Promise.all(sent), new Promise((resolve) => setTimeout(() => resolve('still pending'), 5000))]);
+      expect(settled).toEqual(expect.arrayContaining([expect.stringMatching(/^(answered|decode thread exited \(\d+\))$/)]));
+      expect((settled as string[]).some((s) => s.startsWith('decode thread exited'))).toBe(true);
+      // As many images at once as there are slots: a slot kept by a lost image would hold one up.
+      const red = join(FIX, 'images', 'red.jpg');
+      const all = await Promise.all(Array.from({ length: classifier.info.inFlight }, () => top1(classifier, red)));
+      expect(new Set(all)).toEqual(new Set(['red']));
     } finally {
       await classifier.close();
     }

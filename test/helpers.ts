@@ -68,10 +68,8 @@ async function sharedLoad(settings: LoadSettings): Promise<Classifier> {
   });
 }
 
-/** Closes the models runInProcess loaded: once, when the worker's process is done. */
-process.once('beforeExit', () => void closeSharedModels());
-
-async function closeSharedModels(): Promise<void> {
+/** Closes the models runInProcess loaded (test/setup.ts, after each file). */
+export async function closeSharedModels(): Promise<void> {
   const all = [...loaded.values()];
   loaded.clear();
   await Promise.all(all.map((m) => m.then((c) => c.close(), () => undefined)));

@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { BackendPool } from '../src/remote/pool.js';
 import { COLOUR, FIX, jsonLines, lines, ROOT, runInProcess } from './helpers.js';
@@ -27,7 +28,7 @@ const COLOURS: [string, string][] = [
 const manyPaths = (n: number) => Array.from({ length: n }, (_, i) => COLOURS[i % 3]);
 
 /** Runs the client, calling `onLine(count)` as lines arrive. */
-const client = (args: string[], input: string, onLine?: (count: number) => void) => runInProcess(args, input, { onStdout: (soFar) => onLine?.(lines(soFar).length) });
+const client = (args: string[], input: string | Readable, onLine?: (count: number) => void) => runInProcess(args, input, { onStdout: (soFar) => onLine?.(lines(soFar).length) });
 
 describe('classify --remote', () => {
   it('spreads paths over three servers; one killed midway costs no path its line', async () => {
@@ -148,12 +149,27 @@ describe('model versions', () => {
     const s = await serve(root, ['--watch-interval', '200']);
     const input = manyPaths(400);
     let added = false;
-    const r = await client(['--remote', s.url, '--with-version', '-k', '1', '--remote-in-flight', '4'], input.map(([p]) => p).join('\n'), (n) => {
+    let publish = () => {};
+    const serving2 = new Promise<void>((resolve) => (publish = resolve)).then(async () => {
+      while ((await (await fetch(`${s.url}/readyz`)).json()).version !== '2') await new Promise((resolve) => setTimeout(resolve, 50));
+    });
+    // The last hundred paths wait until version 2 answers /readyz: however fast the first three
+    // hundred go, some answers come from it.
+    const paths = input.map(([p]) => `${p}\n`);
+    const stdin = Readable.from(
+      (async function* () {
+        yield paths.slice(0, 300).join('');
+        await serving2;
+        yield paths.slice(300).join('');
+      })(),
+    );
+    const r = await client(['--remote', s.url, '--with-version', '-k', '1', '--remote-in-flight', '4'], stdin, (n) => {
       if (!added && n >= 50) {
         added = true;
         // Written elsewhere, then renamed in: how a deploy should publish a version.
         cpSync(join(FIX, 'models', 'colour-nhwc'), join(root, 'incoming'), { recursive: true });
         renameSync(join(root, 'incoming'), join(root, '2'));
+        publish();
       }
     });
     expect(r.code).toBe(0);

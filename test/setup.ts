@@ -1,4 +1,5 @@
-// Test files share their worker's modules (vitest.config.ts: isolate: false), and so the models
-// runInProcess loaded: they stay loaded for the next file (test/helpers.ts closes them when the
-// worker's process ends).
-import './helpers.js';
+// After each test file: the models its in-process runs shared are closed (test/helpers.ts).
+import { afterAll } from 'vitest';
+import { closeSharedModels } from './helpers.js';
+
+afterAll(closeSharedModels);

@@ -1,17 +1,15 @@
 // A model loaded once, with its labels: images in, predictions out. Shared by the command-line
 // filter and the HTTP server. The parts, in the order an image meets them:
 //   ImageSlots   shared memory an image is prepared into (backpressure when all are taken)
-//   DecodePool   worker threads that read, decode, resize and pack into a slot
-//   MicroBatcher gathers prepared slots into batches
-//   BatchRunner  one batch through the engine thread, scores back per image
+//   DecodePool   worker threads that read, decode, resize and pack into a slot, then hand the
+//                slot straight to the engine thread
+//   the engine thread  gathers prepared slots into batches, runs them, sends the scores here
 //   rank         scores to the top-k labels
 import { availableParallelism } from 'node:os';
-import { startEngine, type WorkerEngine } from '../backends/engine-thread.js';
-import { type BatchStats, MicroBatcher } from './batcher.js';
-import { BatchRunner } from './batch-runner.js';
-import { EngineError, ModelError } from '../errors.js';
+import { type Answer, type BatchStats, startEngine, type WorkerEngine } from '../backends/engine-thread.js';
+import { EngineError, InternalError, ModelError } from '../errors.js';
 import { type FilePath, warmUpJpeg } from '../image/decode.js';
-import { DecodePool } from '../image/decode-pool.js';
+import { CLOSE_WAIT_MS, DecodePool, doneError } from '../image/decode-pool.js';
 import type { PrepareSpec } from '../image/prepare.js';
 import { ImageSlots } from '../image/slots.js';
 import { cropProblem, type Preprocessing, type PreprocessingKey } from '../image/preprocessing.js';
@@ -187,12 +185,22 @@ export interface Scorer {
   score(image: ImageSource, group?: unknown): Promise<Float32Array>;
 }
 
-export class Classifier implements Scorer {
-  /** images being prepared: the batcher waits for them rather than send a batch short */
-  private inbound = 0;
-  private warm = false;
+/** An image on its way through the decode and engine threads, answered from the engine thread. */
+interface InFlight {
+  resolve: (scores: Float32Array) => void;
+  reject: (err: Error) => void;
+  slot: number;
+}
 
-  private readonly batcher: MicroBatcher<number, Float32Array>;
+export class Classifier implements Scorer {
+  /** images sent on to a batch, by decode job id */
+  private readonly inFlight = new Map<number, InFlight>();
+  /** images a dead decode thread had, until the engine thread says which of them reached it */
+  private readonly lostWith = new Map<number, { ids: number[]; err: Error }>();
+  /** set by close(), or when the engine thread dies: nothing new is taken */
+  private closed: Error | undefined;
+  private drained: (() => void) | undefined;
+  private warm = false;
 
   private constructor(
     readonly info: ClassifierInfo,
@@ -200,15 +208,10 @@ export class Classifier implements Scorer {
     readonly labels: readonly string[],
     private readonly slots: ImageSlots,
     private readonly decoder: DecodePool,
-    observe: LoadHooks['observe'],
+    /** images sent to a decode thread and not yet at the engine thread, shared with it */
+    private readonly inbound: Int32Array,
+    private readonly observe: LoadHooks['observe'],
   ) {
-    const runner = new BatchRunner(engine, slots, info.classes);
-    this.batcher = new MicroBatcher((batch: number[]) => runner.run(batch), {
-      maxSize: info.batchSize,
-      maxDelayMs: info.maxDelayMs,
-      inbound: () => this.inbound,
-      observe: observe && ((stats) => this.warm && observe(stats)),
-    });
   }
 
   /** Resolve the model, start its engine, plan the pipeline, build it, warm it up. */
@@ -228,10 +231,16 @@ export class Classifier implements Scorer {
       const imageSize = sig.height * sig.width * 3;
       const plan = planPipeline(s.pipeline, { accelerated: engine.accelerated, maxBatch: sig.maxBatch, slotBytes: imageSize * (sig.inputType === 'float32' ? 4 : 1) });
       const slots = new ImageSlots(plan.inFlight, imageSize, sig.inputType);
-      await engine.attachSlots({ buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize });
+      const inbound = new Int32Array(new SharedArrayBuffer(4));
+      let classifier: Classifier | undefined;
+      const setup = { buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize, inbound, maxSize: plan.batchSize, maxDelayMs: s.pipeline.maxDelayMs };
+      await engine.attach(setup, (answer) => classifier?.answer(answer));
       const spec: PrepareSpec = { height: sig.height, width: sig.width, layout: sig.layout, inputType: sig.inputType, preprocessing: chosen.preprocessing, ...limits };
-      decoder = new DecodePool(spec, slots, plan.decodeJobs);
-      const classifier = new Classifier(describe(model, engine, chosen, plan, s), engine, labels, slots, decoder, hooks.observe);
+      decoder = new DecodePool(spec, slots, plan.decodeJobs, {
+        connect: (port, thread) => engine.connect(port, thread),
+        lost: (thread, ids, err) => classifier?.lost(thread, ids, err),
+      });
+      classifier = new Classifier(describe(model, engine, chosen, plan, s), engine, labels, slots, decoder, inbound, hooks.observe);
       await classifier.warmUp();
       return classifier;
     } catch (err) {
@@ -249,9 +258,7 @@ export class Classifier implements Scorer {
     const [width, height] = [Math.max(this.decoder.spec.width * 2, 512), Math.max(this.decoder.spec.height * 2, 384)];
     const blank = await warmUpJpeg(width, height);
     await this.decoder.warmUp([blank]);
-    const slot = await this.slots.acquire();
-    await this.decoder.bytes(blank, slot, true);
-    const scores = await this.batcher.submit(slot);
+    const scores = await this.sendOn({ bytes: blank }, undefined, true);
     const bad = nonFinite(scores);
     if (bad !== undefined) throw new ModelError(this.info.model, `test inference gives ${bad} scores: the model cannot answer`);
     this.warm = true;
@@ -262,19 +269,15 @@ export class Classifier implements Scorer {
    * unreadable or undecodable image. Slots go round the groups in turn (the server passes the
    * request), so one request's many images do not hold back another's one. */
   async score(image: ImageSource, group?: unknown): Promise<Float32Array> {
-    const scores = await this.scorePrepared(this.preparing(image), group);
+    const scores = await this.sendOn(image, group);
     // NaN would rank as nothing above the threshold: an empty answer that looks like success.
     return probabilities(scores, this.info.softmax) ?? notAnswer(scores);
   }
 
   /** The model's raw output for an image, its own copy: with `features`, the bottleneck. */
   async features(image: ImageSource): Promise<Float32Array> {
-    const out = await this.scorePrepared(this.preparing(image));
+    const out = await this.sendOn(image);
     return nonFinite(out) === undefined ? out.slice() : notAnswer(out);
-  }
-
-  private preparing(image: ImageSource): (slot: number) => Promise<void> {
-    return 'path' in image ? (slot) => this.decoder.file(image.path, slot) : (slot) => this.decoder.bytes(image.bytes, slot);
   }
 
   /** The model's input for one file, exactly as a batch would carry it (one image, packed and
@@ -292,27 +295,80 @@ export class Classifier implements Scorer {
   /** Lets what is in flight finish (images in preparation, then the batches they join), then
    * stops the decode threads and the engine. */
   async close(): Promise<void> {
+    this.closed ??= new Error('classifier closed');
+    if (this.inFlight.size > 0) {
+      const drained = new Promise<void>((resolve) => (this.drained = resolve));
+      await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref())]);
+    }
+    for (const id of [...this.inFlight.keys()]) this.settle(id, this.closed);
     await this.decoder.close();
-    await this.batcher.idle();
     await this.engine.dispose();
   }
 
-  /** Prepares an image into a slot (counted as inbound for the batcher meanwhile), then batches it. */
-  private async scorePrepared(prepare: (slot: number) => Promise<void>, group?: unknown): Promise<Float32Array> {
-    this.inbound++;
-    let slot: number | undefined;
-    try {
-      slot = await this.slots.acquire(group);
-      await prepare(slot);
-    } catch (err) {
-      if (slot !== undefined) this.slots.release(slot);
-      this.inbound--;
-      this.batcher.poke(); // a batch may have been waiting for this image
-      throw err;
+  /** Takes a slot and sends the image on: a decode thread prepares it into the slot and hands it
+   * to the engine thread, whose batch's scores come back here. */
+  private async sendOn(image: ImageSource, group?: unknown, ownImage = false): Promise<Float32Array> {
+    const slot = await this.slots.acquire(group);
+    return new Promise<Float32Array>((resolve, reject) => {
+      if (this.closed) {
+        this.slots.release(slot);
+        return reject(this.closed);
+      }
+      // On its way: the engine thread waits for it rather than send a batch short.
+      Atomics.add(this.inbound, 0, 1);
+      this.inFlight.set(this.decoder.sendOn(image, slot, ownImage), { resolve, reject, slot });
+      if (this.inFlight.size === 1) this.engine.busy(true);
+    });
+  }
+
+  /** What the engine thread sends: a batch's scores (or why it failed), an image that could not
+   * be prepared, which of a dead decode thread's images reached it; or that it died. */
+  private answer(answer: Answer | { died: Error }): void {
+    if ('images' in answer) {
+      if (this.warm) this.observe?.({ size: answer.images.length, waits: answer.waits, runMs: answer.runMs, failed: 'error' in answer });
+      if ('error' in answer) {
+        const err = answer.bug ? new InternalError(`in the engine thread: ${answer.error}`, answer.stack) : new EngineError(answer.error, answer.stack);
+        for (const id of answer.images) this.settle(id, err);
+      } else {
+        const n = this.info.classes;
+        answer.images.forEach((id, i) => this.settle(id, answer.output.subarray(i * n, (i + 1) * n)));
+      }
+    } else if ('failed' in answer) this.settle(answer.failed.id, doneError(answer.failed)!);
+    else if ('gone' in answer) {
+      // Those of its images that never reached the engine thread will not: they fail here.
+      const { ids, err } = this.lostWith.get(answer.gone)!;
+      this.lostWith.delete(answer.gone);
+      const held = new Set(answer.held);
+      const lost = ids.filter((id) => !held.has(id) && this.inFlight.has(id));
+      for (const id of lost) this.settle(id, err);
+      Atomics.sub(this.inbound, 0, lost.length);
+      this.engine.poke();
+    } else {
+      this.closed ??= answer.died;
+      for (const id of [...this.inFlight.keys()]) this.settle(id, answer.died);
     }
-    this.inbound--;
-    // The runner frees the slot once its batch has run, whatever happens.
-    return this.batcher.submit(slot);
+  }
+
+  /** Decode thread `thread` died with these images sent to it: the engine thread says which of
+   * them it holds once all that thread sent has arrived. */
+  private lost(thread: number, ids: number[], err: Error): void {
+    this.lostWith.set(thread, { ids, err });
+    this.engine.lost(thread, ids);
+  }
+
+  /** An image's answer: its scores, or why it has none. Its slot is free again. */
+  private settle(id: number, outcome: Float32Array | Error): void {
+    const image = this.inFlight.get(id);
+    if (!image) return;
+    this.inFlight.delete(id);
+    this.decoder.answered(id);
+    this.slots.release(image.slot);
+    if (outcome instanceof Error) image.reject(outcome);
+    else image.resolve(outcome);
+    if (this.inFlight.size === 0) {
+      this.engine.busy(false);
+      this.drained?.();
+    }
   }
 }
 

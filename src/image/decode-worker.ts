@@ -1,29 +1,46 @@
 // Entry of a decode thread: reads files (blocking only this thread), decodes and packs each image
-// into its shared slot, and answers completions a few to a message.
-import { parentPort, workerData } from 'node:worker_threads';
+// into its shared slot, and answers completions a few to a message: to the engine thread for an
+// image on its way to a batch, to the main thread for one it only wanted prepared.
+import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import { ImageReader, InputError } from './decode.js';
 import type { Done, Job, WorkerInit } from './decode-pool.js';
 import { Preparer } from './prepare.js';
 import { slotView } from './slots.js';
 
-const port = parentPort!;
-const { spec, slots } = workerData as WorkerInit;
+const { spec, slots, onward, finished } = workerData as WorkerInit;
 const preparer = new Preparer(spec);
 // Synchronous reads: a slow one holds up this thread only, never the main thread.
 const files = new ImageReader(spec.maxFileSize);
-let finished: Done[] = [];
 /** sharp's own default pixel limit: the warm-up's blank is ours, whatever --max-pixels says. */
 const OWN_IMAGE_LIMIT = 0x3fff * 0x3fff;
 
-function flush(): void {
-  if (finished.length === 0) return;
-  port.postMessage(finished);
-  finished = [];
+/** Answers for one thread, sent at the end of a turn or a few at a time. */
+class Outbox {
+  private answers: Done[] = [];
+
+  constructor(private readonly port: MessagePort) {}
+
+  add(done: Done): void {
+    if (this.answers.length === 0) setImmediate(() => this.flush());
+    this.answers.push(done);
+    if (this.answers.length >= ANSWERS_A_MESSAGE) this.flush();
+  }
+
+  flush(): void {
+    if (this.answers.length === 0) return;
+    this.port.postMessage(this.answers);
+    this.answers = [];
+  }
 }
 
-function answer(done: Done): void {
-  if (finished.length === 0) setImmediate(flush);
-  finished.push(done);
+const toMain = new Outbox(parentPort!);
+const toEngine = onward && new Outbox(onward);
+
+function answer(job: Job, done: Done): void {
+  // Counted before it is sent: the main thread gives the next image to the thread with least to do.
+  Atomics.add(finished, 0, 1);
+  if (job.onward) toEngine!.add(done.error || done.bug ? done : { id: done.id, slot: job.slot });
+  else toMain.add(done);
 }
 
 /** Read buffers kept between files: a photo read into memory never touched before costs more in
@@ -82,13 +99,15 @@ const ANSWERS_A_MESSAGE = 4;
 function next(): void {
   const job = waiting.shift();
   starting = job !== undefined;
-  if (!job) return flush();
-  void run(job).then(answer);
-  if (finished.length >= ANSWERS_A_MESSAGE) flush();
+  if (!job) {
+    toMain.flush();
+    return toEngine?.flush();
+  }
+  void run(job).then((done) => answer(job, done));
   setImmediate(next);
 }
 
-port.on('message', (jobs: Job[]) => {
+parentPort!.on('message', (jobs: Job[]) => {
   waiting.push(...jobs);
   if (!starting) {
     starting = true;

@@ -31,24 +31,23 @@ const round = (score: number) => Math.round(score * 1e6) / 1e6;
 /** Tabs and line breaks in a path would break a line-oriented format: show them escaped. */
 const escapeControl = (s: string) => s.replace(/[\t\n\r\\]/g, (c) => ({ '\t': '\\t', '\n': '\\n', '\r': '\\r', '\\': '\\\\' })[c]!);
 
-/** The JSON shape of one result, shared by the CLI's lines and the server's answers. */
+/** The JSON shape of one result, shared by the CLI's lines and the server's answers. Built key by
+ * key rather than spread together: this runs for every output line. */
 export function jsonRecord(o: Outcome): object {
-  const head = {
-    ...(o.path !== undefined ? { path: o.path } : {}),
-    ...(o.pathBytes !== undefined ? { path_bytes: o.pathBytes.toString('base64') } : {}),
-    ...(o.version !== undefined ? { version: o.version } : {}),
-    ...(o.model !== undefined ? { model: o.model } : {}),
-  };
-  return 'error' in o
-    ? { ...head, error: o.error }
-    : { ...head, predictions: o.predictions.map((p) => ({ label: p.label, score: round(p.score) })) };
+  const record: Record<string, unknown> = {};
+  if (o.path !== undefined) record.path = o.path;
+  if (o.pathBytes !== undefined) record.path_bytes = o.pathBytes.toString('base64');
+  if (o.version !== undefined) record.version = o.version;
+  if (o.model !== undefined) record.model = o.model;
+  if ('error' in o) record.error = o.error;
+  else record.predictions = o.predictions.map((p) => ({ label: p.label, score: round(p.score) }));
+  return record;
 }
 
 export function formatLine(o: Outcome, format: Format): string {
+  if (format === 'json') return JSON.stringify(jsonRecord(o));
   const path = escapeControl(o.path ?? '-');
   switch (format) {
-    case 'json':
-      return JSON.stringify(jsonRecord(o));
     case 'text':
       return 'error' in o
         ? `${path}: error: ${escapeControl(o.error)}`

@@ -1,6 +1,6 @@
 // Prometheus metrics for the server, on a registry of its own (tests start several servers).
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { BatchStats } from '../classifier/batcher.js';
+import type { BatchStats } from '../backends/engine-thread.js';
 
 export class ServerMetrics {
   readonly registry = new Registry();

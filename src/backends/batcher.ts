@@ -9,16 +9,6 @@ export interface BatcherOptions {
   maxDelayMs: number;
   /** how many items are on their way to submit() (being read or decoded); unset: unknown */
   inbound?: () => number;
-  /** called after every batch, for metrics */
-  observe?: (stats: BatchStats) => void;
-}
-
-export interface BatchStats {
-  size: number;
-  /** how long each item waited in the queue, in ms */
-  waits: number[];
-  runMs: number;
-  failed: boolean;
 }
 
 interface Waiting<T, R> {
@@ -35,7 +25,8 @@ export class MicroBatcher<T, R> {
   private idleWaiters: (() => void)[] = [];
 
   constructor(
-    private readonly runBatch: (items: T[]) => Promise<R[]>,
+    /** runs a batch; `waits`: how long each item waited in the queue, in ms */
+    private readonly runBatch: (items: T[], waits: number[]) => Promise<R[]>,
     private readonly opts: BatcherOptions,
   ) {}
 
@@ -83,21 +74,13 @@ export class MicroBatcher<T, R> {
     const taken = this.queue.splice(0, this.opts.maxSize);
     this.running = true;
     const start = performance.now();
-    let failed = false;
     try {
-      const results = await this.runBatch(taken.map((w) => w.item));
+      const results = await this.runBatch(taken.map((w) => w.item), taken.map((w) => start - w.enqueuedAt));
       taken.forEach((w, i) => w.resolve(results[i]));
     } catch (err) {
-      failed = true;
       for (const w of taken) w.reject(err);
     } finally {
       this.running = false;
-      this.opts.observe?.({
-        size: taken.length,
-        waits: taken.map((w) => start - w.enqueuedAt),
-        runMs: performance.now() - start,
-        failed,
-      });
       this.schedule();
       if (!this.running && this.queue.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
     }
