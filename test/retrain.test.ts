@@ -203,6 +203,25 @@ describe('classify retrain', () => {
     const r = await retrain(dir, { output: out });
     expect(r.code).toBe(0);
     expect(report(out).bottlenecks).toEqual({ computed: 3, cached: report(join(VERSIONS, '1')).images.used });
+    expect(r.log).toMatch(/bottleneck "mean_rgb" of \S+, cut as before \(/);
+  });
+
+  it('a base cut before is read back from the bottleneck folder, and cut anew when its copy there is damaged', async () => {
+    const graphs = join(BOTTLENECKS, 'graphs');
+    const kept = new Map(readdirSync(graphs).map((f) => [f, readFileSync(join(graphs, f))]));
+    const again = await retrain(PHOTOS, { output: join(tmp, 'kept-graph') });
+    expect(again.log).toMatch(/cut as before/);
+    // One byte of a weight changed: the checksum refuses it, the base is cut anew and kept again.
+    for (const [f, bytes] of kept) {
+      const damaged = Buffer.from(bytes);
+      damaged[damaged.length - 100] ^= 1;
+      writeFileSync(join(graphs, f), damaged);
+    }
+    const anew = await retrain(PHOTOS, { output: join(tmp, 'recut-graph') });
+    expect(anew.log).not.toMatch(/cut as before/);
+    expect(report(join(tmp, 'recut-graph')).bottlenecks.computed).toBe(0);
+    expect([...kept].filter(([f, bytes]) => readFileSync(join(graphs, f)).equals(bytes))).toHaveLength(1);
+    expect(readFileSync(join(tmp, 'recut-graph', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'kept-graph', 'model.onnx')));
   });
 
   it('distortions: copies of the training photos, new each run, the same for the same --seed', async () => {

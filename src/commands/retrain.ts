@@ -17,9 +17,9 @@ import { resolveModel } from '../model/locate.js';
 import { choosePreprocessing } from '../model/preprocessing.js';
 import { Progress } from '../progress.js';
 import { type Evaluation, evaluate, formatEvaluation, predict } from '../retrain/evaluate.js';
-import { type FeatureGraph, featureGraph, retrainedGraphDef, retrainedModel } from '../retrain/graph.js';
+import { type FeatureGraph, retrainedGraphDef, retrainedModel } from '../retrain/graph.js';
 import { type LabelledImage, listImages } from '../retrain/split.js';
-import { BottleneckStore, defaultBottleneckDir } from '../retrain/store.js';
+import { BottleneckStore, bottleneckFolder, defaultBottleneckDir, keptFeatureGraph } from '../retrain/store.js';
 import { type Distortions, anyDistortion, distort } from '../retrain/distort.js';
 import { mulberry32, train, type Trained } from '../retrain/train.js';
 
@@ -63,11 +63,12 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   if (opts.format === 'pb' && model.format !== 'frozen') {
     throw new UsageError(`--format pb writes retrain.py's frozen graph, which takes a frozen graph as --base; ${model.file} is a ${model.format} model`);
   }
-  const features = featureGraph(model, opts.bottleneckNode);
+  const dir = bottleneckFolder(opts.bottleneckDir ?? defaultBottleneckDir());
+  const features = keptFeatureGraph(dir, model, opts.bottleneckNode);
   const { preprocessing } = choosePreprocessing(model, features.normalisation);
   const fingerprint = createHash('sha256').update(features.onnx).update(JSON.stringify(preprocessing)).digest('hex');
-  const store = BottleneckStore.open(opts.bottleneckDir ?? defaultBottleneckDir(), fingerprint);
-  if (opts.verbose) log(`bottleneck "${features.node}" of ${model.file}`);
+  const store = new BottleneckStore(dir, fingerprint);
+  if (opts.verbose) log(`bottleneck "${features.node}" of ${model.file}${features.kept ? `, cut as before (${join(dir, 'graphs')})` : ''}`);
   const load = async () => {
     const classifier = await Classifier.load({
       ...classifierDefaults(model.file),
