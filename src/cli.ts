@@ -6,7 +6,7 @@ import { Command, CommanderError, Option, type OptionValues } from '@commander-j
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
-import { type FilterIO, type FilterOptions, type ModelPlace, runFilter } from './commands/filter.js';
+import type { FilterIO, FilterOptions, ModelPlace } from './commands/filter.js';
 import type { ServeCommandOptions } from './commands/serve.js';
 import { EXIT, invalidValue, ModelError, OutputError, UsageError } from './errors.js';
 import { DEFAULTS } from './settings.js';
@@ -231,6 +231,7 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     if (rest.retryFailed && !rest.resume) usage('--retry-failed goes with --resume');
     if (remote && rest.cache) usage('--cache needs the model here; give it to the servers instead (classify serve --cache DIR)');
     const opts = exactly<FilterOptions>()({ ...rest, ...place, maxDelayMs: maxDelay, nul });
+    const { runFilter } = await import('./commands/filter.js');
     done(await runFilter(opts, paths, { ...io, log }));
   });
   const output = {

@@ -3,7 +3,7 @@
 // same ones through classifierDefaults(), so a default cannot differ between two places.
 import { DEFAULT_CACHE_ENTRIES } from './cache/cache.js';
 import type { ClassifierOptions } from './classifier/classifier.js';
-import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
+import { DEFAULT_MAX_FILE_SIZE } from './image/read.js';
 
 export const DEFAULTS = {
   // the answer

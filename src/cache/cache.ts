@@ -12,7 +12,7 @@ import { lstat, open, readdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Classifier, ImageSource, Scorer } from '../classifier/classifier.js';
 import { modelFingerprint, type FingerprintOptions } from './fingerprint.js';
-import { type FilePath, ImageReader } from '../image/decode.js';
+import { type FilePath, ImageReader } from '../image/read.js';
 import { UsageError } from '../errors.js';
 
 export const DEFAULT_CACHE_ENTRIES = 100_000;

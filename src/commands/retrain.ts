@@ -7,9 +7,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { classifierDefaults } from '../settings.js';
-import { Classifier } from '../classifier/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import { OutputError, UsageError } from '../errors.js';
-import { ImageReader, InputError } from '../image/decode.js';
+import { ImageReader, InputError } from '../image/read.js';
 import { describeSteps, toMetadata } from '../image/preprocessing.js';
 import { inOrder } from '../in-order.js';
 import type { Log } from '../log.js';
@@ -70,6 +70,9 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   const store = new BottleneckStore(dir, fingerprint);
   if (opts.verbose) log(`bottleneck "${features.node}" of ${model.file}${features.kept ? `, cut as before (${join(dir, 'graphs')})` : ''}`);
   const load = async () => {
+    // Imported here: a rerun that finds every bottleneck never loads the engine, decode threads or
+    // sharp, nor the modules that start them.
+    const { Classifier } = await import('../classifier/classifier.js');
     const classifier = await Classifier.load({
       ...classifierDefaults(model.file),
       features: { onnx: features.onnx, normalisation: features.normalisation },
@@ -210,9 +213,18 @@ async function computeBottlenecks(
     if (err instanceof InputError) return err;
     throw err;
   };
+  // Until the first photo the store lacks, photos are read and looked up synchronously (a rerun
+  // that finds them all is bounded by this loop: a promise per photo cost it twice the time),
+  // yielding now and then so that the progress line is drawn.
   let i = 0;
   for (; i < images.length; i++) {
-    const v = await reader.read(images[i].path).then((bytes) => store.get(store.key(bytes), size), inputError);
+    if (i % 256 === 255) await new Promise(setImmediate);
+    let v: Float32Array | InputError | undefined;
+    try {
+      v = store.get(store.key(reader.readNow(images[i].path)), size);
+    } catch (err) {
+      v = inputError(err);
+    }
     if (!v) break;
     record(images[i], v);
   }

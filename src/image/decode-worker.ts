@@ -1,7 +1,7 @@
 // Entry of a decode thread: reads files (blocking only this thread), decodes and packs each image
 // into its shared slot, and answers completions a few to a message.
 import { parentPort, workerData } from 'node:worker_threads';
-import { ImageReader, InputError } from './decode.js';
+import { ImageReader, InputError } from './read.js';
 import type { Done, Job, WorkerInit } from './decode-pool.js';
 import { Preparer } from './prepare.js';
 import { slotView } from './slots.js';

@@ -12,7 +12,7 @@ import { dirname, join, relative } from 'node:path';
 import { decodeEntry, encodeEntry } from '../cache/cache.js';
 import { modelFiles } from '../cache/fingerprint.js';
 import { UsageError } from '../errors.js';
-import { readRegularFileSync } from '../image/decode.js';
+import { readRegularFileSync } from '../image/read.js';
 import type { ResolvedModel } from '../model/locate.js';
 import { type FeatureGraph, featureGraph } from './graph.js';
 
