@@ -9,8 +9,8 @@ import { ModelError } from '../errors.js';
 import type { ImpliedNormalisation } from '../image/preprocessing.js';
 import type { ResolvedModel } from '../model/locate.js';
 import { decodeModelProto, encodeModelProto, type GraphJson, nodeProto, tensorProto, type ValueInfoJson, valueInfo } from '../proto/onnx.js';
-import { type ConstValue, decodeGraphDef, encodeGraphDef, inputNode, type NodeJson as TfNode } from '../tensorflow/graphdef.js';
-import { readFrozenGraph } from '../tensorflow/plan.js';
+import { type ConstValue, encodeGraphDef, type GraphJson as TfGraph, inputNode, type NodeJson as TfNode } from '../tensorflow/graphdef.js';
+import { decodeFrozenGraph, readFrozenGraph } from '../tensorflow/plan.js';
 
 export interface FeatureGraph {
   /** the base model up to the bottleneck, which is its only output */
@@ -140,19 +140,21 @@ function isOnnxClassifierLayer(n: GraphJson['node'][number], constant: Set<strin
 }
 
 function frozenFeatures(file: string, bytes: Uint8Array, chosen?: string): FeatureGraph {
-  if (chosen !== undefined && !decodeGraphDef(bytes).node.some((n) => n.name === inputNode(chosen))) {
+  // Decoded once for both the search for the bottleneck and the translation.
+  const graph = decodeFrozenGraph(file, bytes);
+  if (chosen !== undefined && !graph.node.some((n) => n.name === inputNode(chosen))) {
     throw new ModelError(file, `no node named "${chosen}" (--bottleneck-node)`);
   }
-  const node = chosen === undefined ? tfBottleneck(file, bytes) : inputNode(chosen);
-  const t = translateFrozenGraph(file, bytes, { outputNode: node });
+  const node = chosen === undefined ? tfBottleneck(file, bytes, graph) : inputNode(chosen);
+  const t = translateFrozenGraph(file, bytes, { outputNode: node, graph });
   const output = decodeModelProto(t.onnx).graph.output[0].name;
   return { onnx: t.onnx, node, output, normalisation: t.plan.normalisation, notes: [...t.plan.notes] };
 }
 
 /** Walks back from the classifier's output through softmax, reshapes and the bias to the layer
  * with constant weights (MatMul, or a 1x1 convolution as in MobileNet), and returns what it reads. */
-function tfBottleneck(file: string, bytes: Uint8Array): string {
-  const { plan, constOf } = readFrozenGraph(file, bytes, {});
+function tfBottleneck(file: string, bytes: Uint8Array, graph: TfGraph): string {
+  const { plan, constOf } = readFrozenGraph(file, bytes, { graph });
   const byName = new Map(plan.nodes.map((n) => [n.name, n]));
   const isConst = (ref: string): boolean => {
     const n = byName.get(inputNode(ref));

@@ -87,7 +87,19 @@ export type GraphJson = Omit<IGraphDef, 'node' | 'versions'> & { node: NodeJson[
 
 export function decodeGraphDef(bytes: Uint8Array): GraphJson {
   const msg = GraphDefType.decode(bytes);
-  return GraphDefType.toObject(msg, { longs: String, enums: String, bytes: String, defaults: false, arrays: false }) as GraphJson;
+  // Bytes written as base64 by Node, not by toObject's own encoder in JavaScript, which took 30 ms
+  // of the 110 ms MobileNet 0.25's translation takes (its weights are 1.9 MB of tensor content).
+  const graph = GraphDefType.toObject(msg, { longs: String, enums: String, defaults: false, arrays: false });
+  base64InPlace(graph);
+  return graph as GraphJson;
+}
+
+/** Every bytes value in a toObject result as base64 text, in place. */
+function base64InPlace(value: object): void {
+  for (const [key, v] of Object.entries(value)) {
+    if (v instanceof Uint8Array) (value as Record<string, unknown>)[key] = Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
+    else if (v !== null && typeof v === 'object') base64InPlace(v);
+  }
 }
 
 export function encodeGraphDef(graph: GraphJson): Uint8Array {
