@@ -73,6 +73,8 @@ export const DEFAULT_BATCH = { cpu: 4, accelerator: 16 };
  * 14% idle, 8 ran 9% faster, 16 12% faster (5% idle). `serve`: a request's images queued at a
  * thread are decoded before a later request's, so serve keeps the queue short for fairness. */
 export const DECODE_QUEUE = { bulk: 16, serve: 2, maxTotal: 128, maxBytes: 64 * 1024 * 1024 };
+/** The warm-up image's least size (see warmUp): a small photo's. */
+const WARM_UP = { width: 512, height: 384 };
 
 /** What the pipeline is made of: images per batch, decode threads, image slots. */
 export interface PipelinePlan {
@@ -90,9 +92,12 @@ export function planPipeline(
 ): PipelinePlan {
   const wanted = asked.batchSize > 0 ? asked.batchSize : engine.accelerated ? DEFAULT_BATCH.accelerator : DEFAULT_BATCH.cpu;
   const batchSize = Math.min(wanted, engine.maxBatch);
-  const decodeJobs = asked.decodeJobs > 0 ? asked.decodeJobs : cores;
+  const decodeJobs = decodeThreads(asked, cores);
   return { batchSize, decodeJobs, inFlight: slotCount(batchSize, decodeJobs, asked.decodeQueue ?? DECODE_QUEUE.bulk, engine.slotBytes) };
 }
+
+/** Decode threads: as asked, else one per core. */
+const decodeThreads = (asked: Pick<ClassifierOptions, 'decodeJobs'>, cores = availableParallelism()) => (asked.decodeJobs > 0 ? asked.decodeJobs : cores);
 
 /** The preprocessing that applies (flags, then what the model states), refused with the reason
  * where it cannot work: a crop smaller than the input, a normalisation that overflows float32. */
@@ -203,9 +208,15 @@ export class Classifier implements Scorer {
   static async load(opts: ClassifierOptions): Promise<Classifier> {
     const model = opts.features ? resolveModel(opts.graph, opts.labels, opts.backend, false) : resolveModel(opts.graph, opts.labels, opts.backend);
     const labels = model.labelsFile && !opts.features ? readLabels(model.labelsFile) : [];
-    const engine = await startEngine({ ...engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode }), graph: opts.features });
-    let decoder: DecodePool | undefined;
+    // The decode threads start while the engine loads: each loads sharp and the JPEG addon first
+    // (on 2 cores, 0.1-0.2 s that was spent after the engine had loaded); the warm-up's image is
+    // made meanwhile too, where the model's size leaves it at its least (40 ms in libvips).
+    const decoder = new DecodePool(undefined, undefined, decodeThreads(opts));
+    const smallest = warmUpJpeg(WARM_UP.width, WARM_UP.height);
+    smallest.catch(() => undefined); // a load that fails first never waits for it
+    let engine: WorkerEngine | undefined;
     try {
+      engine = await startEngine({ ...engineSpec(model, { threads: opts.threads, device: opts.device, inputNode: opts.inputNode, outputNode: opts.outputNode }), graph: opts.features });
       const sig = engine.signature;
       if (model.labelsFile && !opts.features && labels.length !== sig.outputSize) {
         throw new ModelError(model.labelsFile, `has ${labels.length} labels but the model outputs ${sig.outputSize} scores`);
@@ -216,13 +227,13 @@ export class Classifier implements Scorer {
       const slots = new ImageSlots(plan.inFlight, imageSize, sig.inputType);
       await engine.attachSlots({ buffer: slots.buffer, type: slots.type, imageSize: slots.imageSize });
       const spec: PrepareSpec = { height: sig.height, width: sig.width, layout: sig.layout, inputType: sig.inputType, preprocessing: chosen.preprocessing, maxPixels: opts.maxPixels, maxFileSize: opts.maxFileSize };
-      decoder = new DecodePool(spec, slots, plan.decodeJobs);
+      decoder.configure(spec, slots);
       const classifier = new Classifier(describe(model, engine, chosen, plan, opts), engine, labels, slots, decoder, opts);
-      await classifier.warmUp();
+      await classifier.warmUp(smallest);
       return classifier;
     } catch (err) {
-      await decoder?.close();
-      await engine.dispose();
+      await decoder.close();
+      await engine?.dispose();
       throw err;
     }
   }
@@ -231,9 +242,10 @@ export class Classifier implements Scorer {
    * times: each decode thread's first decodes, lazily compiled code, the engine's first run. At
    * least twice the model's size, so that JPEG shrink-on-load and the downscaling kernels run too,
    * and at least a small photo's, so that each decode thread's JPEG buffer holds one. */
-  private async warmUp(): Promise<void> {
-    const [width, height] = [Math.max(this.decoder.spec.width * 2, 512), Math.max(this.decoder.spec.height * 2, 384)];
-    const blank = await warmUpJpeg(width, height);
+  private async warmUp(smallest: Promise<Buffer>): Promise<void> {
+    const [width, height] = [Math.max(this.decoder.spec.width * 2, WARM_UP.width), Math.max(this.decoder.spec.height * 2, WARM_UP.height)];
+    const small = await smallest;
+    const blank = width === WARM_UP.width && height === WARM_UP.height ? small : await warmUpJpeg(width, height);
     await this.decoder.warmUp([blank]);
     const slot = await this.slots.acquire();
     await this.decoder.bytes(blank, slot, true);

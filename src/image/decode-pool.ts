@@ -41,19 +41,40 @@ export class DecodePool {
   /** set by close(): nothing new is taken */
   private closed: Error | undefined;
   private drained: (() => void) | undefined;
-  private readonly init: WorkerInit;
+  private init: { spec: PrepareSpec; slots: ImageSlots } | undefined;
 
-  constructor(
-    readonly spec: PrepareSpec,
-    readonly slots: ImageSlots,
-    readonly threads = Math.max(1, availableParallelism()),
-  ) {
-    this.init = { spec, slots: slots.buffer };
+  /** Starts the threads. Without `spec` and `slots` (the model is still loading) they load their
+   * modules and wait for configure(): a model's load and their start overlap. */
+  constructor(spec: PrepareSpec | undefined, slots: ImageSlots | undefined, readonly threads = Math.max(1, availableParallelism())) {
     this.workers = Array.from({ length: threads }, () => this.start());
+    if (spec && slots) this.configure(spec, slots);
+  }
+
+  /** What the threads prepare images for, and into: before any image is sent. */
+  configure(spec: PrepareSpec, slots: ImageSlots): void {
+    this.init = { spec, slots };
+    for (const w of this.workers) w.thread.postMessage(this.workerInit());
+  }
+
+  get spec(): PrepareSpec {
+    return this.configured().spec;
+  }
+
+  get slots(): ImageSlots {
+    return this.configured().slots;
+  }
+
+  private configured(): { spec: PrepareSpec; slots: ImageSlots } {
+    if (!this.init) throw new InternalError('decode pool used before configure()');
+    return this.init;
+  }
+
+  private workerInit(): WorkerInit | undefined {
+    return this.init && { spec: this.init.spec, slots: this.init.slots.buffer };
   }
 
   private start(): DecodeWorker {
-    const thread = new Worker(new URL('./decode-worker.js', import.meta.url), { workerData: this.init });
+    const thread = new Worker(new URL('./decode-worker.js', import.meta.url), { workerData: this.workerInit() });
     const worker: DecodeWorker = { thread, outstanding: 0, queued: [] };
     thread.on('message', (done: Done[]) => this.complete(worker, done));
     thread.on('error', (err) => this.fail(worker, err));

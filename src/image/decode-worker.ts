@@ -7,10 +7,14 @@ import { Preparer } from './prepare.js';
 import { slotView } from './slots.js';
 
 const port = parentPort!;
-const { spec, slots } = workerData as WorkerInit;
-const preparer = new Preparer(spec);
-// Synchronous reads: a slow one holds up this thread only, never the main thread.
-const files = new ImageReader(spec.maxFileSize);
+/** What to prepare images for: from workerData, or the first message of a thread started while
+ * the model was still loading (DecodePool.configure). */
+let setting: { spec: WorkerInit['spec']; slots: WorkerInit['slots']; preparer: Preparer; files: ImageReader } | undefined;
+const setUp = ({ spec, slots }: WorkerInit) => {
+  // Synchronous reads: a slow one holds up this thread only, never the main thread.
+  setting = { spec, slots, preparer: new Preparer(spec), files: new ImageReader(spec.maxFileSize) };
+};
+if (workerData) setUp(workerData as WorkerInit);
 let finished: Done[] = [];
 /** sharp's own default pixel limit: the warm-up's blank is ours, whatever --max-pixels says. */
 const OWN_IMAGE_LIMIT = 0x3fff * 0x3fff;
@@ -56,6 +60,7 @@ async function run(job: Job): Promise<Done> {
     lease = undefined;
   };
   try {
+    const { spec, slots, preparer, files } = setting!;
     // A name's raw bytes arrive as a Uint8Array (a Buffer does not survive the crossing as one).
     const into = (size: number) => (lease = takeBuffer(size));
     const bytes = 'path' in job ? files.readNow(typeof job.path === 'string' ? job.path : Buffer.from(job.path), into) : job.bytes;
@@ -88,8 +93,9 @@ function next(): void {
   setImmediate(next);
 }
 
-port.on('message', (jobs: Job[]) => {
-  waiting.push(...jobs);
+port.on('message', (message: Job[] | WorkerInit) => {
+  if (!Array.isArray(message)) return setUp(message);
+  waiting.push(...message);
   if (!starting) {
     starting = true;
     setImmediate(next);
