@@ -269,8 +269,13 @@ describe('classify retrain', () => {
       for (const f of readdirSync(join(PHOTOS, 'yellow'))) copyFileSync(join(PHOTOS, 'yellow', f), join(dir, label, `${label}-${f}`));
     }
     const out = join(tmp, 'not-good-enough');
-    const r = await retrain(dir, { output: out, minAccuracy: 0.9, testingPercentage: 40, printMisclassifiedTestImages: true });
+    const store = join(tmp, 'alike-store');
+    const r = await retrain(dir, { output: out, minAccuracy: 0.9, testingPercentage: 40, printMisclassifiedTestImages: true, bottleneckDir: store });
     expect(r.code).toBe(1);
+    // What was computed is in the store when retrain returns (written by a thread of its own), model
+    // or not: each photo once, the copies under a and b being the same bytes.
+    const entries = readdirSync(store).filter((f) => /^[0-9a-f]{2}$/.test(f)).flatMap((shard) => readdirSync(join(store, shard)));
+    expect(entries).toHaveLength(readdirSync(join(dir, 'a')).length);
     // Every wrong test answer listed, and only those: N minus the right ones.
     const [, accuracy, n] = /final test accuracy ([\d.]+)% \(N=(\d+)\)/.exec(r.log)!.map(Number);
     const listed = r.log.match(/^misclassified: \S+\/(a\/a|b\/b)-\S+\.jpg is (a, predicted b|b, predicted a)$/gm) ?? [];

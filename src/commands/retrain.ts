@@ -95,6 +95,8 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     if (opts.verbose) log(`bottlenecks: ${bottlenecks.size} features each, ${bottlenecks.computed} computed, ${bottlenecks.cached} from ${store.dir}`);
     if (anyDistortion(opts)) distorted = await distortedBottlenecks(await loaded(), bottlenecks, opts, log);
   } finally {
+    // Written while the layer trains.
+    store.flush();
     await classifier?.close();
   }
 
@@ -124,6 +126,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   if (opts.minAccuracy !== undefined && !(onTest.accuracy >= opts.minAccuracy)) {
     const got = onTest.n ? `test accuracy ${onTest.accuracy.toFixed(4)}` : 'no test images';
     log(`${got} is below --min-accuracy ${opts.minAccuracy}: ${opts.output} not written`);
+    await store.written();
     return 1;
   }
   const head = { weights: trained.weights, biases: trained.biases, labels };
@@ -138,6 +141,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   }
   writeFolder(out, files);
   if (!opts.quiet) log(`wrote ${opts.output}: ${files.map(([name]) => name).join(', ')}`);
+  await store.written();
   return 0;
 }
 
