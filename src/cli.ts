@@ -6,8 +6,7 @@ import { Command, CommanderError, Option, type OptionValues } from '@commander-j
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
-import { DEFAULT_BATCH } from './classifier/classifier.js';
-import { type FilterIO, runFilter } from './commands/filter.js';
+import type { FilterIO } from './commands/filter.js';
 import { describeError, EXIT, invalidValue, ModelError, OutputError, UsageError } from './errors.js';
 import { DEFAULTS, type FilterFlags, filterSettings, type ServeFlags, serveSettings } from './settings.js';
 import { BACKENDS } from './model/locate.js';
@@ -58,7 +57,7 @@ function modelFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A,
 /** How the model is run: batching, preprocessing, engine. */
 function runFlags<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
   return cmd
-    .option('-b, --batch-size <n>', `images per inference batch (0: ${DEFAULT_BATCH.cpu} on CPU, ${DEFAULT_BATCH.accelerator} on a GPU)`, nonNegativeInt('--batch-size', LIMITS.batchSize), DEFAULTS.batchSize)
+    .option('-b, --batch-size <n>', 'images per inference batch (0: 4 on CPU, 16 on a GPU)', nonNegativeInt('--batch-size', LIMITS.batchSize), DEFAULTS.batchSize)
     .option('-d, --max-delay <ms>', 'longest an image waits for its batch to fill', nonNegativeNumber('--max-delay', LIMITS.maxDelayMs), DEFAULTS.maxDelayMs)
     .option('--mean <r,g,b>', 'per-channel mean in 0-255 units, subtracted first', triple('--mean', false))
     .option('--std <r,g,b>', 'per-channel standard deviation in 0-255 units, divided by', triple('--std', true))
@@ -224,7 +223,10 @@ export function buildProgram(io: CliIO = PROCESS_IO, done: (status: number) => v
     });
 
   program.action(async (paths, flags) => {
-    done(await runFilter(filterSettings(exactly<FilterFlags>()(flags)), paths, { ...io, log }));
+    const settings = filterSettings(exactly<FilterFlags>()(flags));
+    // Imported when used: retrain and info never load the classifier's native code.
+    const { runFilter } = await import('./commands/filter.js');
+    done(await runFilter(settings, paths, { ...io, log }));
   });
   const output = {
     writeOut: (s: string) => void io.stdout.write(s),

@@ -14,7 +14,7 @@ import { type CacheSettings, DEFAULT_CACHE_ENTRIES } from './cache/cache.js';
 import type { LoadSettings, ModelSettings } from './classifier/classifier.js';
 import type { Answer, SoftmaxWhen } from './classifier/ranking.js';
 import { invalidValue, UsageError } from './errors.js';
-import { DEFAULT_MAX_FILE_SIZE } from './image/decode.js';
+import { DEFAULT_MAX_FILE_SIZE } from './image/read.js';
 import type { Preprocessing } from './image/preprocessing.js';
 import type { BackendChoice } from './model/locate.js';
 import type { Format } from './output/format.js';

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { describeError, EngineError, InternalError, ModelError } from '../src/errors.js';
-import { decodeToRgb, InputError } from '../src/image/decode.js';
+import { decodeToRgb } from '../src/image/decode.js';
+import { InputError } from '../src/image/read.js';
 import { describeFailure } from '../src/output/format.js';
 import { COLOUR, FIX } from './helpers.js';
 

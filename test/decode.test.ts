@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { decodeToRgb, ImageReader, InputError } from '../src/image/decode.js';
+import { decodeToRgb } from '../src/image/decode.js';
+import { ImageReader, InputError } from '../src/image/read.js';
 import { TensorPacker } from '../src/image/tensor.js';
 import { FIX } from './helpers.js';
 

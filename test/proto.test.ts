@@ -1,10 +1,11 @@
 // ONNX files through ONNX's own schema (src/proto/vendor/onnx/onnx.proto): a model's metadata is
-// read from the file's top-level fields alone, the graph skipped over unread.
+// read from the file's top-level fields alone, the graph skipped over unread; a model is extended
+// by hand to the very bytes protobufjs would write.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { decodeMetadata, encodeModel, readMetadata } from '../src/proto/onnx.js';
+import { batchDimension, decodeMetadata, decodeModelProto, encodeModel, encodeModelProto, extendModel, FIELDS, nodeProto, onnxSchema, readMetadata, tensorProto } from '../src/proto/onnx.js';
 import { COLOUR, FIX } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'classify-proto-'));
@@ -53,5 +54,49 @@ describe('ONNX metadata', () => {
     const file = join(dir, 'cut.onnx');
     writeFileSync(file, Buffer.concat([metadataField('a', '1'), Buffer.from([(7 << 3) | 2, 0x64]), Buffer.alloc(10)]));
     expect(() => readMetadata(file)).toThrow(/runs past the end of the file/);
+  });
+});
+
+describe('extending an encoded model by hand', () => {
+  it('uses the field numbers of the schema', () => {
+    const { root } = onnxSchema();
+    for (const [message, fields] of Object.entries(FIELDS)) {
+      for (const [name, id] of Object.entries(fields)) expect([message, name, root.lookupType(message).fields[name].id]).toEqual([message, name, id]);
+    }
+  });
+
+  it('gives the bytes that decoding, adding and encoding with protobufjs give', () => {
+    const base = encodeModel({
+      name: 'g',
+      nodes: [{ op: 'Relu', inputs: ['x'], outputs: ['r'] }, { op: 'Identity', inputs: ['r'], outputs: ['y'] }],
+      initializers: [{ name: 'w', dims: [2], data: Float32Array.of(1, 2) }],
+      inputs: [{ name: 'w', shape: [2] }, { name: 'x', shape: ['batch', 2] }],
+      outputs: [{ name: 'y', shape: ['batch', 2] }],
+      metadata: { old: 'gone' },
+    });
+    const nodes = [
+      { op: 'Flatten', inputs: ['y'], outputs: ['f'], name: 'f', attrs: { axis: 1, neg: -1, big: 2 ** 40, f: { float: 0.5 }, s: 'text', ints: [3, -2], fs: { floats: [1.5, -2] } } },
+      { op: 'Softmax', inputs: ['f'], outputs: ['out'], name: 'out', attrs: { t: { name: 'c', dims: [1], data: Float32Array.of(7) } } },
+    ];
+    const initializers = [{ name: 'w2', dims: [3, 1], data: Float32Array.of(1, 2, 3) }];
+    const outputs = [{ name: 'out', shape: ['batch' as const, 1] }];
+    const metadata = { labels: '["a"]', émoji: '✓' };
+    const expected = decodeModelProto(base);
+    expected.graph.node.push(...nodes.map((n) => nodeProto(n)));
+    expected.graph.initializer.push(...initializers.map(tensorProto));
+    expected.graph.output = [{ name: 'out', type: { tensor_type: { elem_type: 1, shape: { dim: [{ dim_param: 'batch' }, { dim_value: 1 }] } } } }];
+    expected.producer_name = 'classify retrain';
+    expected.metadata_props = Object.entries(metadata).map(([key, value]) => ({ key, value }));
+    const extended = extendModel(base, { nodes, initializers, outputs, producer: 'classify retrain', metadata });
+    expect(Buffer.from(extended).toString('hex')).toBe(Buffer.from(encodeModelProto(expected)).toString('hex'));
+    expect(decodeMetadata(extended)).toEqual(metadata);
+  });
+
+  it("reads the batch dimension of the first input that is not an initializer", () => {
+    const model = (inputs: { name: string; shape: (number | string)[] }[]) =>
+      encodeModel({ name: 'g', nodes: [], initializers: [{ name: 'w', dims: [1], data: Float32Array.of(1) }], inputs, outputs: [] });
+    expect(batchDimension(model([{ name: 'w', shape: [1] }, { name: 'x', shape: ['N', 3] }]))).toBe('N');
+    expect(batchDimension(model([{ name: 'x', shape: [300, 3] }]))).toBe(300);
+    expect(batchDimension(model([]))).toBeUndefined();
   });
 });

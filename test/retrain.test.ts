@@ -16,7 +16,7 @@ import { encodeModel, readMetadata } from '../dist/proto/onnx.js';
 import { listImages, whichSet } from '../dist/retrain/split.js';
 import { defaultBottleneckDir } from '../dist/retrain/store.js';
 import { train } from '../dist/retrain/train.js';
-import { COLOUR, FIX, ROOT, runInProcess, SHARED } from './helpers.js';
+import { COLOUR, FIX, ROOT, runCli, runInProcess, SHARED } from './helpers.js';
 import { form, image, post, startServer } from './serve-helpers.js';
 
 const PHOTOS = join(FIX, 'retrain', 'photos');
@@ -203,6 +203,46 @@ describe('classify retrain', () => {
     const r = await retrain(dir, { output: out });
     expect(r.code).toBe(0);
     expect(report(out).bottlenecks).toEqual({ computed: 3, cached: report(join(VERSIONS, '1')).images.used });
+    expect(r.log).toMatch(/bottleneck "mean_rgb" of \S+, cut as before \(/);
+  });
+
+  it('a base cut before is read back from the bottleneck folder, and cut anew when its copy there is damaged', async () => {
+    const graphs = join(BOTTLENECKS, 'graphs');
+    const kept = new Map(readdirSync(graphs).map((f) => [f, readFileSync(join(graphs, f))]));
+    const again = await retrain(PHOTOS, { output: join(tmp, 'kept-graph') });
+    expect(again.log).toMatch(/cut as before/);
+    // One byte of a weight changed: the checksum refuses it, the base is cut anew and kept again.
+    for (const [f, bytes] of kept) {
+      const damaged = Buffer.from(bytes);
+      damaged[damaged.length - 100] ^= 1;
+      writeFileSync(join(graphs, f), damaged);
+    }
+    const anew = await retrain(PHOTOS, { output: join(tmp, 'recut-graph') });
+    expect(anew.log).not.toMatch(/cut as before/);
+    expect(report(join(tmp, 'recut-graph')).bottlenecks.computed).toBe(0);
+    expect([...kept].filter(([f, bytes]) => readFileSync(join(graphs, f)).equals(bytes))).toHaveLength(1);
+    expect(readFileSync(join(tmp, 'recut-graph', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'kept-graph', 'model.onnx')));
+  });
+
+  it('a rerun that finds every bottleneck loads no native code (no engine, no decode threads, no libvips) and writes the same model', async () => {
+    const dir = copyPhotos('all-seen');
+    rmSync(join(dir, 'blue', 'corrupt.jpg')); // a photo that fails is looked at again each run
+    // Every native library a process loads, on its stderr: ONNX Runtime, sharp's libvips, the JPEG addon.
+    const hook = join(tmp, 'dlopen-hook.cjs');
+    writeFileSync(hook, "const d = process.dlopen; process.dlopen = function (m, f, ...r) { process.stderr.write('dlopen ' + f + '\\n'); return d.call(this, m, f, ...r); };\n");
+    const run = (out: string) =>
+      runCli(['retrain', dir, '--base', COLOUR, '-o', join(tmp, out), '--bottleneck-dir', join(tmp, 'all-seen-store'), '-v'], '', {
+        env: { ...process.env, NO_COLOR: '1', NODE_OPTIONS: `--require ${hook}` },
+      });
+    const first = await run('all-seen-1');
+    expect(first.code).toBe(0);
+    expect(first.stderr).toMatch(/^dlopen .*onnxruntime/m);
+    const again = await run('all-seen-2');
+    expect(again.code).toBe(0);
+    expect(again.stderr).not.toMatch(/^dlopen/m);
+    expect(again.stderr).not.toMatch(/preprocessing /); // said when the engine loads
+    expect(report(join(tmp, 'all-seen-2')).bottlenecks).toEqual({ computed: 0, cached: report(join(tmp, 'all-seen-1')).images.used });
+    expect(readFileSync(join(tmp, 'all-seen-2', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'all-seen-1', 'model.onnx')));
   });
 
   it('distortions: copies of the training photos, new each run, the same for the same --seed', async () => {
@@ -229,8 +269,13 @@ describe('classify retrain', () => {
       for (const f of readdirSync(join(PHOTOS, 'yellow'))) copyFileSync(join(PHOTOS, 'yellow', f), join(dir, label, `${label}-${f}`));
     }
     const out = join(tmp, 'not-good-enough');
-    const r = await retrain(dir, { output: out, minAccuracy: 0.9, testingPercentage: 40, printMisclassifiedTestImages: true });
+    const store = join(tmp, 'alike-store');
+    const r = await retrain(dir, { output: out, minAccuracy: 0.9, testingPercentage: 40, printMisclassifiedTestImages: true, bottleneckDir: store });
     expect(r.code).toBe(1);
+    // What was computed is in the store when retrain returns (written by a thread of its own), model
+    // or not: each photo once, the copies under a and b being the same bytes.
+    const entries = readdirSync(store).filter((f) => /^[0-9a-f]{2}$/.test(f)).flatMap((shard) => readdirSync(join(store, shard)));
+    expect(entries).toHaveLength(readdirSync(join(dir, 'a')).length);
     // Every wrong test answer listed, and only those: N minus the right ones.
     const [, accuracy, n] = /final test accuracy ([\d.]+)% \(N=(\d+)\)/.exec(r.log)!.map(Number);
     const listed = r.log.match(/^misclassified: \S+\/(a\/a|b\/b)-\S+\.jpg is (a, predicted b|b, predicted a)$/gm) ?? [];

@@ -9,10 +9,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, type Dirent, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { lstat, open, readdir, unlink } from 'node:fs/promises';
+import { endianness } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Classifier, ImageSource, Scorer } from '../classifier/classifier.js';
 import { modelFingerprint } from './fingerprint.js';
-import { type FilePath, ImageReader } from '../image/decode.js';
+import { type FilePath, ImageReader } from '../image/read.js';
 import { UsageError } from '../errors.js';
 
 export const DEFAULT_CACHE_ENTRIES = 100_000;
@@ -34,11 +35,15 @@ const DIR_MODE = 0o755;
 
 const checksum = (key: string, body: Buffer) => createHash('sha256').update(key).update(body).digest();
 
+/** Float32 values as little-endian bytes, the entries' order, either way: copied whole, swapped
+ * only on a big-endian machine (a value at a time took retrain's rerun 5 ms over 1,797 entries). */
+const littleEndian = (bytes: Uint8Array): Uint8Array => (endianness() === 'LE' ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).swap32());
+
 export function encodeEntry(key: string, scores: Float32Array): Buffer {
   const buf = Buffer.alloc(HEADER + 4 * scores.length + CHECKSUM);
   MAGIC.copy(buf, 0);
   buf.writeUInt32LE(scores.length, 4);
-  scores.forEach((s, i) => buf.writeFloatLE(s, HEADER + 4 * i));
+  buf.set(littleEndian(new Uint8Array(scores.buffer.slice(scores.byteOffset, scores.byteOffset + scores.byteLength))), HEADER);
   checksum(key, buf.subarray(0, HEADER + 4 * scores.length)).copy(buf, HEADER + 4 * scores.length);
   return buf;
 }
@@ -48,9 +53,8 @@ export function decodeEntry(buf: Buffer, key: string, length: number): Float32Ar
   const end = HEADER + 4 * length;
   if (buf.length !== end + CHECKSUM || !buf.subarray(0, 4).equals(MAGIC) || buf.readUInt32LE(4) !== length) return undefined;
   if (!checksum(key, buf.subarray(0, end)).equals(buf.subarray(end))) return undefined;
-  const scores = new Float32Array(length);
-  for (let i = 0; i < length; i++) scores[i] = buf.readFloatLE(HEADER + 4 * i);
-  return scores;
+  // Bytes of their own, at offset 0 (the buffer read may be a slice of a shared pool).
+  return new Float32Array(littleEndian(Uint8Array.prototype.slice.call(buf, HEADER, end)).buffer);
 }
 
 export class ContentCache {

@@ -13,7 +13,7 @@ const sha256 = (bytes: Buffer | string) => createHash('sha256').update(bytes).di
 
 /** The model file and the files it loads beside it: a TF.js model's weight shards, a
  * SavedModel's variables. */
-function modelFiles(file: string): string[] {
+export function modelFiles(file: string): string[] {
   const dir = dirname(file);
   if (basename(file) === 'model.json') {
     const manifest = (JSON.parse(readFileSync(file, 'utf8')) as { weightsManifest?: { paths: string[] }[] }).weightsManifest ?? [];

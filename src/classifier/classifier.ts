@@ -8,7 +8,8 @@
 import { availableParallelism } from 'node:os';
 import { type Answer, type BatchStats, startEngine, type WorkerEngine } from '../backends/engine-thread.js';
 import { EngineError, InternalError, ModelError } from '../errors.js';
-import { type FilePath, warmUpJpeg } from '../image/decode.js';
+import { warmUpJpeg } from '../image/decode.js';
+import type { FilePath } from '../image/read.js';
 import { CLOSE_WAIT_MS, DecodePool, doneError } from '../image/decode-pool.js';
 import type { PrepareSpec } from '../image/prepare.js';
 import { ImageSlots } from '../image/slots.js';

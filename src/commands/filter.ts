@@ -7,7 +7,7 @@ import type { Readable, Writable } from 'node:stream';
 import { answering, type PathClassifier, setUpBulk } from '../output/bulk.js';
 import { Classifier, type LoadSettings } from '../classifier/classifier.js';
 import { RemoteClassifier } from '../remote/client.js';
-import { IS_A_DIRECTORY } from '../image/decode.js';
+import { IS_A_DIRECTORY } from '../image/read.js';
 import { EXIT } from '../errors.js';
 import { inOrder } from '../in-order.js';
 import { type PathLine, pathsFromArgs, pathsFromStream } from '../input.js';

@@ -7,9 +7,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { classifierSettings } from '../settings.js';
-import { Classifier } from '../classifier/classifier.js';
+import type { Classifier } from '../classifier/classifier.js';
 import { OutputError, UsageError } from '../errors.js';
-import { ImageReader, InputError } from '../image/decode.js';
+import { ImageReader, InputError } from '../image/read.js';
 import { describeSteps, toMetadata } from '../image/preprocessing.js';
 import { inOrder } from '../in-order.js';
 import type { Log } from '../log.js';
@@ -17,9 +17,9 @@ import { resolveModel } from '../model/locate.js';
 import { choosePreprocessing } from '../model/preprocessing.js';
 import { Progress, type Terminal } from '../progress.js';
 import { type Evaluation, evaluate, formatEvaluation, predict } from '../retrain/evaluate.js';
-import { type FeatureGraph, featureGraph, retrainedGraphDef, retrainedModel } from '../retrain/graph.js';
+import { type FeatureGraph, retrainedGraphDef, retrainedModel } from '../retrain/graph.js';
 import { type LabelledImage, listImages } from '../retrain/split.js';
-import { BottleneckStore, defaultBottleneckDir } from '../retrain/store.js';
+import { BottleneckStore, bottleneckFolder, defaultBottleneckDir, keptFeatureGraph } from '../retrain/store.js';
 import { type Distortions, anyDistortion, distort } from '../retrain/distort.js';
 import { mulberry32, train, type Trained } from '../retrain/train.js';
 
@@ -63,13 +63,17 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   if (opts.format === 'pb' && model.format !== 'frozen') {
     throw new UsageError(`--format pb writes retrain.py's frozen graph, which takes a frozen graph as --base; ${model.file} is a ${model.format} model`);
   }
-  const features = featureGraph(model, opts.bottleneckNode);
+  const dir = bottleneckFolder(opts.bottleneckDir ?? defaultBottleneckDir());
+  const features = keptFeatureGraph(dir, model, opts.bottleneckNode);
   const { preprocessing } = choosePreprocessing(model, features.normalisation);
   const fingerprint = createHash('sha256').update(features.onnx).update(JSON.stringify(preprocessing)).digest('hex');
-  const store = BottleneckStore.open(opts.bottleneckDir ?? defaultBottleneckDir(), fingerprint);
-  if (opts.verbose) log(`bottleneck "${features.node}" of ${model.file}`);
+  const store = new BottleneckStore(dir, fingerprint);
+  if (opts.verbose) log(`bottleneck "${features.node}" of ${model.file}${features.kept ? `, cut as before (${join(dir, 'graphs')})` : ''}`);
   const load = async () => {
     const settings = classifierSettings(model.file, { engine: { threads: opts.threads, softmax: 'off' }, pipeline: { decodeJobs: opts.decodeJobs } });
+    // Imported here: a rerun that finds every bottleneck never loads the engine, decode threads or
+    // sharp, nor the modules that start them.
+    const { Classifier } = await import('../classifier/classifier.js');
     const classifier = await Classifier.load(settings, { features: { onnx: features.onnx, normalisation: features.normalisation } });
     if (opts.verbose) {
       for (const note of [...features.notes, ...classifier.info.engineNotes]) log(`engine note: ${note}`);
@@ -86,6 +90,8 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     if (opts.verbose) log(`bottlenecks: ${bottlenecks.size} features each, ${bottlenecks.computed} computed, ${bottlenecks.cached} from ${store.dir}`);
     if (anyDistortion(opts)) distorted = await distortedBottlenecks(await loaded(), bottlenecks, opts, log);
   } finally {
+    // Written while the layer trains.
+    store.flush();
     await classifier?.close();
   }
 
@@ -115,6 +121,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   if (opts.minAccuracy !== undefined && !(onTest.accuracy >= opts.minAccuracy)) {
     const got = onTest.n ? `test accuracy ${onTest.accuracy.toFixed(4)}` : 'no test images';
     log(`${got} is below --min-accuracy ${opts.minAccuracy}: ${opts.output} not written`);
+    await store.written();
     return 1;
   }
   const head = { weights: trained.weights, biases: trained.biases, labels };
@@ -129,6 +136,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   }
   writeFolder(out, files);
   if (!opts.quiet) log(`wrote ${opts.output}: ${files.map(([name]) => name).join(', ')}`);
+  await store.written();
   return 0;
 }
 
@@ -204,9 +212,18 @@ async function computeBottlenecks(
     if (err instanceof InputError) return err;
     throw err;
   };
+  // Until the first photo the store lacks, photos are read and looked up synchronously (a rerun
+  // that finds them all is bounded by this loop: a promise per photo cost it twice the time),
+  // yielding now and then so that the progress line is drawn.
   let i = 0;
   for (; i < images.length; i++) {
-    const v = await reader.read(images[i].path).then((bytes) => store.get(store.key(bytes), size), inputError);
+    if (i % 256 === 255) await new Promise(setImmediate);
+    let v: Float32Array | InputError | undefined;
+    try {
+      v = store.get(store.key(reader.readNow(images[i].path)), size);
+    } catch (err) {
+      v = inputError(err);
+    }
     if (!v) break;
     record(images[i], v);
   }

@@ -3,7 +3,7 @@
 // and only convolutions and pools are wrapped in transposes, which ONNX Runtime's layout
 // optimizer cancels between neighbours. Constants are folded first and batch norms (folded or
 // not) are merged into the convolution before them, so the runtime sees fused Conv+bias.
-import { type ConstValue, decodeString, inputNode, type NodeJson } from '../tensorflow/graphdef.js';
+import { type ConstValue, decodeString, type GraphJson, inputNode, type NodeJson } from '../tensorflow/graphdef.js';
 import { type AttributeValue, type OnnxNode, type OnnxTensor, encodeModel } from '../proto/onnx.js';
 import { ModelError } from '../errors.js';
 import { type GraphPlan, readFrozenGraph, unsupportedOps } from '../tensorflow/plan.js';
@@ -27,8 +27,9 @@ export interface Translation {
 export function translateFrozenGraph(
   file: string,
   bytes: Uint8Array,
-  /** `metadata`: what the model file's metadata_props say, from the plan (its normalisation) */
-  opts: { inputNode?: string; outputNode?: string; metadata?: (plan: GraphPlan) => Record<string, string> },
+  /** `metadata`: what the model file's metadata_props say, from the plan (its normalisation);
+   * `graph`: the bytes already decoded */
+  opts: { inputNode?: string; outputNode?: string; metadata?: (plan: GraphPlan) => Record<string, string>; graph?: GraphJson },
 ): Translation {
   const start = performance.now();
   const { plan, constOf, define } = readFrozenGraph(file, bytes, opts);

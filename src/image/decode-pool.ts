@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os';
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import 'sharp'; // loaded here first: libvips must stay loaded while workers come and go
 import { InternalError } from '../errors.js';
-import { type FilePath, InputError, type InputErrorKind } from './decode.js';
+import { type FilePath, InputError, type InputErrorKind } from './read.js';
 import type { PrepareSpec } from './prepare.js';
 import { ImageSlots } from './slots.js';
 

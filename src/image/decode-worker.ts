@@ -2,7 +2,7 @@
 // into its shared slot, and answers completions a few to a message: to the engine thread for an
 // image on its way to a batch, to the main thread for one it only wanted prepared.
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
-import { ImageReader, InputError } from './decode.js';
+import { ImageReader, InputError } from './read.js';
 import type { Done, Job, WorkerInit } from './decode-pool.js';
 import { Preparer } from './prepare.js';
 import { slotView } from './slots.js';

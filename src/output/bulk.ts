@@ -4,7 +4,7 @@ import { CachedScores, ContentCache } from '../cache/cache.js';
 import type { Classifier, Scorer } from '../classifier/classifier.js';
 import { type Answer, answer, type Prediction } from '../classifier/ranking.js';
 import { modelFingerprint } from '../cache/fingerprint.js';
-import type { FilePath } from '../image/decode.js';
+import type { FilePath } from '../image/read.js';
 import type { Log } from '../log.js';
 import { OutputFile } from './resume.js';
 import { UsageError } from '../errors.js';

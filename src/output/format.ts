@@ -1,13 +1,13 @@
 // One result -> one output line. The three formats a user can ask for.
 import type { Prediction } from '../classifier/classifier.js';
 import { describeError, EngineError, InternalError, RemoteImageError } from '../errors.js';
-import { InputError, type InputErrorKind } from '../image/decode.js';
+import { InputError, type InputErrorKind } from '../image/read.js';
 
 /** One input's result. `path` is what the input was called (absent for an unnamed upload);
  * `pathBytes` its exact bytes where they are not UTF-8 (`path` then shows U+FFFD); `model`, the
  * fingerprint of the model that answered, where the line records it. */
 type Named = { path?: string; pathBytes?: Buffer; version?: string; model?: string };
-/** `kind`: what sort of failure (src/image/decode.ts's InputErrorKind), where known. */
+/** `kind`: what sort of failure (src/image/read.ts's InputErrorKind), where known. */
 export type Outcome = (Named & { predictions: Prediction[] }) | (Named & { error: string; kind?: string });
 
 export type Format = 'json' | 'text' | 'tsv';

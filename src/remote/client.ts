@@ -5,7 +5,7 @@
 // to be back. Every input still gets exactly one line.
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { type FilePath, ImageReader } from '../image/decode.js';
+import { type FilePath, ImageReader } from '../image/read.js';
 import type { Prediction } from '../classifier/classifier.js';
 import { type Backend, backendName, BackendPool, type Resolver } from './pool.js';
 import { RemoteImageError, UsageError } from '../errors.js';

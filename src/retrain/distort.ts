@@ -1,8 +1,6 @@
 // retrain.py's distortions of a training photo: a random crop within a margin, a random scale up,
 // a left-right flip half of the time, brightness multiplied up or down. The distorted photo goes
 // through the base model's own preprocessing like any other, so it is written out losslessly.
-import sharp from 'sharp';
-
 export interface Distortions {
   flipLeftRight: boolean;
   /** margin cropped off, in percent of the size (retrain.py's --random_crop) */
@@ -19,6 +17,8 @@ export const anyDistortion = (d: Distortions) => d.flipLeftRight || d.randomCrop
  * original size taken at random from that, flipped half of the time, its pixels multiplied by
  * 1 + (random in -1..1) x brightness%. `random` gives numbers in [0, 1). */
 export async function distort(bytes: Uint8Array, d: Distortions, random: () => number): Promise<Buffer> {
+  // Loaded here, not with the module: a run without distortions never loads libvips.
+  const { default: sharp } = await import('sharp');
   const { width, height } = await sharp(bytes).metadata();
   if (!width || !height) throw new Error('no image size');
   const scale = (1 + d.randomCrop / 100) * (1 + (random() * d.randomScale) / 100);

@@ -8,9 +8,9 @@ import { translateFrozenGraph } from '../convert/tf2onnx.js';
 import { ModelError } from '../errors.js';
 import type { ImpliedNormalisation } from '../image/preprocessing.js';
 import type { ResolvedModel } from '../model/locate.js';
-import { decodeModelProto, encodeModelProto, type GraphJson, nodeProto, tensorProto, type ValueInfoJson, valueInfo } from '../proto/onnx.js';
-import { type ConstValue, decodeGraphDef, encodeGraphDef, inputNode, type NodeJson as TfNode } from '../tensorflow/graphdef.js';
-import { readFrozenGraph } from '../tensorflow/plan.js';
+import { batchDimension, decodeModelProto, encodeModelProto, extendModel, type GraphJson, nodeProto, type OnnxNode, tensorProto } from '../proto/onnx.js';
+import { type ConstValue, encodeGraphDef, type GraphJson as TfGraph, inputNode, type NodeJson as TfNode } from '../tensorflow/graphdef.js';
+import { decodeFrozenGraph, readFrozenGraph } from '../tensorflow/plan.js';
 
 export interface FeatureGraph {
   /** the base model up to the bottleneck, which is its only output */
@@ -140,19 +140,21 @@ function isOnnxClassifierLayer(n: GraphJson['node'][number], constant: Set<strin
 }
 
 function frozenFeatures(file: string, bytes: Uint8Array, chosen?: string): FeatureGraph {
-  if (chosen !== undefined && !decodeGraphDef(bytes).node.some((n) => n.name === inputNode(chosen))) {
+  // Decoded once for both the search for the bottleneck and the translation.
+  const graph = decodeFrozenGraph(file, bytes);
+  if (chosen !== undefined && !graph.node.some((n) => n.name === inputNode(chosen))) {
     throw new ModelError(file, `no node named "${chosen}" (--bottleneck-node)`);
   }
-  const node = chosen === undefined ? tfBottleneck(file, bytes) : inputNode(chosen);
-  const t = translateFrozenGraph(file, bytes, { outputNode: node });
+  const node = chosen === undefined ? tfBottleneck(file, bytes, graph) : inputNode(chosen);
+  const t = translateFrozenGraph(file, bytes, { outputNode: node, graph });
   const output = decodeModelProto(t.onnx).graph.output[0].name;
   return { onnx: t.onnx, node, output, normalisation: t.plan.normalisation, notes: [...t.plan.notes] };
 }
 
 /** Walks back from the classifier's output through softmax, reshapes and the bias to the layer
  * with constant weights (MatMul, or a 1x1 convolution as in MobileNet), and returns what it reads. */
-function tfBottleneck(file: string, bytes: Uint8Array): string {
-  const { plan, constOf } = readFrozenGraph(file, bytes, {});
+function tfBottleneck(file: string, bytes: Uint8Array, graph: TfGraph): string {
+  const { plan, constOf } = readFrozenGraph(file, bytes, { graph });
   const byName = new Map(plan.nodes.map((n) => [n.name, n]));
   const isConst = (ref: string): boolean => {
     const n = byName.get(inputNode(ref));
@@ -197,28 +199,26 @@ export interface Head {
 }
 
 /** The output model: the feature graph, flattened, through MatMul + Add + Softmax ("final_result",
- * retrain.py's name), with `metadata` (the preprocessing, the labels) in its metadata_props. */
+ * retrain.py's name), with `metadata` (the preprocessing, the labels) in its metadata_props. The
+ * feature graph's bytes are extended as they are, not decoded (see extendModel). */
 export function retrainedModel(features: FeatureGraph, head: Head, metadata: Record<string, string>): Uint8Array {
-  const m = decodeModelProto(features.onnx);
-  const g = m.graph;
   const size = head.biases.length;
-  const batch = (g.input.find((v) => !g.initializer.some((t) => t.name === v.name)) ?? g.input[0])?.type?.tensor_type?.shape?.dim?.[0];
-  const added = [
+  const nodes: OnnxNode[] = [
     { op: 'Flatten', inputs: [features.output], outputs: ['retrain/bottleneck'], attrs: { axis: 1 } },
     { op: 'MatMul', inputs: ['retrain/bottleneck', 'final_training_ops/weights'], outputs: ['retrain/matmul'] },
     { op: 'Add', inputs: ['retrain/matmul', 'final_training_ops/biases'], outputs: ['retrain/logits'] },
     { op: 'Softmax', inputs: ['retrain/logits'], outputs: ['final_result'], attrs: { axis: -1 } },
   ];
-  g.node.push(...added.map((n) => nodeProto({ ...n, name: n.outputs[0] })));
-  g.initializer.push(
-    tensorProto({ name: 'final_training_ops/weights', dims: [head.weights.length / size, size], data: head.weights }),
-    tensorProto({ name: 'final_training_ops/biases', dims: [size], data: head.biases }),
-  );
-  const out: ValueInfoJson = valueInfo({ name: 'final_result', shape: [batch?.dim_value ?? batch?.dim_param ?? 'N', size] });
-  g.output = [out];
-  m.producer_name = 'classify retrain';
-  m.metadata_props = Object.entries(metadata).map(([key, value]) => ({ key, value }));
-  return encodeModelProto(m);
+  return extendModel(features.onnx, {
+    nodes: nodes.map((n) => ({ ...n, name: n.outputs[0] })),
+    initializers: [
+      { name: 'final_training_ops/weights', dims: [head.weights.length / size, size], data: head.weights },
+      { name: 'final_training_ops/biases', dims: [size], data: head.biases },
+    ],
+    outputs: [{ name: 'final_result', shape: [batchDimension(features.onnx) ?? 'N', size] }],
+    producer: 'classify retrain',
+    metadata,
+  });
 }
 
 /** retrain.py's own output, for tools that load it: the frozen base graph up to the bottleneck,

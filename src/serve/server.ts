@@ -8,7 +8,7 @@ import type { CachedScores } from '../cache/cache.js';
 import type { Classifier } from '../classifier/classifier.js';
 import { answer } from '../classifier/ranking.js';
 import { positiveInt, unitInterval } from '../parse.js';
-import type { InputErrorKind } from '../image/decode.js';
+import type { InputErrorKind } from '../image/read.js';
 import { BodyError, checkHeaders, readUploads, type Upload, type UploadAccount, UploadBudget } from './body.js';
 import type { ServerMetrics } from './metrics.js';
 import type { Log } from '../log.js';

@@ -250,8 +250,8 @@ export interface FrozenGraph {
   versions: GraphJson['versions'];
 }
 
-/** A frozen GraphDef's bytes -> its plan, with quantized weights and global batch norms folded. */
-export function readFrozenGraph(file: string, bytes: Uint8Array, opts: { inputNode?: string; outputNode?: string }): FrozenGraph {
+/** A frozen GraphDef's bytes decoded; a ModelError naming `file` when they are not one. */
+export function decodeFrozenGraph(file: string, bytes: Uint8Array): GraphJson {
   let graph: GraphJson;
   try {
     graph = decodeGraphDef(bytes);
@@ -259,6 +259,13 @@ export function readFrozenGraph(file: string, bytes: Uint8Array, opts: { inputNo
     throw new ModelError(file, `not a TensorFlow GraphDef: ${(err as Error).message}`);
   }
   if (!graph.node?.length) throw new ModelError(file, 'not a TensorFlow GraphDef (no nodes)');
+  return graph;
+}
+
+/** A frozen GraphDef's bytes -> its plan, with quantized weights and global batch norms folded.
+ * `graph`: the bytes already decoded (decodeFrozenGraph), for a caller that reads them twice. */
+export function readFrozenGraph(file: string, bytes: Uint8Array, opts: { inputNode?: string; outputNode?: string; graph?: GraphJson }): FrozenGraph {
+  const graph = opts.graph ?? decodeFrozenGraph(file, bytes);
   const consts = new Map<string, ConstValue>();
   const constNodes = new Map(graph.node.filter((n) => n.op === 'Const').map((n) => [n.name, n]));
   const constOf = (name: string) => {
