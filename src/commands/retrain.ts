@@ -90,8 +90,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     if (opts.verbose) log(`bottlenecks: ${bottlenecks.size} features each, ${bottlenecks.computed} computed, ${bottlenecks.cached} from ${store.dir}`);
     if (anyDistortion(opts)) distorted = await distortedBottlenecks(await loaded(), bottlenecks, opts, log);
   } finally {
-    // Written while the layer trains.
-    store.flush();
+    store.flush(); // what was computed before a failure is kept too
     await classifier?.close();
   }
 
@@ -121,7 +120,6 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   if (opts.minAccuracy !== undefined && !(onTest.accuracy >= opts.minAccuracy)) {
     const got = onTest.n ? `test accuracy ${onTest.accuracy.toFixed(4)}` : 'no test images';
     log(`${got} is below --min-accuracy ${opts.minAccuracy}: ${opts.output} not written`);
-    await store.written();
     return 1;
   }
   const head = { weights: trained.weights, biases: trained.biases, labels };
@@ -136,7 +134,6 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   }
   writeFolder(out, files);
   if (!opts.quiet) log(`wrote ${opts.output}: ${files.map(([name]) => name).join(', ')}`);
-  await store.written();
   return 0;
 }
 
@@ -254,6 +251,7 @@ async function computeBottlenecks(
     }
   }
   progress?.stop();
+  store.flush();
   if (size === undefined) throw new UsageError('no image could be read: nothing to train on');
   return { x: x.subarray(0, kept.length * size), size, kept, failed, computed, cached: kept.length - computed };
 }

@@ -1,17 +1,19 @@
-// --bottleneck-dir: one image's bottleneck under one feature graph, kept in a plain file, so that a
-// rerun computes only the photos it has not seen. The entries are --cache's (src/cache.ts): the
-// same format, checksum and DIR/ab/cdef... layout, written whole by rename, by a thread of their
-// own (store-writer.ts) after the bottlenecks are computed or every few seconds. Beside them,
-// DIR/graphs/ keeps each base model as cut at its bottleneck, so that a rerun does not translate
-// and cut it again. Nothing here lists or removes files: the store reads only the file it asks
-// for, and only a regular file, whole by its checksum; anything else there reads as a miss.
+// --bottleneck-dir: each image's bottleneck under one feature graph, kept so that a rerun computes
+// only the photos it has not seen. A run's new bottlenecks go into packs, one file for what it
+// computed in WRITE_WITHIN_MS (the digits' 1,797: one file), written whole by rename in
+// DIR/packs/<feature graph's fingerprint>/, and read back whole by the next run: made one a file,
+// their 1,797 files cost the first run 0.1-0.3 s on 2 cores and a rerun 20-30 ms to read. Entries
+// one a file, in --cache's format and DIR/ab/cdef... layout (src/cache.ts), as earlier versions
+// wrote them, are still read. Beside them, DIR/graphs/ keeps each base model as cut at its
+// bottleneck, so that a rerun does not translate and cut it again. Nothing here removes files,
+// and only regular files of the names it writes are read, whole by their checksum; anything else
+// there reads as a miss.
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, constants, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
-import { homedir } from 'node:os';
+import { endianness, homedir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { decodeEntry, encodeEntry } from '../cache/cache.js';
+import { decodeEntry } from '../cache/cache.js';
 import { modelFiles } from '../cache/fingerprint.js';
 import { UsageError } from '../errors.js';
 import { readRegularFileSync } from '../image/read.js';
@@ -47,21 +49,23 @@ const CUT = 'cut v1';
  * header, the ONNX bytes, then a SHA-256 over its key and all before it. */
 const GRAPH_MAGIC = Buffer.from('CLG1');
 const CHECKSUM = 32;
-/** The largest kept graph read back: above any base retrain takes (Inception v3 is 92 MB). */
-const MAX_GRAPH_BYTES = 2 ** 31 - 1;
-/** How long a computed bottleneck may wait to be written: what a killed run loses at most. On the
- * digits (1,797 photos, about 1 s) none is written while the engine runs: creating their files on
- * the main thread meanwhile cost that stage 0.1-0.3 s on 2 cores, and a core is free while the
- * layer trains. */
+/** The largest kept graph or pack read back: above any base retrain takes (Inception v3 is 92 MB). */
+const MAX_FILE_BYTES = 2 ** 31 - 1;
+/** The longest a computed bottleneck waits to be written in a pack: what a killed run loses at most. */
 const WRITE_WITHIN_MS = 5000;
+/** A pack: magic, u32 count, u32 features each, the entries' keys (32 bytes each), their features
+ * (float32, little-endian), then a SHA-256 over all before it. Named by when, who and a random part. */
+const PACK_MAGIC = Buffer.from('CLB1');
+const PACK_NAME = /^\d+-\d+-[0-9a-f]{12}$/;
 
 export class BottleneckStore {
   hits = 0;
   misses = 0;
-  /** computed, not yet handed to a writer: found by get() too */
+  /** computed, not yet written: found by get() too */
   private pending = new Map<string, Float32Array>();
   private pendingSince = 0;
-  private readonly writing: Promise<unknown>[] = [];
+  /** the packs' entries, read at the first get() */
+  private packed: Map<string, Float32Array> | undefined;
 
   /** `dir` checked by bottleneckFolder; `fingerprint`: what the features depend on besides the
    * image (graph, preprocessing). */
@@ -74,71 +78,90 @@ export class BottleneckStore {
     return createHash('sha256').update(this.fingerprint).update('\0').update(bytes).digest('hex');
   }
 
-  private path(key: string): string {
-    return join(this.dir, key.slice(0, 2), key.slice(2));
+  private get packs(): string {
+    return join(this.dir, 'packs', this.fingerprint);
   }
 
-  /** The entry for `key`: of `length` floats, or (length unknown yet) of the length it says. */
+  /** The entry for `key`: of `length` floats, or (length unknown yet) of the length it has. */
   get(key: string, length?: number): Float32Array | undefined {
-    const v = this.pending.get(key) ?? this.read(key, length);
+    this.packed ??= readPacks(this.packs);
+    let v = this.pending.get(key) ?? this.packed.get(key);
+    if (v && length !== undefined && v.length !== length) v = undefined;
+    v ??= this.read(key, length);
     if (v) this.hits++;
     else this.misses++;
     return v;
   }
 
+  /** An entry one a file, as earlier versions wrote them. */
   private read(key: string, length?: number): Float32Array | undefined {
     try {
-      const buf = readRegularFileSync(this.path(key), entryBytes(length ?? MAX_FEATURES));
+      const buf = readRegularFileSync(join(this.dir, key.slice(0, 2), key.slice(2)), entryBytes(length ?? MAX_FEATURES));
       return decodeEntry(buf, key, length ?? (buf.length >= 8 ? buf.readUInt32LE(4) : 0));
     } catch {
       return undefined; // absent, or not an entry
     }
   }
 
-  /** Stores an entry, within WRITE_WITHIN_MS; a store that cannot be written costs the next run
-   * time, never this one. */
+  /** Stores an entry, written within WRITE_WITHIN_MS (see flush); a store that cannot be written
+   * costs the next run time, never this one. */
   put(key: string, v: Float32Array): void {
     if (this.pending.size === 0) this.pendingSince = performance.now();
     this.pending.set(key, v);
     if (performance.now() - this.pendingSince >= WRITE_WITHIN_MS) this.flush();
   }
 
-  /** Starts writing the entries put so far, in a thread of its own: the main thread carries on. */
+  /** Writes the entries put since the last pack as one pack. */
   flush(): void {
     if (this.pending.size === 0) return;
-    const entries = [...this.pending];
-    const length = entries[0][1].length;
-    const batch: Batch = { dir: this.dir, keys: entries.map(([key]) => key), features: new Float32Array(entries.length * length) };
-    entries.forEach(([, v], i) => batch.features.set(v, i * length));
+    const name = `${Date.now()}-${process.pid}-${randomBytes(6).toString('hex')}`;
+    writeWhole(this.dir, join(this.packs, name), encodePack(this.pending), true);
+    for (const [key, v] of this.pending) this.packed?.set(key, v);
     this.pending = new Map();
-    const thread = new Worker(new URL('./store-writer.js', import.meta.url), { workerData: batch });
-    this.writing.push(new Promise((resolve) => thread.once('exit', resolve).once('error', resolve)));
-  }
-
-  /** Once every entry put is written (or could not be). */
-  async written(): Promise<void> {
-    this.flush();
-    await Promise.all(this.writing);
   }
 }
 
-/** Entries for the writer thread (store-writer.ts). */
-export interface Batch {
-  dir: string;
-  keys: string[];
-  /** the entries' features, one after another, each as long */
-  features: Float32Array;
+/** Float32 values as little-endian bytes, in place: swapped only on a big-endian machine. */
+const littleEndian = (bytes: Buffer): Buffer => (endianness() === 'LE' ? bytes : bytes.swap32());
+
+function encodePack(entries: Map<string, Float32Array>): Buffer {
+  const length = entries.values().next().value!.length;
+  const header = Buffer.alloc(12);
+  PACK_MAGIC.copy(header);
+  header.writeUInt32LE(entries.size, 4);
+  header.writeUInt32LE(length, 8);
+  const keys = Buffer.concat([...entries.keys()].map((k) => Buffer.from(k, 'hex')));
+  const features = Buffer.concat([...entries.values()].map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength)));
+  const body = Buffer.concat([header, keys, littleEndian(features)]);
+  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
 }
 
-/** Writes entries whole into `dir` (the store's writer thread). */
-export function writeEntries({ dir, keys, features }: Batch): void {
-  const length = features.length / keys.length;
-  const shards = new Set<string>();
-  keys.forEach((key, i) => {
-    const shard = key.slice(0, 2);
-    const v = features.subarray(i * length, (i + 1) * length);
-    if (writeWhole(dir, join(dir, shard, key.slice(2)), encodeEntry(key, v), !shards.has(shard))) shards.add(shard);
-  });
+/** Every entry of every whole pack in `folder`, by key; a pack that is not whole is left out. */
+function readPacks(folder: string): Map<string, Float32Array> {
+  const entries = new Map<string, Float32Array>();
+  let names: string[] = [];
+  try {
+    names = readdirSync(folder).filter((n) => PACK_NAME.test(n));
+  } catch {
+    // no packs yet
+  }
+  for (const name of names) {
+    try {
+      const buf = readRegularFileSync(join(folder, name), MAX_FILE_BYTES);
+      const end = buf.length - CHECKSUM;
+      if (end < 12 || !buf.subarray(0, 4).equals(PACK_MAGIC)) continue;
+      const [count, length] = [buf.readUInt32LE(4), buf.readUInt32LE(8)];
+      if (end !== 12 + count * (32 + 4 * length) || !createHash('sha256').update(buf.subarray(0, end)).digest().equals(buf.subarray(end))) continue;
+      // Features of their own, at offset 0 (the buffer read may be a slice of a shared pool).
+      const bytes = Uint8Array.prototype.slice.call(buf, 12 + 32 * count, end);
+      littleEndian(Buffer.from(bytes.buffer));
+      const features = new Float32Array(bytes.buffer);
+      for (let i = 0; i < count; i++) entries.set(buf.toString('hex', 12 + 32 * i, 12 + 32 * (i + 1)), features.subarray(i * length, (i + 1) * length));
+    } catch {
+      // not readable: left out
+    }
+  }
+  return entries;
 }
 
 /** Writes `bytes` to `file` whole: a temporary file in `dir` renamed into place, `file`'s folder
@@ -166,7 +189,7 @@ export function keptFeatureGraph(dir: string, model: ResolvedModel, node?: strin
   const key = sha256(JSON.stringify({ cut: CUT, version: packageVersion(), format: model.format, node: node ?? null, files }));
   const file = join(dir, 'graphs', key);
   try {
-    const kept = decodeGraph(readRegularFileSync(file, MAX_GRAPH_BYTES), key);
+    const kept = decodeGraph(readRegularFileSync(file, MAX_FILE_BYTES), key);
     if (kept) return { ...kept, kept: true };
   } catch {
     // absent, or not a whole graph: cut anew
