@@ -223,7 +223,7 @@ export function classifierSettings(graph: string, overrides: LoadOverrides = {})
 }
 
 /** `settings` with `overrides` merged group by group, frozen. */
-export function withOverrides<S extends LoadSettings>(settings: S, overrides: LoadOverrides): S {
+function withOverrides<S extends LoadSettings>(settings: S, overrides: LoadOverrides): S {
   const groups = settings as unknown as Record<string, object>;
   const merged: Record<string, object> = { ...groups };
   for (const [group, changes] of Object.entries(overrides)) merged[group] = { ...groups[group], ...changes };

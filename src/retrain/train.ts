@@ -85,18 +85,10 @@ export function train(data: Data, trainRows: number[], validationRows: number[],
   if (opts.batchSize === undefined) steps = lbfgs(size, (p, g) => objective(p, trainRows, g), opts, keep);
   else steps = adam(size, (p, g, rows) => objective(p, rows, g), trainRows, opts, keep);
 
-  // Back to raw features: w' = w / scale, b' = b - sum(mean * w / scale).
+  // Back to raw features.
   const weights = new Float32Array(d * c);
   const biases = new Float32Array(c);
-  for (let k = 0; k < c; k++) {
-    let shift = best[d * c + k];
-    for (let j = 0; j < d; j++) {
-      const w = best[j * c + k] * scale[j];
-      weights[j * c + k] = w;
-      shift -= mean[j] * w;
-    }
-    biases[k] = shift;
-  }
+  asRawWeights(best, d, c, mean, scale, weights, biases, false);
   return { weights, biases, steps, bestStep, ms: performance.now() - start };
 }
 
@@ -122,6 +114,31 @@ function standardisation(data: Data, rows: number[]): { mean: Float64Array; scal
   return { mean, scale };
 }
 
+
+/** Weights learnt on standardised features (`p`: d x c, then c biases) as raw features meet them:
+ * w' = w * scale, b' = b - sum(mean * w'). `classRows` lays w' out a class a row (c x d), as the
+ * training loops read it; otherwise as `p` is (d x c), as the model stores it. */
+function asRawWeights(
+  p: ArrayLike<number>,
+  d: number,
+  c: number,
+  mean: ArrayLike<number>,
+  scale: ArrayLike<number>,
+  weights: Float32Array | Float64Array,
+  biases: Float32Array | Float64Array,
+  classRows: boolean,
+): void {
+  for (let k = 0; k < c; k++) {
+    let shift = p[d * c + k];
+    for (let j = 0; j < d; j++) {
+      const v = p[j * c + k] * scale[j];
+      weights[classRows ? k * d + j : j * c + k] = v;
+      shift -= mean[j] * v;
+    }
+    biases[k] = shift;
+  }
+}
+
 /** Weighted mean cross-entropy + l2/2 |W|^2; writes the gradient into `grad` when given.
  * Standardising is folded into the weights rather than applied to each feature read: with z =
  * (x - mean) * scale, z.w = x.(scale*w) - mean.(scale*w), and the gradient's sum of z * delta is
@@ -142,15 +159,7 @@ function lossAndGradient(
   // The weights as the raw rows meet them, a class a row (c x d), and the biases.
   const w = new Float64Array(c * d);
   const bias = new Float64Array(c);
-  for (let k = 0; k < c; k++) {
-    let shift = p[d * c + k];
-    for (let j = 0; j < d; j++) {
-      const v = p[j * c + k] * scale[j];
-      w[k * d + j] = v;
-      shift -= mean[j] * v;
-    }
-    bias[k] = shift;
-  }
+  asRawWeights(p, d, c, mean, scale, w, bias, true);
   // The gradient against raw features (c x d), and each class's sum of deltas.
   const gx = grad ? new Float64Array(c * d) : undefined;
   const deltaSum = new Float64Array(c);
