@@ -44,18 +44,31 @@ export function sharedAvailable(what: string): boolean {
   return false;
 }
 
-/** Models loaded by runInProcess, by their options: loaded once per test file and shared by its
- * runs, as a server shares one between requests. Closed when the file's tests end. */
+/** Models loaded by runInProcess, by their settings, most recently used last: shared by the runs
+ * of every test file the worker runs (vitest.config.ts: files share a worker's modules), as a
+ * server shares one between requests. The least recently used is closed beyond KEPT_MODELS, so a
+ * worker holds a few models' threads and memory, not every model of every file. */
 const loaded = new Map<string, Promise<Classifier>>();
+const KEPT_MODELS = 6;
 
-async function sharedLoad(settings: LoadSettings): Promise<Classifier> {
+async function sharedLoad(given: LoadSettings): Promise<Classifier> {
+  // One decode thread unless a test asks for more: each thread costs about 70 ms of CPU to start,
+  // and these runs classify a handful of images. Threads' own behaviour is tested where it is the
+  // subject (test/classifier.test.ts) and by every real-process run.
+  const settings = given.pipeline.decodeJobs ? given : { ...given, pipeline: { ...given.pipeline, decodeJobs: 1 } };
   const key = JSON.stringify(settings);
   let model = loaded.get(key);
+  loaded.delete(key);
   if (!model) {
     const { Classifier } = await import('../dist/classifier/classifier.js');
     model = Classifier.load(settings);
-    loaded.set(key, model);
     model.catch(() => loaded.delete(key)); // a load that fails is tried again by the next run
+  }
+  loaded.set(key, model);
+  for (const [oldest, old] of loaded) {
+    if (loaded.size <= KEPT_MODELS) break;
+    loaded.delete(oldest);
+    await old.then((c) => c.close(), () => undefined);
   }
   const classifier = await model;
   // A run's close() must leave the shared model running for the next run.
@@ -66,13 +79,6 @@ async function sharedLoad(settings: LoadSettings): Promise<Classifier> {
       return typeof value === 'function' ? value.bind(target) : value;
     },
   });
-}
-
-/** Closes the models runInProcess loaded (test/setup.ts, after each file). */
-export async function closeSharedModels(): Promise<void> {
-  const all = [...loaded.values()];
-  loaded.clear();
-  await Promise.all(all.map((m) => m.then((c) => c.close(), () => undefined)));
 }
 
 /** Runs the CLI in this process (the built code, whose threads load from dist/): the same
