@@ -97,13 +97,7 @@ function standardisation(data: Data, rows: number[]): { mean: Float64Array; scal
   const { d, x } = data;
   const mean = new Float64Array(d);
   const sq = new Float64Array(d);
-  for (const i of rows) {
-    for (let j = 0; j < d; j++) {
-      const v = x[i * d + j];
-      mean[j] += v;
-      sq[j] += v * v;
-    }
-  }
+  for (const i of rows) sums(x, i * d, d, mean, sq);
   const n = Math.max(1, rows.length);
   const scale = new Float64Array(d);
   for (let j = 0; j < d; j++) {
@@ -113,6 +107,15 @@ function standardisation(data: Data, rows: number[]): { mean: Float64Array; scal
     scale[j] = sd > 1e-6 ? 1 / sd : 0;
   }
   return { mean, scale };
+}
+
+/** Adds the row at x[at..] to `sum`, its squares to `sq`. */
+function sums(x: Float32Array, at: number, d: number, sum: Float64Array, sq: Float64Array): void {
+  for (let j = 0; j < d; j++) {
+    const v = x[at + j];
+    sum[j] += v;
+    sq[j] += v * v;
+  }
 }
 
 
@@ -130,10 +133,24 @@ function asRawWeights(p: ArrayLike<number>, d: number, c: number, mean: ArrayLik
   }
 }
 
+// The vector steps of L-BFGS, functions of their own so that they are optimised within the first
+// steps (a run is one process, its code cold).
 const dot = (a: Float64Array, b: Float64Array) => {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
   return s;
+};
+/** to += from * a */
+const addScaled = (to: Float64Array, from: Float64Array, a: number) => {
+  for (let i = 0; i < to.length; i++) to[i] += from[i] * a;
+};
+const scaleBy = (v: Float64Array, a: number) => {
+  for (let i = 0; i < v.length; i++) v[i] *= a;
+};
+const difference = (a: Float64Array, b: Float64Array) => {
+  const out = new Float64Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i] - b[i];
+  return out;
 };
 
 /** L-BFGS (10 pairs) with a backtracking Armijo line search; stops early once the loss no longer
@@ -153,13 +170,13 @@ function lbfgs(size: number, f: (p: Float64Array, g: Float64Array) => number, op
     for (let i = ss.length - 1; i >= 0; i--) {
       const a = dot(ss[i], q) / dot(ys[i], ss[i]);
       alphas[i] = a;
-      for (let j = 0; j < size; j++) q[j] -= a * ys[i][j];
+      addScaled(q, ys[i], -a);
     }
     const gamma = ss.length ? dot(ss[ss.length - 1], ys[ys.length - 1]) / dot(ys[ys.length - 1], ys[ys.length - 1]) : 1 / Math.max(1, Math.sqrt(dot(g, g)));
-    for (let j = 0; j < size; j++) q[j] *= gamma;
+    scaleBy(q, gamma);
     for (let i = 0; i < ss.length; i++) {
       const b = dot(ys[i], q) / dot(ys[i], ss[i]);
-      for (let j = 0; j < size; j++) q[j] += ss[i][j] * (alphas[i] - b);
+      addScaled(q, ss[i], alphas[i] - b);
     }
     const slope = -dot(g, q);
     if (!(slope < 0)) break;
@@ -168,17 +185,14 @@ function lbfgs(size: number, f: (p: Float64Array, g: Float64Array) => number, op
     let nextG = new Float64Array(size);
     let nextLoss = Infinity;
     for (let tries = 0; tries < 30; tries++, t /= 2) {
-      for (let j = 0; j < size; j++) next[j] = p[j] - t * q[j];
+      next.set(p);
+      addScaled(next, q, -t);
       nextLoss = f(next, nextG);
       if (nextLoss <= loss + 1e-4 * t * slope) break;
     }
     if (!(nextLoss < loss)) break;
-    const s = new Float64Array(size);
-    const yv = new Float64Array(size);
-    for (let j = 0; j < size; j++) {
-      s[j] = next[j] - p[j];
-      yv[j] = nextG[j] - g[j];
-    }
+    const s = difference(next, p);
+    const yv = difference(nextG, g);
     if (dot(s, yv) > 1e-12) {
       ss.push(s);
       ys.push(yv);
