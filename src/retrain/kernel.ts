@@ -12,8 +12,6 @@
 // on the digits' features). Sums run in float32 within a row, and the loss, the softmax and the
 // sum over classes in float64 in JS.
 
-import type { Data } from './train.js';
-
 // WebAssembly's binary format (https://webassembly.github.io/spec/core/binary/), the few opcodes
 // used. SIMD ones follow the prefix 0xfd as a LEB128 u32.
 const OP = {
@@ -215,11 +213,12 @@ export class Kernel {
   private readonly deltas: Float32Array;
   private readonly run: { logits: Loop; gradient: Loop };
 
-  /** `rows`: those that evaluations may read (each evaluation at most as many rows as these). */
-  constructor(data: Data, rows: readonly number[], mean: Float64Array, scale: Float64Array) {
+  /** `data` as train.ts's Data: rows of `x` (n x d) with labels `y`. `rows`: those that evaluations
+   * may read (each evaluation at most as many rows as these). */
+  constructor(data: { x: Float32Array; y: Int32Array; d: number; classes: number }, rows: readonly number[], mean: Float64Array, scale: Float64Array) {
     const { d, classes: c } = data;
     [this.d, this.c, this.y] = [d, c, data.y];
-    const stride = (this.stride = Math.ceil(d / 4) * 4);
+    const stride = (this.stride = Math.max(4, Math.ceil(d / 4) * 4));
     const copied = [...new Set(rows)];
     const capacity = (this.capacity = Math.ceil(copied.length / 4) * 4 || 4);
     // Layout, in floats (every part starts on 16 bytes): the row list, the weights, the gradient,
