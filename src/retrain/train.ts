@@ -1,10 +1,12 @@
-// The new layer: softmax regression on the bottlenecks, in plain TypeScript on Float32Arrays.
+// The new layer: softmax regression on the bottlenecks; the loss and its gradient in kernel.ts.
 // Features are standardised on the training set (the weights are mapped back at the end, so the
 // model takes raw bottlenecks), classes weigh the same whatever their counts, the weights have an
 // L2 penalty, and the weights kept are those that did best on the validation set.
 //
 // Two optimisers: full-batch L-BFGS (the default: no learning rate to choose, converges in tens to
 // a few hundred steps at this size) and mini-batch Adam when --train-batch-size is given.
+
+import { Kernel } from './kernel.js';
 
 /** Validation checks in a row without a better loss before training stops. On the digits the
  * best validation loss came at L-BFGS step 7, and the 99 steps after it (1.7 s) never bettered it. */
@@ -47,9 +49,9 @@ export interface Data {
 export function train(data: Data, trainRows: number[], validationRows: number[], opts: TrainOptions): Trained {
   const start = performance.now();
   const { d, classes: c } = data;
-  // Standardised through the weights (see lossAndGradient), not copied: the bottlenecks are the
-  // run's largest array.
   const { mean, scale } = standardisation(data, trainRows);
+  // The rows standardised into the kernel's memory; the weights mapped back to raw features at the end.
+  const kernel = new Kernel(data, [...trainRows, ...validationRows], mean, scale);
   const counts = new Float64Array(c);
   for (const i of trainRows) counts[data.y[i]]++;
   const present = counts.filter((n) => n > 0).length;
@@ -57,8 +59,7 @@ export function train(data: Data, trainRows: number[], validationRows: number[],
 
   // Parameters: W (d x c) then b (c).
   const size = d * c + c;
-  const objective = (p: Float64Array, rows: number[], grad?: Float64Array, weights = classWeight) =>
-    lossAndGradient({ x: data.x, mean, scale }, data.y, d, c, p, rows, weights, opts.l2, grad);
+  const objective = (p: Float64Array, rows: number[], grad?: Float64Array, weights = classWeight) => kernel.lossAndGradient(p, rows, weights, opts.l2, grad);
   const unweighted = new Float64Array(c).fill(1);
   const validationLoss = (p: Float64Array) => (validationRows.length ? objective(p, validationRows, undefined, unweighted) : NaN);
 
@@ -88,7 +89,7 @@ export function train(data: Data, trainRows: number[], validationRows: number[],
   // Back to raw features.
   const weights = new Float32Array(d * c);
   const biases = new Float32Array(c);
-  asRawWeights(best, d, c, mean, scale, weights, biases, false);
+  asRawWeights(best, d, c, mean, scale, weights, biases);
   return { weights, biases, steps, bestStep, ms: performance.now() - start };
 }
 
@@ -96,13 +97,7 @@ function standardisation(data: Data, rows: number[]): { mean: Float64Array; scal
   const { d, x } = data;
   const mean = new Float64Array(d);
   const sq = new Float64Array(d);
-  for (const i of rows) {
-    for (let j = 0; j < d; j++) {
-      const v = x[i * d + j];
-      mean[j] += v;
-      sq[j] += v * v;
-    }
-  }
+  for (const i of rows) sums(x, i * d, d, mean, sq);
   const n = Math.max(1, rows.length);
   const scale = new Float64Array(d);
   for (let j = 0; j < d; j++) {
@@ -114,127 +109,48 @@ function standardisation(data: Data, rows: number[]): { mean: Float64Array; scal
   return { mean, scale };
 }
 
+/** Adds the row at x[at..] to `sum`, its squares to `sq`. */
+function sums(x: Float32Array, at: number, d: number, sum: Float64Array, sq: Float64Array): void {
+  for (let j = 0; j < d; j++) {
+    const v = x[at + j];
+    sum[j] += v;
+    sq[j] += v * v;
+  }
+}
 
-/** Weights learnt on standardised features (`p`: d x c, then c biases) as raw features meet them:
- * w' = w * scale, b' = b - sum(mean * w'). `classRows` lays w' out a class a row (c x d), as the
- * training loops read it; otherwise as `p` is (d x c), as the model stores it. */
-function asRawWeights(
-  p: ArrayLike<number>,
-  d: number,
-  c: number,
-  mean: ArrayLike<number>,
-  scale: ArrayLike<number>,
-  weights: Float32Array | Float64Array,
-  biases: Float32Array | Float64Array,
-  classRows: boolean,
-): void {
+
+/** Weights learnt on standardised features (`p`: d x c, then c biases) as raw features meet them,
+ * laid out as `p` is (d x c): w' = w * scale, b' = b - sum(mean * w'). */
+function asRawWeights(p: ArrayLike<number>, d: number, c: number, mean: ArrayLike<number>, scale: ArrayLike<number>, weights: Float32Array, biases: Float32Array): void {
   for (let k = 0; k < c; k++) {
     let shift = p[d * c + k];
     for (let j = 0; j < d; j++) {
       const v = p[j * c + k] * scale[j];
-      weights[classRows ? k * d + j : j * c + k] = v;
+      weights[j * c + k] = v;
       shift -= mean[j] * v;
     }
     biases[k] = shift;
   }
 }
 
-/** Weighted mean cross-entropy + l2/2 |W|^2; writes the gradient into `grad` when given.
- * Standardising is folded into the weights rather than applied to each feature read: with z =
- * (x - mean) * scale, z.w = x.(scale*w) - mean.(scale*w), and the gradient's sum of z * delta is
- * scale * (sum of x * delta - mean * sum of delta). So the raw rows are read as they are, four at
- * a time (see dot4, axpy4); a last block short of four repeats a row with weight 0. */
-function lossAndGradient(
-  z: { x: Float32Array; mean: Float64Array; scale: Float64Array },
-  y: Int32Array,
-  d: number,
-  c: number,
-  p: Float64Array,
-  rows: number[],
-  classWeight: Float64Array,
-  l2: number,
-  grad?: Float64Array,
-): number {
-  const { x, mean, scale } = z;
-  // The weights as the raw rows meet them, a class a row (c x d), and the biases.
-  const w = new Float64Array(c * d);
-  const bias = new Float64Array(c);
-  asRawWeights(p, d, c, mean, scale, w, bias, true);
-  // The gradient against raw features (c x d), and each class's sum of deltas.
-  const gx = grad ? new Float64Array(c * d) : undefined;
-  const deltaSum = new Float64Array(c);
-  // The block's logits, then its deltas: a row of c for each of its four rows.
-  const out = new Float64Array(4 * c);
-  let loss = 0;
-  let total = 0;
-  for (let r = 0; r < rows.length; r += 4) {
-    const block = Math.min(4, rows.length - r);
-    const at = (q: number) => (q < block ? rows[r + q] : rows[r]) * d;
-    const [a0, a1, a2, a3] = [at(0), at(1), at(2), at(3)];
-    for (let q = 0; q < 4; q++) out.set(bias, q * c);
-    for (let k = 0; k < c; k++) dot4(x, a0, a1, a2, a3, w, k * d, d, out, k, c);
-    for (let q = 0; q < 4; q++) {
-      const o = q * c;
-      const label = y[rows[r + (q < block ? q : 0)]];
-      const weight = q < block ? classWeight[label] : 0;
-      let max = -Infinity;
-      for (let k = 0; k < c; k++) max = Math.max(max, out[o + k]);
-      let sum = 0;
-      for (let k = 0; k < c; k++) sum += (out[o + k] = Math.exp(out[o + k] - max));
-      total += weight;
-      loss -= weight * Math.log(Math.max(out[o + label] / sum, 1e-300));
-      for (let k = 0; k < c; k++) {
-        const delta = weight * (out[o + k] / sum - (k === label ? 1 : 0));
-        out[o + k] = delta;
-        deltaSum[k] += delta;
-      }
-    }
-    if (gx) for (let k = 0; k < c; k++) axpy4(x, a0, a1, a2, a3, out[k], out[c + k], out[2 * c + k], out[3 * c + k], gx, k * d, d);
-  }
-  const n = total || 1;
-  let penalty = 0;
-  for (let j = 0; j < d * c; j++) penalty += p[j] * p[j];
-  if (grad && gx) {
-    for (let j = 0; j < d; j++) {
-      for (let k = 0; k < c; k++) grad[j * c + k] = (scale[j] * (gx[k * d + j] - mean[j] * deltaSum[k])) / n + l2 * p[j * c + k];
-    }
-    for (let k = 0; k < c; k++) grad[d * c + k] = deltaSum[k] / n;
-  }
-  return loss / n + 0.5 * l2 * penalty;
-}
-
-/** Adds to out[o], out[o + c], ... the dot products of four rows of `x` (at a0..a3) with w[at..at
- * + d]. Each weight read serves four rows, and four sums run independently; small on its own so
- * that it is compiled optimised within the first evaluation. With axpy4, on the digits (1,451 x
- * 256, 10 classes): 4.5 ms an evaluation against 10.5 a row at a time. */
-function dot4(x: Float32Array, a0: number, a1: number, a2: number, a3: number, w: Float64Array, at: number, d: number, out: Float64Array, o: number, c: number): void {
-  // Four scalars, not an array: these must stay in registers.
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let s3 = 0;
-  for (let j = 0; j < d; j++) {
-    const wj = w[at + j];
-    s0 += x[a0 + j] * wj;
-    s1 += x[a1 + j] * wj;
-    s2 += x[a2 + j] * wj;
-    s3 += x[a3 + j] * wj;
-  }
-  out[o] += s0;
-  out[o + c] += s1;
-  out[o + 2 * c] += s2;
-  out[o + 3 * c] += s3;
-}
-
-/** g[at..at + d] += d0 * row a0 + ... + d3 * row a3. */
-function axpy4(x: Float32Array, a0: number, a1: number, a2: number, a3: number, d0: number, d1: number, d2: number, d3: number, g: Float64Array, at: number, d: number): void {
-  for (let j = 0; j < d; j++) g[at + j] += d0 * x[a0 + j] + d1 * x[a1 + j] + d2 * x[a2 + j] + d3 * x[a3 + j];
-}
-
+// The vector steps of L-BFGS, functions of their own so that they are optimised within the first
+// steps (a run is one process, its code cold).
 const dot = (a: Float64Array, b: Float64Array) => {
   let s = 0;
   for (let i = 0; i < a.length; i++) s += a[i] * b[i];
   return s;
+};
+/** to += from * a */
+const addScaled = (to: Float64Array, from: Float64Array, a: number) => {
+  for (let i = 0; i < to.length; i++) to[i] += from[i] * a;
+};
+const scaleBy = (v: Float64Array, a: number) => {
+  for (let i = 0; i < v.length; i++) v[i] *= a;
+};
+const difference = (a: Float64Array, b: Float64Array) => {
+  const out = new Float64Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i] - b[i];
+  return out;
 };
 
 /** L-BFGS (10 pairs) with a backtracking Armijo line search; stops early once the loss no longer
@@ -254,13 +170,13 @@ function lbfgs(size: number, f: (p: Float64Array, g: Float64Array) => number, op
     for (let i = ss.length - 1; i >= 0; i--) {
       const a = dot(ss[i], q) / dot(ys[i], ss[i]);
       alphas[i] = a;
-      for (let j = 0; j < size; j++) q[j] -= a * ys[i][j];
+      addScaled(q, ys[i], -a);
     }
     const gamma = ss.length ? dot(ss[ss.length - 1], ys[ys.length - 1]) / dot(ys[ys.length - 1], ys[ys.length - 1]) : 1 / Math.max(1, Math.sqrt(dot(g, g)));
-    for (let j = 0; j < size; j++) q[j] *= gamma;
+    scaleBy(q, gamma);
     for (let i = 0; i < ss.length; i++) {
       const b = dot(ys[i], q) / dot(ys[i], ss[i]);
-      for (let j = 0; j < size; j++) q[j] += ss[i][j] * (alphas[i] - b);
+      addScaled(q, ss[i], alphas[i] - b);
     }
     const slope = -dot(g, q);
     if (!(slope < 0)) break;
@@ -269,17 +185,14 @@ function lbfgs(size: number, f: (p: Float64Array, g: Float64Array) => number, op
     let nextG = new Float64Array(size);
     let nextLoss = Infinity;
     for (let tries = 0; tries < 30; tries++, t /= 2) {
-      for (let j = 0; j < size; j++) next[j] = p[j] - t * q[j];
+      next.set(p);
+      addScaled(next, q, -t);
       nextLoss = f(next, nextG);
       if (nextLoss <= loss + 1e-4 * t * slope) break;
     }
     if (!(nextLoss < loss)) break;
-    const s = new Float64Array(size);
-    const yv = new Float64Array(size);
-    for (let j = 0; j < size; j++) {
-      s[j] = next[j] - p[j];
-      yv[j] = nextG[j] - g[j];
-    }
+    const s = difference(next, p);
+    const yv = difference(nextG, g);
     if (dot(s, yv) > 1e-12) {
       ss.push(s);
       ys.push(yv);

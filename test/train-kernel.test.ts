@@ -1,0 +1,134 @@
+// The training objective's WebAssembly kernel (float32 sums) held to a plain float64 computation
+// of the same loss and gradient, over shapes that leave a short last block of rows and a row
+// padded to four lanes; and training with it deterministic.
+import { describe, expect, it } from 'vitest';
+import { Kernel } from '../dist/retrain/kernel.js';
+import { train } from '../dist/retrain/train.js';
+
+function generator(seed: number): () => number {
+  let s = seed;
+  return () => ((s = (s * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff) - 0.5;
+}
+
+/** n rows of d features in c classes; feature j centred on 10 j (far from zero, as bottlenecks
+ * are not centred), feature 1 constant (a scale of 0). */
+function problem(n: number, d: number, c: number, seed: number) {
+  const rnd = generator(seed);
+  const x = new Float32Array(n * d);
+  const y = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    y[i] = Math.floor((rnd() + 0.5) * c) % c;
+    for (let j = 0; j < d; j++) x[i * d + j] = j === 1 ? 4 : 10 * j + 2 * rnd() + (j % c === y[i] ? 1 : 0);
+  }
+  const mean = new Float64Array(d);
+  const scale = new Float64Array(d);
+  for (let j = 0; j < d; j++) {
+    let [s, q] = [0, 0];
+    for (let i = 0; i < n; i++) [s, q] = [s + x[i * d + j], q + x[i * d + j] ** 2];
+    mean[j] = s / n;
+    const sd = Math.sqrt(Math.max(0, q / n - mean[j] ** 2));
+    scale[j] = sd > 1e-6 ? 1 / sd : 0;
+  }
+  const p = Float64Array.from({ length: d * c + c }, () => rnd());
+  const classWeight = Float64Array.from({ length: c }, () => 0.5 + rnd() + 0.5);
+  return { data: { x, y, d, classes: c }, mean, scale, p, classWeight };
+}
+
+/** The objective written out plainly, in float64: weighted mean cross-entropy of softmax(z W + b)
+ * with z = (x - mean) * scale, + l2/2 |W|^2, and its gradient. */
+function reference(pr: ReturnType<typeof problem>, rows: number[], l2: number) {
+  const { data, mean, scale, p, classWeight } = pr;
+  const { x, y, d, classes: c } = data;
+  const grad = new Float64Array(p.length);
+  let [loss, total] = [0, 0];
+  for (const i of rows) {
+    const z = Array.from({ length: d }, (_, j) => (x[i * d + j] - mean[j]) * scale[j]);
+    const logits = Array.from({ length: c }, (_, k) => z.reduce((s, v, j) => s + v * p[j * c + k], p[d * c + k]));
+    const max = Math.max(...logits);
+    const e = logits.map((v) => Math.exp(v - max));
+    const sum = e.reduce((a, b) => a + b);
+    const w = classWeight[y[i]];
+    loss -= w * Math.log(e[y[i]] / sum);
+    total += w;
+    for (let k = 0; k < c; k++) {
+      const delta = w * (e[k] / sum - (k === y[i] ? 1 : 0));
+      for (let j = 0; j < d; j++) grad[j * c + k] += delta * z[j];
+      grad[d * c + k] += delta;
+    }
+  }
+  let penalty = 0;
+  for (let j = 0; j < d * c; j++) {
+    penalty += p[j] ** 2;
+    grad[j] = grad[j] / total + l2 * p[j];
+  }
+  for (let k = 0; k < c; k++) grad[d * c + k] /= total;
+  return { loss: loss / total + 0.5 * l2 * penalty, grad };
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+
+describe('the training kernel', () => {
+  // [rows, features, classes]: rows not a multiple of 4 (a short last block), features not a
+  // multiple of 4 (a padded row), one feature, two classes, more classes than features.
+  const shapes = [
+    [1, 1, 2],
+    [7, 5, 3],
+    [13, 1, 2],
+    [33, 17, 4],
+    [64, 64, 10],
+    [101, 30, 12],
+    [250, 256, 10],
+  ];
+  for (const [n, d, c] of shapes) {
+    it(`matches the float64 loss and gradient: ${n} rows, ${d} features, ${c} classes`, () => {
+      const pr = problem(n, d, c, n * 31 + d);
+      const l2 = 0.01;
+      const kernel = new Kernel(pr.data, range(0, n), pr.mean, pr.scale);
+      // All the rows, then a shuffled subset (as Adam's batches are), each twice over (the
+      // memory reused between evaluations).
+      const subset = range(0, n).filter((i) => i % 3 !== 1).reverse();
+      for (const rows of [range(0, n), subset, range(0, n), subset]) {
+        if (!rows.length) continue;
+        const want = reference(pr, rows, l2);
+        const grad = new Float64Array(pr.p.length).fill(NaN);
+        const loss = kernel.lossAndGradient(pr.p, rows, pr.classWeight, l2, grad);
+        expect(Math.abs(loss - want.loss)).toBeLessThan(1e-7 * Math.max(1, want.loss));
+        const largest = want.grad.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        for (let j = 0; j < grad.length; j++) expect(Math.abs(grad[j] - want.grad[j])).toBeLessThan(2e-6 * largest + 1e-12);
+        // Without a gradient: the same loss, nothing else computed.
+        expect(kernel.lossAndGradient(pr.p, rows, pr.classWeight, l2)).toBe(loss);
+      }
+    });
+  }
+
+  it('reads only the rows it was given', () => {
+    const pr = problem(20, 6, 3, 5);
+    const kernel = new Kernel(pr.data, range(0, 10), pr.mean, pr.scale);
+    const want = reference(pr, [9, 3, 0], 0);
+    expect(kernel.lossAndGradient(pr.p, [9, 3, 0], pr.classWeight, 0)).toBeCloseTo(want.loss, 5);
+    expect(() => kernel.lossAndGradient(pr.p, [12], pr.classWeight, 0)).toThrow(/not copied/);
+    expect(() => kernel.lossAndGradient(pr.p, range(0, 13), pr.classWeight, 0)).toThrow(/more than/);
+  });
+});
+
+describe('training with the kernel', () => {
+  const pr = problem(400, 37, 5, 11);
+  const options = { steps: 300, learningRate: 0.02, l2: 1e-3, balanced: true, seed: 9 };
+  const [trainRows, validationRows] = [range(0, 340), range(340, 400)];
+
+  it('is deterministic: L-BFGS', () => {
+    const [a, b] = [train(pr.data, trainRows, validationRows, options), train(pr.data, trainRows, validationRows, options)];
+    expect(a.steps).toBeGreaterThan(1);
+    expect([b.steps, b.bestStep]).toEqual([a.steps, a.bestStep]);
+    expect(Array.from(b.weights)).toEqual(Array.from(a.weights));
+    expect(Array.from(b.biases)).toEqual(Array.from(a.biases));
+  });
+
+  it('is deterministic: Adam on mini-batches', () => {
+    const adam = { ...options, batchSize: 30 };
+    const [a, b] = [train(pr.data, trainRows, validationRows, adam), train(pr.data, trainRows, validationRows, adam)];
+    expect([b.steps, b.bestStep]).toEqual([a.steps, a.bestStep]);
+    expect(Array.from(b.weights)).toEqual(Array.from(a.weights));
+    expect(Array.from(b.biases)).toEqual(Array.from(a.biases));
+  });
+});
