@@ -4,6 +4,9 @@ OpenCV's dnn importer, and OpenCV's top-1 for each input given (float32 files, o
 packed as the model's input). Prints one JSON object. Debian: python3-onnx, python3-opencv.
 
   onnx-check.py MODEL.onnx [INPUT.f32 ...]
+  onnx-check.py --lines     one check per line of stdin, each a JSON list [MODEL, INPUT, ...],
+                            answered by a line on stdout (one start for many checks: importing
+                            OpenCV and ONNX is most of a check's time)
 """
 import json
 import sys
@@ -13,8 +16,7 @@ import numpy as np
 import onnx
 
 
-def main():
-    path, inputs = sys.argv[1], sys.argv[2:]
+def check(path, inputs):
     out = {"checker": "ok", "opencv": "ok", "top1": []}
     model = onnx.load(path)
     try:
@@ -29,7 +31,16 @@ def main():
             out["top1"].append(int(np.argmax(net.forward().reshape(-1))))
     except Exception as e:
         out["opencv"] = str(e).strip().splitlines()[-1]
-    print(json.dumps(out))
+    return out
+
+
+def main():
+    if sys.argv[1:] == ["--lines"]:
+        for line in sys.stdin:
+            path, *inputs = json.loads(line)
+            print(json.dumps(check(path, inputs)), flush=True)
+    else:
+        print(json.dumps(check(sys.argv[1], sys.argv[2:])))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 // classify retrain: the split, the folder rules, the trainer, the output model (loaded by the
 // filter, swapped in by a running serve), the bottleneck store, --min-accuracy, and other
 // runtimes (ONNX's checker, OpenCV) reading what retrain and convert write.
-import { spawnSync } from 'node:child_process';
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
+import { createInterface } from 'node:readline';
 import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { answer } from '../dist/classifier/ranking.js';
@@ -343,7 +344,9 @@ describe('classify retrain', () => {
 });
 
 /** A Python with Debian's python3-onnx and python3-opencv, or undefined (the tests say why they skip). */
-const python = ['python3', '/usr/bin/python3'].find((p) => spawnSync(p, ['-c', 'import onnx, cv2'], { stdio: 'ignore' }).status === 0);
+const python = ['python3', '/usr/bin/python3'].find(
+  (p) => spawnSync(p, ['-c', 'import importlib.util as u, sys; sys.exit(not (u.find_spec("onnx") and u.find_spec("cv2")))'], { stdio: 'ignore' }).status === 0,
+);
 if (!python) console.warn('skipping the ONNX checker and OpenCV cross-runs: no python3 with onnx and cv2 (Debian: python3-onnx python3-opencv)');
 const shared = existsSync(SHARED);
 if (!shared) console.warn(`skipping the cross-runs on shared models: ${SHARED} is absent`);
@@ -366,8 +369,27 @@ async function crossRun(dir: string, images: string[], check = true) {
     await c.close();
   }
   if (!check) return { ours };
-  const r = spawnSync(python!, [join(ROOT, 'scripts', 'onnx-check.py'), c.info.model, ...inputs], { encoding: 'utf8' });
-  return { ...JSON.parse(r.stdout), ours };
+  return { ...(await onnxCheck([c.info.model, ...inputs])), ours };
+}
+
+/** scripts/onnx-check.py, one process for the file's checks (importing OpenCV and ONNX is most
+ * of a check's time), answering a line for each line asked, in order. */
+let checker: { child: ChildProcessWithoutNullStreams; answers: ((line: string) => void)[] } | undefined;
+afterAll(() => checker?.child.stdin.end());
+
+function onnxCheck(args: string[]): Promise<{ checker: string; opencv: string; top1: number[] }> {
+  if (!checker) {
+    const child = spawn(python!, [join(ROOT, 'scripts', 'onnx-check.py'), '--lines']);
+    const answers: ((line: string) => void)[] = [];
+    child.stderr.pipe(process.stderr);
+    createInterface({ input: child.stdout }).on('line', (line) => answers.shift()?.(line));
+    checker = { child, answers };
+  }
+  const { child, answers } = checker;
+  return new Promise((resolve) => {
+    answers.push((line) => resolve(JSON.parse(line)));
+    child.stdin.write(JSON.stringify(args) + '\n');
+  });
 }
 
 describe.skipIf(!python)('other runtimes read the ONNX files classify writes', () => {
