@@ -1,8 +1,11 @@
 // Where image paths come from: stdin, one per line (or NUL-separated with -0), or arguments.
 // Every line that is not blank becomes exactly one PathLine: a path, or the reason it is not one.
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import split2 from 'split2';
+import { createRequire } from 'node:module';
 import { UsageError } from './errors.js';
+
+/** Required, not imported, as every CommonJS package here is (see src/cli.ts). */
+const split2 = createRequire(import.meta.url)('split2') as typeof import('split2');
 
 /** A line longer than this is not a path (PATH_MAX is 4096): it becomes that line's error. */
 export const MAX_LINE = 1 << 20;

@@ -1,9 +1,12 @@
 // The flags' value parsers: those of src/parse.ts, whose errors commander reports as a bad
 // value (exit 2) in the one form: "Expected positive integer for --batch-size but received "-1"".
-import { InvalidArgumentError } from 'commander';
+import { createRequire } from 'node:module';
 import { MAX_CROP_SIDE, parseCrop } from './image/preprocessing.js';
 import * as parse from './parse.js';
 import { invalidValue } from './errors.js';
+
+/** Required, not imported, as every CommonJS package here is (see src/cli.ts). */
+const { InvalidArgumentError } = createRequire(import.meta.url)('commander') as typeof import('commander');
 
 /** A parser as commander takes it: its error is a bad flag value, not an exception. */
 const flag =

@@ -2,8 +2,12 @@
 // Every path is bounded by maxBody, a time limit and the server-wide budget of buffered bytes;
 // nothing here touches the disk. A failure settles the read at once: the caller answers and
 // closes the connection, so nothing waits for (or buffers) the rest of a bad body.
-import busboy from 'busboy';
+import type { Busboy } from 'busboy';
+import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
+
+/** Required, not imported, as every CommonJS package here is (see src/cli.ts). */
+const busboy = createRequire(import.meta.url)('busboy') as typeof import('busboy');
 
 export interface Upload {
   /** the client's file name, when multipart gave one */
@@ -149,7 +153,7 @@ export function readUploads(req: IncomingMessage, limits: BodyLimits, account: U
 /** Feeds the request to busboy; returns what stops it. */
 function readMultipart(req: IncomingMessage, limits: BodyLimits, settle: (err: BodyError | undefined, uploads?: Upload[]) => void): () => void {
   const bad = (err: Error) => settle(new BodyError(400, `bad multipart request: ${err.message}`));
-  let parser: busboy.Busboy;
+  let parser: Busboy;
   try {
     parser = busboy({
       headers: req.headers,
