@@ -64,7 +64,7 @@ describe.each(BAD)('a backend answering 200 with %s', (_name, post, reason) => {
 
   it('alone: each line is an error line and the run goes on to the end', async () => {
     const bad = await fakeBackend(post);
-    const input = inputs(6);
+    const input = inputs(3);
     // Each image waits --remote-timeout for the backend to be back, retrying it, then fails.
     const r = await classify(['--remote', bad.url, '-q', '--remote-timeout', '400'], input.map((i) => i.path).join('\n') + '\n');
     expect(r.code).toBe(1);
