@@ -38,7 +38,7 @@ describe('Classifier', () => {
 
   it('close() lets an image in preparation finish, then stops; nothing is left pending', async () => {
     const classifier = await Classifier.load(options({ pipeline: { decodeJobs: 1 } }));
-    const big = await sharp({ create: { width: 3000, height: 3000, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 30 } } })
+    const big = await sharp({ create: { width: 3000, height: 3000, channels: 3, background: { r: 40, g: 90, b: 160 } } })
       .png({ compressionLevel: 0 })
       .toBuffer();
     const inFlight = classifier.score({ bytes: big }).then(
@@ -68,7 +68,7 @@ describe('Classifier', () => {
   it('a decode thread that dies with images sent to it: each is answered or fails, none hangs, and every slot comes back', async () => {
     const classifier = await Classifier.load(options({ pipeline: { decodeJobs: 1 } }));
     try {
-      const big = await sharp({ create: { width: 2000, height: 2000, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 30 } } })
+      const big = await sharp({ create: { width: 2000, height: 2000, channels: 3, background: { r: 40, g: 90, b: 160 } } })
         .png({ compressionLevel: 0 })
         .toBuffer();
       const sent = [1, 2, 3].map(() =>
@@ -77,8 +77,10 @@ describe('Classifier', () => {
           (e: Error) => e.message,
         ),
       );
-      await new Promise((resolve) => setTimeout(resolve, 30));
-      const pool = (classifier as unknown as { decoder: { workers: { thread: { terminate(): Promise<number> } }[] } }).decoder;
+      // Terminated once all three are sent to it: it cannot have prepared them all (each is 12 MB
+      // of pixels to decode and resize).
+      const pool = (classifier as unknown as { decoder: { onwardJobs: Map<number, unknown>; workers: { thread: { terminate(): Promise<number> } }[] } }).decoder;
+      await waitFor(() => pool.onwardJobs.size === 3, 5000);
       await pool.workers[0].thread.terminate(); // as a crash in native code would end it
       const settled = await Promise.race([Promise.all(sent), new Promise((resolve) => setTimeout(() => resolve('still pending'), 5000))]);
       expect(settled).toEqual(expect.arrayContaining([expect.stringMatching(/^(answered|decode thread exited \(\d+\))$/)]));
