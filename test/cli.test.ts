@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { BIN, COLOUR, FIX, jsonLines, lines, ROOT, runCli, runInProcess } from './helpers.js';
 
@@ -209,17 +210,18 @@ describe('classify (filter)', () => {
   });
 
   it('answers a trickled path before stdin closes', async () => {
-    const child = spawn(process.execPath, [BIN, '-g', COLOUR, '--max-delay', '20'], { cwd: ROOT });
-    const first = await new Promise<string>((resolve, reject) => {
-      child.stdout.setEncoding('utf8').once('data', resolve);
-      child.once('exit', () => reject(new Error('exited before answering')));
-      child.stdin.write(`${img('blue.jpg')}\n`); // and keep stdin open
-    });
-    expect(JSON.parse(first).predictions[0].label).toBe('blue');
-    expect(child.exitCode).toBeNull();
-    child.stdin.end();
-    const code = await new Promise((r) => child.once('exit', r));
-    expect(code).toBe(0);
+    const stdin = new PassThrough();
+    let answered!: (line: string) => void;
+    const first = new Promise<string>((resolve) => (answered = resolve));
+    const run = runInProcess(['-g', COLOUR, '--max-delay', '20'], stdin, { onStdout: (soFar) => soFar.includes('\n') && answered(soFar) });
+    stdin.write(`${img('blue.jpg')}\n`); // and keep stdin open
+    expect(JSON.parse(await first).predictions[0].label).toBe('blue');
+    let ended = false;
+    void run.then(() => (ended = true));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(ended).toBe(false); // still reading
+    stdin.end();
+    expect((await run).code).toBe(0);
   });
 
   it('ends quietly with status 0 when the reader stops early (| head)', () => {

@@ -139,17 +139,10 @@ describe('filter: odd input lines', () => {
   });
 
   it('image bytes on stdin instead of paths are recognised and said once (exit 2)', async () => {
-    const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = spawn('bash', ['-c', `"${process.execPath}" "${BIN}" -g "${COLOUR}" < "${join(FIX, 'images', 'red.jpg')}"`], { cwd: ROOT });
-      let out = '';
-      let err = '';
-      child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
-      child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
-      child.once('close', (code) => resolve({ code, out, err }));
-    });
+    const r = await runInProcess(['-g', COLOUR], readFileSync(join(FIX, 'images', 'red.jpg')));
     expect(r.code).toBe(2);
-    expect(r.out).toBe('');
-    expect(lines(r.err)).toEqual([expect.stringMatching(/^classify: stdin holds JPEG image data, not paths/)]);
+    expect(r.stdout).toBe('');
+    expect(lines(r.stderr)).toEqual([expect.stringMatching(/^classify: stdin holds JPEG image data, not paths/)]);
   });
 
   it('--device gpu is refused before the model loads, without blaming the model', async () => {
