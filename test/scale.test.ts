@@ -34,7 +34,7 @@ describe('classify --remote', () => {
   it('spreads paths over three servers; one killed midway costs no path its line', async () => {
     // The one killed is a process of its own, as a crashed backend would be.
     const servers = await Promise.all([serve(COLOUR), serve(COLOUR, [], true), serve(COLOUR)]);
-    const input = manyPaths(300);
+    const input = manyPaths(200);
     let killed = false;
     const r = await client(['--remote', servers.map((s) => s.url).join(','), '--remote-in-flight', '4', '-k', '1'], input.map(([p]) => p).join('\n'), (n) => {
       if (!killed && n >= 60) {
@@ -45,7 +45,7 @@ describe('classify --remote', () => {
     expect(killed).toBe(true);
     expect(r.code).toBe(0);
     const out = jsonLines(r.stdout);
-    expect(out).toHaveLength(300);
+    expect(out).toHaveLength(200);
     expect(out.map((o) => o.path)).toEqual(input.map(([p]) => p));
     expect(out.map((o) => o.predictions[0].label)).toEqual(input.map(([, label]) => label));
     // Several requests in flight failed with it: still one line.
@@ -147,20 +147,20 @@ describe('model versions', () => {
     const root = mkdtempSync(join(tmpdir(), 'classify-versions-'));
     cpSync(COLOUR, join(root, '1'), { recursive: true });
     const s = await serve(root, ['--watch-interval', '200']);
-    const input = manyPaths(400);
+    const input = manyPaths(200);
     let added = false;
     let publish = () => {};
     const serving2 = new Promise<void>((resolve) => (publish = resolve)).then(async () => {
       while ((await (await fetch(`${s.url}/readyz`)).json()).version !== '2') await new Promise((resolve) => setTimeout(resolve, 50));
     });
-    // The last hundred paths wait until version 2 answers /readyz: however fast the first three
-    // hundred go, some answers come from it.
+    // The last fifty paths wait until version 2 answers /readyz: however fast the first 150 go,
+    // some answers come from it.
     const paths = input.map(([p]) => `${p}\n`);
     const stdin = Readable.from(
       (async function* () {
-        yield paths.slice(0, 300).join('');
+        yield paths.slice(0, 150).join('');
         await serving2;
-        yield paths.slice(300).join('');
+        yield paths.slice(150).join('');
       })(),
     );
     const r = await client(['--remote', s.url, '--with-version', '-k', '1', '--remote-in-flight', '4'], stdin, (n) => {
@@ -174,7 +174,7 @@ describe('model versions', () => {
     });
     expect(r.code).toBe(0);
     const out = jsonLines(r.stdout);
-    expect(out).toHaveLength(400);
+    expect(out).toHaveLength(200);
     expect(out.map((o) => o.predictions[0].label)).toEqual(input.map(([, l]) => l));
     const versions = out.map((o) => o.version).join('');
     expect(versions).toMatch(/^1+2+$/); // every answer from 1, then every answer from 2
