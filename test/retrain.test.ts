@@ -3,7 +3,7 @@
 // runtimes (ONNX's checker, OpenCV) reading what retrain and convert write.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -268,6 +268,50 @@ describe('classify retrain', () => {
     expect(await run('packed-3')).toEqual({ computed: used, cached: 0 });
     expect(packs()).toHaveLength(2);
     expect(readFileSync(join(tmp, 'packed-3', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'packed-1', 'model.onnx')));
+  });
+
+  it('a rerun reads only the photos whose stat changed: one touched, one rewritten at the same size and mtime; a damaged index is ignored', async () => {
+    const dir = copyPhotos('stat-index');
+    rmSync(join(dir, 'blue', 'corrupt.jpg'));
+    const photos = listImages(dir, 10, 10).images.map((i) => i.path);
+    // Photos last written an hour ago: one written within the last 2 s is read again by the next run.
+    const hourAgo = Date.now() / 1000 - 3600;
+    for (const p of photos) utimesSync(p, hourAgo, hourAgo);
+    const store = join(tmp, 'stat-index-store');
+    const run = async (name: string) => {
+      const r = await retrain(dir, { output: join(tmp, name), bottleneckDir: store });
+      expect(r.code).toBe(0);
+      const [read, unchanged] = /photos: (\d+) read, (\d+) unchanged/.exec(r.log)!.slice(1).map(Number);
+      return { read, unchanged, computed: report(join(tmp, name)).bottlenecks.computed };
+    };
+    const n = photos.length;
+    // The first photo the store lacks is read twice: to look it up, then to compute it.
+    expect(await run('stat-1')).toEqual({ read: n + 1, unchanged: 0, computed: n });
+    expect(await run('stat-2')).toEqual({ read: 0, unchanged: n, computed: 0 });
+    expect(readFileSync(join(tmp, 'stat-2', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'stat-1', 'model.onnx')));
+
+    // The same bytes and size, another mtime: read again, found in the store.
+    utimesSync(photos[0], hourAgo, hourAgo + 1);
+    expect(await run('stat-3')).toEqual({ read: 1, unchanged: n - 1, computed: 0 });
+    expect(await run('stat-4')).toEqual({ read: 0, unchanged: n, computed: 0 });
+    // Other bytes (a quantisation step of a JPEG table), the same size and mtime: the ctime tells.
+    const bytes = readFileSync(photos[1]);
+    const before = statSync(photos[1]);
+    bytes[7] ^= 1; // after the DQT marker, its length and the table's id
+    writeFileSync(photos[1], bytes);
+    utimesSync(photos[1], before.atime, before.mtime);
+    expect(statSync(photos[1])).toMatchObject({ size: before.size, mtimeMs: before.mtimeMs });
+    expect(await run('stat-5')).toEqual({ read: 2, unchanged: n - 1, computed: 1 });
+
+    // One byte of the index changed: its checksum refuses it, every photo is read, nothing else differs.
+    const [fingerprint] = readdirSync(join(store, 'seen'));
+    const [index] = readdirSync(join(store, 'seen', fingerprint)).map((f) => join(store, 'seen', fingerprint, f));
+    const damaged = readFileSync(index);
+    damaged[10] ^= 1;
+    writeFileSync(index, damaged);
+    expect(await run('stat-6')).toEqual({ read: n, unchanged: 0, computed: 0 });
+    expect(readFileSync(join(tmp, 'stat-6', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'stat-5', 'model.onnx')));
+    expect(await run('stat-7')).toEqual({ read: 0, unchanged: n, computed: 0 });
   });
 
   it('distortions: copies of the training photos, new each run, the same for the same --seed', async () => {

@@ -67,7 +67,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   const features = keptFeatureGraph(dir, model, opts.bottleneckNode);
   const { preprocessing } = choosePreprocessing(model, features.normalisation);
   const fingerprint = createHash('sha256').update(features.onnx).update(JSON.stringify(preprocessing)).digest('hex');
-  const store = new BottleneckStore(dir, fingerprint);
+  const store = new BottleneckStore(dir, fingerprint, imageDir);
   if (opts.verbose) log(`bottleneck "${features.node}" of ${model.file}${features.kept ? `, cut as before (${join(dir, 'graphs')})` : ''}`);
   const load = async () => {
     const settings = classifierSettings(model.file, { engine: { threads: opts.threads, softmax: 'off' }, pipeline: { decodeJobs: opts.decodeJobs } });
@@ -87,7 +87,10 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   let distorted: Distorted | undefined;
   try {
     bottlenecks = await computeBottlenecks(loaded, store, images, opts, stderr, log);
-    if (opts.verbose) log(`bottlenecks: ${bottlenecks.size} features each, ${bottlenecks.computed} computed, ${bottlenecks.cached} from ${store.dir}`);
+    if (opts.verbose) {
+      log(`bottlenecks: ${bottlenecks.size} features each, ${bottlenecks.computed} computed, ${bottlenecks.cached} from ${store.dir}`);
+      log(`photos: ${store.photosRead} read, ${store.photosUnchanged} unchanged since a run before (by their stat: not read)`);
+    }
     if (anyDistortion(opts)) distorted = await distortedBottlenecks(await loaded(), bottlenecks, opts, log);
   } finally {
     store.flush(); // what was computed before a failure is kept too
@@ -217,7 +220,7 @@ async function computeBottlenecks(
     if (i % 256 === 255) await new Promise(setImmediate);
     let v: Float32Array | InputError | undefined;
     try {
-      v = store.get(store.key(reader.readNow(images[i].path)), size);
+      v = store.get(store.photoKeyNow(images[i].path, reader), size);
     } catch (err) {
       v = inputError(err);
     }
@@ -229,9 +232,11 @@ async function computeBottlenecks(
     {
       const one = async (img: LabelledImage): Promise<Float32Array | InputError> => {
         try {
-          const bytes = await reader.read(img.path);
-          const key = store.key(bytes);
-          let v = store.get(key, classifier.info.classes);
+          const known = store.unchangedKey(img.path);
+          let v = known === undefined ? undefined : store.get(known, classifier.info.classes);
+          if (v) return v;
+          const { bytes, key } = await store.readPhoto(img.path, reader);
+          v = store.get(key, classifier.info.classes);
           if (!v) {
             v = await classifier.features({ bytes });
             store.put(key, v);
@@ -252,6 +257,7 @@ async function computeBottlenecks(
   }
   progress?.stop();
   store.flush();
+  store.keepIndex();
   if (size === undefined) throw new UsageError('no image could be read: nothing to train on');
   return { x: x.subarray(0, kept.length * size), size, kept, failed, computed, cached: kept.length - computed };
 }
