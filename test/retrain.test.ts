@@ -224,22 +224,30 @@ describe('classify retrain', () => {
     expect(readFileSync(join(tmp, 'recut-graph', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'kept-graph', 'model.onnx')));
   });
 
-  it('a rerun that finds every bottleneck loads no native code (no engine, no decode threads, no libvips) and writes the same model', async () => {
+  it('a rerun that finds every bottleneck loads no native code (no engine, no decode threads, no libvips) nor the TensorFlow translator, and writes the same model', async () => {
     const dir = copyPhotos('all-seen');
     rmSync(join(dir, 'blue', 'corrupt.jpg')); // a photo that fails is looked at again each run
     // Every native library a process loads, on its stderr: ONNX Runtime, sharp's libvips, the JPEG addon.
     const hook = join(tmp, 'dlopen-hook.cjs');
     writeFileSync(hook, "const d = process.dlopen; process.dlopen = function (m, f, ...r) { process.stderr.write('dlopen ' + f + '\\n'); return d.call(this, m, f, ...r); };\n");
+    // And every module imported, by its URL.
+    const resolveHook = `export async function resolve(s, c, next) { const r = await next(s, c); process._rawDebug('import ' + r.url); return r; }`;
+    const imports = join(tmp, 'import-hook.mjs');
+    writeFileSync(imports, `import { register } from 'node:module';\nregister(${JSON.stringify('data:text/javascript,' + encodeURIComponent(resolveHook))});\n`);
     const run = (out: string) =>
-      runCli(['retrain', dir, '--base', COLOUR, '-o', join(tmp, out), '--bottleneck-dir', join(tmp, 'all-seen-store'), '-v'], '', {
-        env: { ...process.env, NO_COLOR: '1', NODE_OPTIONS: `--require ${hook}` },
+      runCli(['retrain', dir, '--base', join(FIX, 'models', 'colour-frozen'), '-o', join(tmp, out), '--bottleneck-dir', join(tmp, 'all-seen-store'), '-v'], '', {
+        env: { ...process.env, NO_COLOR: '1', NODE_OPTIONS: `--require ${hook} --import ${imports}` },
       });
+    const translator = /^import \S+\/dist\/(convert|tensorflow)\//m;
     const first = await run('all-seen-1');
     expect(first.code).toBe(0);
     expect(first.stderr).toMatch(/^dlopen .*onnxruntime/m);
+    expect(first.stderr).toMatch(translator);
     const again = await run('all-seen-2');
     expect(again.code).toBe(0);
     expect(again.stderr).not.toMatch(/^dlopen/m);
+    expect(again.stderr).toMatch(/^import \S+\/dist\/retrain\/graph\.js$/m);
+    expect(again.stderr).not.toMatch(translator);
     expect(again.stderr).not.toMatch(/preprocessing /); // said when the engine loads
     expect(report(join(tmp, 'all-seen-2')).bottlenecks).toEqual({ computed: 0, cached: report(join(tmp, 'all-seen-1')).images.used });
     expect(readFileSync(join(tmp, 'all-seen-2', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'all-seen-1', 'model.onnx')));

@@ -64,7 +64,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     throw new UsageError(`--format pb writes retrain.py's frozen graph, which takes a frozen graph as --base; ${model.file} is a ${model.format} model`);
   }
   const dir = bottleneckFolder(opts.bottleneckDir ?? defaultBottleneckDir());
-  const features = keptFeatureGraph(dir, model, opts.bottleneckNode);
+  const features = await keptFeatureGraph(dir, model, opts.bottleneckNode);
   const { preprocessing } = choosePreprocessing(model, features.normalisation);
   const fingerprint = createHash('sha256').update(features.onnx).update(JSON.stringify(preprocessing)).digest('hex');
   const store = new BottleneckStore(dir, fingerprint, imageDir);
@@ -133,7 +133,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     ['report.json', JSON.stringify(report, null, 2) + '\n'],
   ];
   if (opts.format === 'pb') {
-    files.push(['output_graph.pb', retrainedGraphDef(model.file, features, head)], ['output_labels.txt', labels.join('\n') + '\n']);
+    files.push(['output_graph.pb', await retrainedGraphDef(model.file, features, head)], ['output_labels.txt', labels.join('\n') + '\n']);
   }
   writeFolder(out, files);
   if (!opts.quiet) log(`wrote ${opts.output}: ${files.map(([name]) => name).join(', ')}`);

@@ -344,7 +344,7 @@ function writeWhole(dir: string, file: string, bytes: Uint8Array, makeFolder: bo
  * translating and cutting it again (for the frozen MobileNet 0.25, 0.19 s of a 0.8 s rerun). Keyed
  * by the bytes of the base's files, the bottleneck asked for and what cuts (CUT, this package's
  * version): another base or another classify cuts anew. `kept`: read back, not cut. */
-export function keptFeatureGraph(dir: string, model: ResolvedModel, node?: string): FeatureGraph & { kept: boolean } {
+export async function keptFeatureGraph(dir: string, model: ResolvedModel, node?: string): Promise<FeatureGraph & { kept: boolean }> {
   const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
   const files = modelFiles(model.file).map((f) => [relative(dirname(model.file), f), sha256(readFileSync(f))]);
   const key = sha256(JSON.stringify({ cut: CUT, version: packageVersion(), format: model.format, node: node ?? null, files }));
@@ -355,7 +355,7 @@ export function keptFeatureGraph(dir: string, model: ResolvedModel, node?: strin
   } catch {
     // absent, or not a whole graph: cut anew
   }
-  const graph = featureGraph(model, node);
+  const graph = await featureGraph(model, node);
   writeWhole(dir, file, encodeGraph(key, graph), true);
   return { ...graph, kept: false };
 }
