@@ -185,12 +185,15 @@ const SETTLED_MS = 2000;
 const INDEX_MAGIC = Buffer.from('CLI1');
 const STAT_FIELDS = 5;
 
-interface Seen {
-  stat: number[];
-  key: string;
+/** Photos' stats and keys as an index file holds them: photo i's stat at stats[5i..5i+5], its key
+ * at keys[64i..64i+64]; `at`: i by path. */
+interface Entries {
+  at: Map<string, number>;
+  stats: Float64Array;
+  keys: string;
 }
 
-const statOf = (s: Stats) => [s.size, s.mtimeMs, s.ctimeMs, s.ino, s.dev];
+const NO_ENTRIES: Entries = { at: new Map(), stats: new Float64Array(0), keys: '' };
 
 /** For one folder of photos under one fingerprint, each photo's stat when its key was taken, by
  * path, so that a rerun stats a photo instead of opening, reading and hashing it: on the digits'
@@ -202,9 +205,9 @@ const statOf = (s: Stats) => [s.size, s.mtimeMs, s.ctimeMs, s.ino, s.dev];
  * without one). */
 class PhotoIndex {
   /** read at the first lookup */
-  private before: Map<string, Seen> | undefined;
-  /** this run's photos, in order */
-  private now = new Map<string, Seen>();
+  private before: Entries | undefined;
+  /** this run's photos, in order: unchanged ones by their entry in `before`, others by what was read */
+  private now = new Map<string, number | { stat: number[]; key: string }>();
   private changed = false;
 
   constructor(
@@ -214,72 +217,77 @@ class PhotoIndex {
 
   /** The photo's key, when its stat is as when that key was taken. */
   unchanged(path: string): string | undefined {
-    this.before ??= readIndex(this.file);
-    const seen = this.before.get(path);
-    if (!seen) return undefined;
+    const before = (this.before ??= readIndex(this.file));
+    const i = before.at.get(path);
+    if (i === undefined) return undefined;
     let stats: Stats | undefined;
     try {
       stats = statSync(path);
     } catch {
       return undefined; // read, which says why it cannot be
     }
-    const [size, mtimeMs, ctimeMs, ino, dev] = seen.stat;
-    if (stats.size !== size || stats.mtimeMs !== mtimeMs || stats.ctimeMs !== ctimeMs || stats.ino !== ino || stats.dev !== dev) return undefined;
-    this.now.set(path, seen);
-    return seen.key;
+    const [at, seen] = [STAT_FIELDS * i, before.stats];
+    if (stats.size !== seen[at] || stats.mtimeMs !== seen[at + 1] || stats.ctimeMs !== seen[at + 2] || stats.ino !== seen[at + 3] || stats.dev !== seen[at + 4]) return undefined;
+    this.now.set(path, i);
+    return before.keys.slice(64 * i, 64 * (i + 1));
   }
 
   /** `key` taken from the photo's bytes, read after `stats` at `readAt` (Date.now()). */
   note(path: string, stats: Stats, key: string, readAt: number): void {
     if (readAt - stats.mtimeMs < SETTLED_MS) return;
-    this.now.set(path, { stat: statOf(stats), key });
+    this.now.set(path, { stat: [stats.size, stats.mtimeMs, stats.ctimeMs, stats.ino, stats.dev], key });
     this.changed = true;
   }
 
-  /** Written when this run's photos (those whose key `stored` holds) are not the ones read. */
+  /** Written unless every photo this run saw was unchanged and the index holds no others: this
+   * run's photos whose key `stored` holds. */
   keep(stored: (key: string) => boolean): void {
-    const entries = [...this.now].filter(([, seen]) => stored(seen.key));
-    if (!this.changed && entries.length === (this.before?.size ?? 0)) return;
+    const before = this.before ?? NO_ENTRIES;
+    if (!this.changed && this.now.size === before.at.size) return;
+    const entries: [string, ArrayLike<number>, string][] = [];
+    for (const [path, seen] of this.now) {
+      const [stat, key] =
+        typeof seen === 'number' ? [before.stats.subarray(STAT_FIELDS * seen, STAT_FIELDS * (seen + 1)), before.keys.slice(64 * seen, 64 * (seen + 1))] : [seen.stat, seen.key];
+      if (stored(key)) entries.push([path, stat, key]);
+    }
     writeWhole(this.dir, this.file, encodeIndex(entries), true);
   }
 }
 
-function encodeIndex(entries: [string, Seen][]): Buffer {
+function encodeIndex(entries: [path: string, stat: ArrayLike<number>, key: string][]): Buffer {
   const header = Buffer.alloc(8);
   INDEX_MAGIC.copy(header);
   header.writeUInt32LE(entries.length, 4);
-  const stats = Buffer.from(Float64Array.from(entries.flatMap(([, seen]) => seen.stat)).buffer);
+  const values = new Float64Array(STAT_FIELDS * entries.length);
+  entries.forEach(([, stat], i) => values.set(stat, STAT_FIELDS * i));
+  const stats = Buffer.from(values.buffer);
   if (endianness() !== 'LE') stats.swap64();
-  const keys = Buffer.from(entries.map(([, seen]) => seen.key).join(''), 'hex');
+  const keys = Buffer.from(entries.map(([, , key]) => key).join(''), 'hex');
   const paths = Buffer.from(entries.map(([path]) => path).join('\0'));
   const body = Buffer.concat([header, stats, keys, paths]);
   return Buffer.concat([body, createHash('sha256').update(body).digest()]);
 }
 
-/** The index's entries by path: none when it is absent or not whole. */
-function readIndex(file: string): Map<string, Seen> {
-  const entries = new Map<string, Seen>();
+/** The index's entries: none when it is absent or not whole. */
+function readIndex(file: string): Entries {
   try {
     const buf = readRegularFileSync(file, MAX_FILE_BYTES);
     const end = buf.length - CHECKSUM;
-    if (end < 8 || !buf.subarray(0, 4).equals(INDEX_MAGIC)) return entries;
+    if (end < 8 || !buf.subarray(0, 4).equals(INDEX_MAGIC)) return NO_ENTRIES;
     const count = buf.readUInt32LE(4);
     const keysAt = 8 + 8 * STAT_FIELDS * count;
     const pathsAt = keysAt + 32 * count;
-    if (pathsAt > end || !createHash('sha256').update(buf.subarray(0, end)).digest().equals(buf.subarray(end))) return entries;
+    if (pathsAt > end || !createHash('sha256').update(buf.subarray(0, end)).digest().equals(buf.subarray(end))) return NO_ENTRIES;
     const statBytes = Uint8Array.prototype.slice.call(buf, 8, keysAt);
     if (endianness() !== 'LE') Buffer.from(statBytes.buffer).swap64();
-    const stats = new Float64Array(statBytes.buffer);
-    const keys = buf.toString('hex', keysAt, pathsAt);
     const paths = count ? buf.toString('utf8', pathsAt, end).split('\0') : [];
-    if (paths.length !== count) return entries;
-    for (let i = 0; i < count; i++) {
-      entries.set(paths[i], { stat: Array.from(stats.subarray(i * STAT_FIELDS, (i + 1) * STAT_FIELDS)), key: keys.slice(64 * i, 64 * (i + 1)) });
-    }
+    if (paths.length !== count) return NO_ENTRIES;
+    const at = new Map<string, number>();
+    for (let i = 0; i < count; i++) at.set(paths[i], i);
+    return { at, stats: new Float64Array(statBytes.buffer), keys: buf.toString('hex', keysAt, pathsAt) };
   } catch {
-    // absent, or not readable: every photo read
+    return NO_ENTRIES; // absent, or not readable: every photo read
   }
-  return entries;
 }
 
 /** Float32 values as little-endian bytes, in place: swapped only on a big-endian machine. */
@@ -317,7 +325,9 @@ function readPacks(folder: string): Map<string, Float32Array> {
       const bytes = Uint8Array.prototype.slice.call(buf, 12 + 32 * count, end);
       littleEndian(Buffer.from(bytes.buffer));
       const features = new Float32Array(bytes.buffer);
-      for (let i = 0; i < count; i++) entries.set(buf.toString('hex', 12 + 32 * i, 12 + 32 * (i + 1)), features.subarray(i * length, (i + 1) * length));
+      // The keys as one string, cut: a third faster than a toString per key.
+      const keys = buf.toString('hex', 12, 12 + 32 * count);
+      for (let i = 0; i < count; i++) entries.set(keys.slice(64 * i, 64 * (i + 1)), features.subarray(i * length, (i + 1) * length));
     } catch {
       // not readable: left out
     }
