@@ -1,6 +1,6 @@
 // The training objective's WebAssembly kernel (float32 sums) held to a plain float64 computation
 // of the same loss and gradient, over shapes that leave a short last block of rows and a row
-// padded to four lanes; and training with it deterministic.
+// padded to four lanes; training with it deterministic, and its predictions those of the weights.
 import { describe, expect, it } from 'vitest';
 import { Kernel } from '../dist/retrain/kernel.js';
 import { train } from '../dist/retrain/train.js';
@@ -122,6 +122,26 @@ describe('training with the kernel', () => {
     expect([b.steps, b.bestStep]).toEqual([a.steps, a.bestStep]);
     expect(Array.from(b.weights)).toEqual(Array.from(a.weights));
     expect(Array.from(b.biases)).toEqual(Array.from(a.biases));
+  });
+
+  it('predicts the class that the raw weights give in float64, for each row trained on, validated or scored', () => {
+    const scoredPr = problem(460, 37, 5, 12);
+    const scored = range(400, 450);
+    const { x, d, classes: c } = scoredPr.data;
+    for (const opts of [options, { ...options, batchSize: 30 }]) {
+      const t = train(scoredPr.data, trainRows, validationRows, opts, scored);
+      const byWeights = (i: number) => {
+        let [best, top] = [0, -Infinity];
+        for (let k = 0; k < c; k++) {
+          let v = t.biases[k];
+          for (let j = 0; j < d; j++) v += x[i * d + j] * t.weights[j * c + k];
+          if (v > top) [best, top] = [k, v];
+        }
+        return best;
+      };
+      for (const rows of [trainRows, validationRows, scored, [449, 0, 345]]) expect(t.predict(rows)).toEqual(rows.map(byWeights));
+      expect(() => t.predict([455])).toThrow(/not copied/);
+    }
   });
 
   it('is deterministic: Adam on mini-batches', () => {

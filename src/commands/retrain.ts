@@ -16,7 +16,7 @@ import type { Log } from '../log.js';
 import { resolveModel } from '../model/locate.js';
 import { choosePreprocessing } from '../model/preprocessing.js';
 import { Progress, type Terminal } from '../progress.js';
-import { type Evaluation, evaluate, formatEvaluation, predict } from '../retrain/evaluate.js';
+import { type Evaluation, evaluate, formatEvaluation } from '../retrain/evaluate.js';
 import { type FeatureGraph, retrainedGraphDef, retrainedModel } from '../retrain/graph.js';
 import { type LabelledImage, listImages } from '../retrain/split.js';
 import { BottleneckStore, bottleneckFolder, defaultBottleneckDir, keptFeatureGraph } from '../retrain/store.js';
@@ -114,8 +114,8 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     l2: L2,
     balanced: true,
     seed: opts.seed,
-  });
-  const score = (rows: number[]) => evaluate(labels, rows.map((r) => y[r]), predict(x, size, trained.weights, trained.biases, rows), rows);
+  }, testRows);
+  const score = (rows: number[]) => evaluate(labels, rows.map((r) => y[r]), trained.predict(rows), rows);
   const [onTrain, onValidation, onTest] = [score(trainRows), score(validationRows), score(testRows)];
   const report = reportJson(opts, model.file, features, labels, bottlenecks, distorted?.labels.length ?? 0, trained, onTrain, onValidation, onTest);
   printReport(report, onTest, kept, labels, opts, log);

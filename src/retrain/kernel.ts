@@ -8,6 +8,12 @@
 // toolchain comes with it, so the module is written out below, instruction by instruction: two
 // small functions, made and compiled once per process (about a millisecond).
 //
+// After training, the same logits loop gives each row's class for the report (the test rows are
+// copied in too): the digits' 1,797 rows in about 2 ms of a cached rerun against 10 for plain JS
+// in float64 on the raw features (2026-12-05). Its float32 sums predicted the same class as those
+// float64 ones for each of 107,820 rows of 60 trainings on the digits (1 to 12 steps, L-BFGS and
+// Adam), and the same reports.
+//
 // The rows are copied into the module's memory once per `train`, standardised as they are copied
 // (z = (x - mean) * scale, in float64, then rounded): the copy is needed anyway, and float32 sums
 // of standardised features keep their digits where raw ones would cancel against the mean (|mean|
@@ -259,12 +265,7 @@ export class Kernel {
    * evaluation. */
   lossAndGradient(p: Float64Array, rows: readonly number[], classWeight: Float64Array, l2: number, grad?: Float64Array): number {
     const { d, c, stride, at } = this;
-    if (rows.length > this.capacity) throw new Error(`${rows.length} rows in one evaluation, more than the ${this.capacity} copied`);
-    transpose(p, d, c, this.weights, stride);
-    // A last block short of four repeats the first row, with deltas of 0.
-    const count = Math.ceil(rows.length / 4) * 4;
-    if (!addresses(rows, count, this.address, this.rowList)) throw new Error('a row not copied for training');
-    this.run.logits(at.rows, at.rows + 4 * count, at.weights, c, stride * 4, at.logits);
+    const count = this.logitsOf(p, rows);
     const deltaSum = new Float64Array(c);
     const loss = softmax(this.logits, p, d * c, this.y, rows, classWeight, c, this.deltas, deltaSum);
     let total = 0;
@@ -278,6 +279,40 @@ export class Kernel {
     }
     return loss / n + 0.5 * l2 * squares(p, d * c);
   }
+
+  /** Each of `rows`' class under `p`: the highest logit, the first of equal ones. */
+  predict(p: Float64Array, rows: readonly number[]): number[] {
+    this.logitsOf(p, rows);
+    return argmax(this.logits, p, this.d * this.c, rows.length, this.c);
+  }
+
+  /** The logits of `rows` under p's weights (without the biases) into `logits`, a row of c per
+   * row; returns the rows run, a multiple of 4. */
+  private logitsOf(p: Float64Array, rows: readonly number[]): number {
+    const { d, c, stride, at } = this;
+    if (rows.length > this.capacity) throw new Error(`${rows.length} rows in one evaluation, more than the ${this.capacity} copied`);
+    transpose(p, d, c, this.weights, stride);
+    // A last block short of four repeats the first row, with deltas of 0.
+    const count = Math.ceil(rows.length / 4) * 4;
+    if (!addresses(rows, count, this.address, this.rowList)) throw new Error('a row not copied for training');
+    this.run.logits(at.rows, at.rows + 4 * count, at.weights, c, stride * 4, at.logits);
+    return count;
+  }
+}
+
+/** For each of n rows of c logits, plus the biases (p[biasAt..]), the index of the highest. */
+function argmax(logits: Float32Array, p: Float64Array, biasAt: number, n: number, c: number): number[] {
+  const out = new Array<number>(n);
+  for (let q = 0; q < n; q++) {
+    let best = 0;
+    let top = -Infinity;
+    for (let k = 0; k < c; k++) {
+      const v = logits[q * c + k] + p[biasAt + k];
+      if (v > top) [best, top] = [k, v];
+    }
+    out[q] = best;
+  }
+  return out;
 }
 
 /** z[to..] = the standardised row x[from..]. A function of its own, called for each row, so that

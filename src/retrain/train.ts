@@ -32,6 +32,9 @@ export interface Trained {
   /** D x C, row-major, for raw (unstandardised) features */
   weights: Float32Array;
   biases: Float32Array;
+  /** Each row's class under the kept weights (the highest logit, the first of equal ones), for
+   * rows among those trained, validated or scored. */
+  predict(rows: readonly number[]): number[];
   steps: number;
   /** the step whose weights were kept (best validation loss) */
   bestStep: number;
@@ -46,12 +49,13 @@ export interface Data {
   classes: number;
 }
 
-export function train(data: Data, trainRows: number[], validationRows: number[], opts: TrainOptions): Trained {
+/** `scored`: rows predict() is asked for besides the training and validation rows. */
+export function train(data: Data, trainRows: number[], validationRows: number[], opts: TrainOptions, scored: readonly number[] = []): Trained {
   const start = performance.now();
   const { d, classes: c } = data;
   const { mean, scale } = standardisation(data, trainRows);
   // The rows standardised into the kernel's memory; the weights mapped back to raw features at the end.
-  const kernel = new Kernel(data, [...trainRows, ...validationRows], mean, scale);
+  const kernel = new Kernel(data, [...trainRows, ...validationRows, ...scored], mean, scale);
   const counts = new Float64Array(c);
   for (const i of trainRows) counts[data.y[i]]++;
   const present = counts.filter((n) => n > 0).length;
@@ -90,7 +94,8 @@ export function train(data: Data, trainRows: number[], validationRows: number[],
   const weights = new Float32Array(d * c);
   const biases = new Float32Array(c);
   asRawWeights(best, d, c, mean, scale, weights, biases);
-  return { weights, biases, steps, bestStep, ms: performance.now() - start };
+  const kept = best;
+  return { weights, biases, predict: (rows) => kernel.predict(kept, rows), steps, bestStep, ms: performance.now() - start };
 }
 
 function standardisation(data: Data, rows: number[]): { mean: Float64Array; scale: Float64Array } {
