@@ -224,7 +224,7 @@ describe('classify retrain', () => {
     expect(readFileSync(join(tmp, 'recut-graph', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'kept-graph', 'model.onnx')));
   });
 
-  it('a rerun that finds every bottleneck loads no native code (no engine, no decode threads, no libvips) nor the TensorFlow translator, and writes the same model', async () => {
+  it('a rerun that finds every bottleneck loads no native code (no engine, no decode threads, no libvips), nor the TensorFlow translator or chalk, and writes the same model', async () => {
     const dir = copyPhotos('all-seen');
     rmSync(join(dir, 'blue', 'corrupt.jpg')); // a photo that fails is looked at again each run
     // Every native library a process loads, on its stderr: ONNX Runtime, sharp's libvips, the JPEG addon.
@@ -248,6 +248,7 @@ describe('classify retrain', () => {
     expect(again.stderr).not.toMatch(/^dlopen/m);
     expect(again.stderr).toMatch(/^import \S+\/dist\/retrain\/graph\.js$/m);
     expect(again.stderr).not.toMatch(translator);
+    expect(again.stderr).not.toMatch(/^import \S+\/chalk\//m); // no progress line on a pipe
     expect(again.stderr).not.toMatch(/preprocessing /); // said when the engine loads
     expect(report(join(tmp, 'all-seen-2')).bottlenecks).toEqual({ computed: 0, cached: report(join(tmp, 'all-seen-1')).images.used });
     expect(readFileSync(join(tmp, 'all-seen-2', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'all-seen-1', 'model.onnx')));

@@ -195,7 +195,7 @@ async function computeBottlenecks(
   let x = new Float32Array(0);
   const kept: LabelledImage[] = [];
   let [failed, computed] = [0, 0];
-  const progress = Progress.enabled(stderr, opts.quiet) ? new Progress(stderr) : undefined;
+  const progress = Progress.enabled(stderr, opts.quiet) ? await Progress.start(stderr) : undefined;
   const record = (img: LabelledImage, v: Float32Array | InputError) => {
     if (v instanceof InputError) {
       failed++;
