@@ -224,6 +224,21 @@ describe('classify retrain', () => {
     expect(readFileSync(join(tmp, 'recut-graph', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'kept-graph', 'model.onnx')));
   });
 
+  it('a base is hashed again when its stat changes: other bytes at the same path are cut anew', async () => {
+    const base = join(tmp, 'changing-base');
+    cpSync(COLOUR, base, { recursive: true });
+    const hourAgo = Date.now() / 1000 - 3600;
+    utimesSync(join(base, 'model.onnx'), hourAgo, hourAgo); // settled: its stat vouches for it
+    const store = join(tmp, 'changing-base-store');
+    const run = async (name: string) => (await retrain(PHOTOS, { output: join(tmp, name), base, bottleneckDir: store })).log;
+    expect(await run('changing-base-1')).not.toMatch(/cut as before/);
+    expect(await run('changing-base-2')).toMatch(/cut as before/);
+    copyFileSync(join(FIX, 'models', 'colour-batch1', 'model.onnx'), join(base, 'model.onnx'));
+    utimesSync(join(base, 'model.onnx'), hourAgo, hourAgo);
+    expect(await run('changing-base-3')).not.toMatch(/cut as before/);
+    expect(await run('changing-base-4')).toMatch(/cut as before/);
+  });
+
   it('a rerun that finds every bottleneck loads no native code (no engine, no decode threads, no libvips), nor the TensorFlow translator or chalk, and writes the same model', async () => {
     const dir = copyPhotos('all-seen');
     rmSync(join(dir, 'blue', 'corrupt.jpg')); // a photo that fails is looked at again each run
@@ -266,7 +281,7 @@ describe('classify retrain', () => {
     const [folder] = readdirSync(join(store, 'packs')).map((fp) => join(store, 'packs', fp));
     const packs = () => readdirSync(folder);
     expect(packs()).toHaveLength(1);
-    expect(readdirSync(store).sort()).toEqual(['graphs', 'packs']); // no entry a file
+    expect(readdirSync(store).sort()).toEqual(['graphs', 'packs', 'seen']); // no entry a file
     expect(await run('packed-2')).toEqual({ computed: 0, cached: used });
     expect(packs()).toHaveLength(1); // nothing new to keep
     // One byte of a feature changed: the checksum refuses the pack, its photos are computed again.

@@ -6,8 +6,8 @@
 // one a file, in --cache's format and DIR/ab/cdef... layout (src/cache.ts), as earlier versions
 // wrote them, are still read. Beside them, DIR/graphs/ keeps each base model as cut at its
 // bottleneck, so that a rerun does not translate and cut it again; and DIR/seen/, for each
-// folder of photos, what each photo's stat was when its key was taken (see PhotoIndex), so that
-// a rerun reads and hashes only the photos that changed. Nothing here removes files, and only
+// folder of photos and each base, what each file's stat was when its content was hashed (see
+// StatIndex), so that a rerun reads and hashes only the files that changed. Nothing here removes files, and only
 // regular files of the names it writes are read, whole by their checksum; anything else there
 // reads as a miss.
 import { createHash, randomBytes } from 'node:crypto';
@@ -73,7 +73,7 @@ export class BottleneckStore {
   /** the packs' entries, read at the first get() */
   private packed: Map<string, Float32Array> | undefined;
   /** with `photos`: the stat index of that folder */
-  private readonly index: PhotoIndex | undefined;
+  private readonly index: StatIndex | undefined;
 
   /** `dir` checked by bottleneckFolder; `fingerprint`: what the features depend on besides the
    * image (graph, preprocessing); `photos`: the folder the photos are under, whose stat index
@@ -85,7 +85,7 @@ export class BottleneckStore {
   ) {
     if (photos !== undefined) {
       const folder = createHash('sha256').update(resolve(photos)).digest('hex').slice(0, 32);
-      this.index = new PhotoIndex(dir, join(dir, 'seen', fingerprint, folder));
+      this.index = new StatIndex(dir, join(dir, 'seen', fingerprint, folder));
     }
   }
 
@@ -174,18 +174,18 @@ export class BottleneckStore {
   }
 }
 
-/** How long before it was read a photo must have last been written for its stat to vouch for
- * its bytes: a photo written again within its file system's timestamp granularity (a clock tick
- * on ext4, 1 s on ext3 and HFS+, 2 s on FAT) keeps its mtime with other bytes: git's "racily
- * clean" entries. Such a photo is read again next run, and noted then. */
+/** How long before it was read a file must have last been written for its stat to vouch for its
+ * bytes: a file written again within its file system's timestamp granularity (a clock tick on
+ * ext4, 1 s on ext3 and HFS+, 2 s on FAT) keeps its mtime with other bytes: git's "racily clean"
+ * entries. Such a file is read again next run, and noted then. */
 const SETTLED_MS = 2000;
-/** A stat index: magic, u32 count, five float64 per photo (size, mtimeMs, ctimeMs, ino, dev:
+/** A stat index: magic, u32 count, five float64 per file (size, mtimeMs, ctimeMs, ino, dev:
  * little-endian), their keys (32 bytes each), their paths (UTF-8, NUL between), then a SHA-256
  * over all before it. */
 const INDEX_MAGIC = Buffer.from('CLI1');
 const STAT_FIELDS = 5;
 
-/** Photos' stats and keys as an index file holds them: photo i's stat at stats[5i..5i+5], its key
+/** Files' stats and keys as an index file holds them: file i's stat at stats[5i..5i+5], its key
  * at keys[64i..64i+64]; `at`: i by path. */
 interface Entries {
   at: Map<string, number>;
@@ -195,18 +195,19 @@ interface Entries {
 
 const NO_ENTRIES: Entries = { at: new Map(), stats: new Float64Array(0), keys: '' };
 
-/** For one folder of photos under one fingerprint, each photo's stat when its key was taken, by
- * path, so that a rerun stats a photo instead of opening, reading and hashing it: on the digits'
- * 1,797 photos, 6-13 ms less of a 0.2-0.3 s rerun (2-core VM beside other work, 2026-12-05). A
- * photo is taken as unchanged when its size, mtime, ctime, inode and device all are: the test of
- * make, rsync and -o --resume (size and mtime; src/output/resume.ts), stricter, since any write
- * or rename changes the ctime, which no utimes call sets back. One entry per photo of the last
- * run, written whole by rename; an index that is not whole is ignored (every photo read, as
- * without one). */
-class PhotoIndex {
+/** For a set of files (the photos of one folder under one fingerprint, a base's files), each
+ * file's stat when its key (a SHA-256 of its content) was taken, by path, so that a rerun stats a
+ * file instead of opening, reading and hashing it: on the digits' 1,797 photos, 6-13 ms less of
+ * a 0.2-0.3 s rerun (2-core VM beside other work, 2026-12-05), and 3 ms for the MobileNet base's
+ * 2 MB. A file is taken as unchanged when its size, mtime, ctime, inode and device all are: the
+ * test of make, rsync and -o --resume (size and mtime; src/output/resume.ts), stricter, since
+ * any write or rename changes the ctime, which no utimes call sets back. One entry per file of
+ * the last run, written whole by rename; an index that is not whole is ignored (every file read,
+ * as without one). */
+class StatIndex {
   /** read at the first lookup */
   private before: Entries | undefined;
-  /** this run's photos, in order: unchanged ones by their entry in `before`, others by what was read */
+  /** this run's files, in order: unchanged ones by their entry in `before`, others by what was read */
   private now = new Map<string, number | { stat: number[]; key: string }>();
   private changed = false;
 
@@ -215,7 +216,7 @@ class PhotoIndex {
     private readonly file: string,
   ) {}
 
-  /** The photo's key, when its stat is as when that key was taken. */
+  /** The file's key, when its stat is as when that key was taken. */
   unchanged(path: string): string | undefined {
     const before = (this.before ??= readIndex(this.file));
     const i = before.at.get(path);
@@ -232,15 +233,15 @@ class PhotoIndex {
     return before.keys.slice(64 * i, 64 * (i + 1));
   }
 
-  /** `key` taken from the photo's bytes, read after `stats` at `readAt` (Date.now()). */
+  /** `key` taken from the file's bytes, read after `stats` at `readAt` (Date.now()). */
   note(path: string, stats: Stats, key: string, readAt: number): void {
     if (readAt - stats.mtimeMs < SETTLED_MS) return;
     this.now.set(path, { stat: [stats.size, stats.mtimeMs, stats.ctimeMs, stats.ino, stats.dev], key });
     this.changed = true;
   }
 
-  /** Written unless every photo this run saw was unchanged and the index holds no others: this
-   * run's photos whose key `stored` holds. */
+  /** Written unless every file this run saw was unchanged and the index holds no others: this
+   * run's files whose key `stored` holds. */
   keep(stored: (key: string) => boolean): void {
     const before = this.before ?? NO_ENTRIES;
     if (!this.changed && this.now.size === before.at.size) return;
@@ -286,7 +287,7 @@ function readIndex(file: string): Entries {
     for (let i = 0; i < count; i++) at.set(paths[i], i);
     return { at, stats: new Float64Array(statBytes.buffer), keys: buf.toString('hex', keysAt, pathsAt) };
   } catch {
-    return NO_ENTRIES; // absent, or not readable: every photo read
+    return NO_ENTRIES; // absent, or not readable: every file read
   }
 }
 
@@ -356,7 +357,15 @@ function writeWhole(dir: string, file: string, bytes: Uint8Array, makeFolder: bo
  * version): another base or another classify cuts anew. `kept`: read back, not cut. */
 export async function keptFeatureGraph(dir: string, model: ResolvedModel, node?: string): Promise<FeatureGraph & { kept: boolean }> {
   const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
-  const files = modelFiles(model.file).map((f) => [relative(dirname(model.file), f), sha256(readFileSync(f))]);
+  const index = new StatIndex(dir, join(dir, 'seen', 'bases', sha256(resolve(model.file)).slice(0, 32)));
+  const hashed = (f: string) => {
+    const [readAt, stats] = [Date.now(), statSync(f)];
+    const hash = sha256(readFileSync(f));
+    index.note(f, stats, hash, readAt);
+    return hash;
+  };
+  const files = modelFiles(model.file).map((f) => [relative(dirname(model.file), f), index.unchanged(f) ?? hashed(f)]);
+  index.keep(() => true);
   const key = sha256(JSON.stringify({ cut: CUT, version: packageVersion(), format: model.format, node: node ?? null, files }));
   const file = join(dir, 'graphs', key);
   try {
