@@ -100,8 +100,9 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   const { kept, size } = bottlenecks;
   const y = Int32Array.from([...kept.map((img) => img.label), ...(distorted?.labels ?? [])]);
   const x = distorted ? joined(bottlenecks.x, distorted.x) : bottlenecks.x;
-  const rowsOf = (set: LabelledImage['set']) => kept.flatMap((img, row) => (img.set === set ? [row] : []));
-  const [trainRows, validationRows, testRows] = [rowsOf('training'), rowsOf('validation'), rowsOf('testing')];
+  const rowsOf: Record<LabelledImage['set'], number[]> = { training: [], validation: [], testing: [] };
+  kept.forEach((img, row) => rowsOf[img.set].push(row));
+  const { training: trainRows, validation: validationRows, testing: testRows } = rowsOf;
   if (trainRows.length === 0) throw new UsageError(`${imageDir}: no image fell in the training set`);
   for (const [k, label] of labels.entries()) {
     if (!trainRows.some((r) => y[r] === k)) log(`${join(imageDir, label)}: no training image for this label (it will never be predicted)`);
@@ -212,6 +213,15 @@ async function computeBottlenecks(
     if (err instanceof InputError) return err;
     throw err;
   };
+  // The keys of the photos the stat index vouches for, up to the first it does not, before the
+  // packs are read: their features are then held only while they are copied into x, and die
+  // young (see BottleneckStore.release).
+  const unchanged: string[] = [];
+  for (const img of images) {
+    const key = store.unchangedKey(img.path);
+    if (key === undefined) break;
+    unchanged.push(key);
+  }
   // Until the first photo the store lacks, photos are read and looked up synchronously (a rerun
   // that finds them all is bounded by this loop: a promise per photo cost it twice the time),
   // yielding now and then so that the progress line is drawn.
@@ -220,7 +230,7 @@ async function computeBottlenecks(
     if (i % 256 === 255) await new Promise(setImmediate);
     let v: Float32Array | InputError | undefined;
     try {
-      v = store.get(store.photoKeyNow(images[i].path, reader), size);
+      v = store.get(unchanged[i] ?? store.photoKeyNow(images[i].path, reader), size);
     } catch (err) {
       v = inputError(err);
     }
@@ -230,9 +240,9 @@ async function computeBottlenecks(
   if (i < images.length) {
     const classifier = await load();
     {
-      const one = async (img: LabelledImage): Promise<Float32Array | InputError> => {
+      const one = async ([img, vouched]: readonly [LabelledImage, string | undefined]): Promise<Float32Array | InputError> => {
         try {
-          const known = store.unchangedKey(img.path);
+          const known = vouched ?? store.unchangedKey(img.path);
           let v = known === undefined ? undefined : store.get(known, classifier.info.classes);
           if (v) return v;
           const { bytes, key } = await store.readPhoto(img.path, reader);
@@ -247,17 +257,18 @@ async function computeBottlenecks(
           return inputError(err);
         }
       };
-      const rest = images.slice(i);
+      const rest = images.slice(i).map((img, j) => [img, unchanged[i + j]] as const);
       async function* paths() {
         yield* rest;
       }
       let at = 0;
-      for await (const v of inOrder(paths(), one, classifier.info.inFlight)) record(rest[at++], v);
+      for await (const v of inOrder(paths(), one, classifier.info.inFlight)) record(rest[at++][0], v);
     }
   }
   progress?.stop();
   store.flush();
   store.keepIndex();
+  store.release();
   if (size === undefined) throw new UsageError('no image could be read: nothing to train on');
   return { x: x.subarray(0, kept.length * size), size, kept, failed, computed, cached: kept.length - computed };
 }
