@@ -3,7 +3,7 @@
 // runtimes (ONNX's checker, OpenCV) reading what retrain and convert write.
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { createInterface } from 'node:readline';
 import { basename, join } from 'node:path';
@@ -225,22 +225,46 @@ describe('classify retrain', () => {
     expect(readFileSync(join(tmp, 'recut-graph', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'kept-graph', 'model.onnx')));
   });
 
-  it('a rerun that finds every bottleneck loads no native code (no engine, no decode threads, no libvips) and writes the same model', async () => {
+  it('a base is hashed again when its stat changes: other bytes at the same path are cut anew', async () => {
+    const base = join(tmp, 'changing-base');
+    cpSync(COLOUR, base, { recursive: true });
+    const hourAgo = Date.now() / 1000 - 3600;
+    utimesSync(join(base, 'model.onnx'), hourAgo, hourAgo); // settled: its stat vouches for it
+    const store = join(tmp, 'changing-base-store');
+    const run = async (name: string) => (await retrain(PHOTOS, { output: join(tmp, name), base, bottleneckDir: store })).log;
+    expect(await run('changing-base-1')).not.toMatch(/cut as before/);
+    expect(await run('changing-base-2')).toMatch(/cut as before/);
+    copyFileSync(join(FIX, 'models', 'colour-batch1', 'model.onnx'), join(base, 'model.onnx'));
+    utimesSync(join(base, 'model.onnx'), hourAgo, hourAgo);
+    expect(await run('changing-base-3')).not.toMatch(/cut as before/);
+    expect(await run('changing-base-4')).toMatch(/cut as before/);
+  });
+
+  it('a rerun that finds every bottleneck loads no native code (no engine, no decode threads, no libvips), nor the TensorFlow translator or chalk, and writes the same model', async () => {
     const dir = copyPhotos('all-seen');
     rmSync(join(dir, 'blue', 'corrupt.jpg')); // a photo that fails is looked at again each run
     // Every native library a process loads, on its stderr: ONNX Runtime, sharp's libvips, the JPEG addon.
     const hook = join(tmp, 'dlopen-hook.cjs');
     writeFileSync(hook, "const d = process.dlopen; process.dlopen = function (m, f, ...r) { process.stderr.write('dlopen ' + f + '\\n'); return d.call(this, m, f, ...r); };\n");
+    // And every module imported, by its URL.
+    const resolveHook = `export async function resolve(s, c, next) { const r = await next(s, c); process._rawDebug('import ' + r.url); return r; }`;
+    const imports = join(tmp, 'import-hook.mjs');
+    writeFileSync(imports, `import { register } from 'node:module';\nregister(${JSON.stringify('data:text/javascript,' + encodeURIComponent(resolveHook))});\n`);
     const run = (out: string) =>
-      runCli(['retrain', dir, '--base', COLOUR, '-o', join(tmp, out), '--bottleneck-dir', join(tmp, 'all-seen-store'), '-v'], '', {
-        env: { ...process.env, NO_COLOR: '1', NODE_OPTIONS: `--require ${hook}` },
+      runCli(['retrain', dir, '--base', join(FIX, 'models', 'colour-frozen'), '-o', join(tmp, out), '--bottleneck-dir', join(tmp, 'all-seen-store'), '-v'], '', {
+        env: { ...process.env, NO_COLOR: '1', NODE_OPTIONS: `--require ${hook} --import ${imports}` },
       });
+    const translator = /^import \S+\/dist\/(convert|tensorflow)\//m;
     const first = await run('all-seen-1');
     expect(first.code).toBe(0);
     expect(first.stderr).toMatch(/^dlopen .*onnxruntime/m);
+    expect(first.stderr).toMatch(translator);
     const again = await run('all-seen-2');
     expect(again.code).toBe(0);
     expect(again.stderr).not.toMatch(/^dlopen/m);
+    expect(again.stderr).toMatch(/^import \S+\/dist\/retrain\/graph\.js$/m);
+    expect(again.stderr).not.toMatch(translator);
+    expect(again.stderr).not.toMatch(/^import \S+\/chalk\//m); // no progress line on a pipe
     expect(again.stderr).not.toMatch(/preprocessing /); // said when the engine loads
     expect(report(join(tmp, 'all-seen-2')).bottlenecks).toEqual({ computed: 0, cached: report(join(tmp, 'all-seen-1')).images.used });
     expect(readFileSync(join(tmp, 'all-seen-2', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'all-seen-1', 'model.onnx')));
@@ -258,7 +282,7 @@ describe('classify retrain', () => {
     const [folder] = readdirSync(join(store, 'packs')).map((fp) => join(store, 'packs', fp));
     const packs = () => readdirSync(folder);
     expect(packs()).toHaveLength(1);
-    expect(readdirSync(store).sort()).toEqual(['graphs', 'packs']); // no entry a file
+    expect(readdirSync(store).sort()).toEqual(['graphs', 'packs', 'seen']); // no entry a file
     expect(await run('packed-2')).toEqual({ computed: 0, cached: used });
     expect(packs()).toHaveLength(1); // nothing new to keep
     // One byte of a feature changed: the checksum refuses the pack, its photos are computed again.
@@ -269,6 +293,50 @@ describe('classify retrain', () => {
     expect(await run('packed-3')).toEqual({ computed: used, cached: 0 });
     expect(packs()).toHaveLength(2);
     expect(readFileSync(join(tmp, 'packed-3', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'packed-1', 'model.onnx')));
+  });
+
+  it('a rerun reads only the photos whose stat changed: one touched, one rewritten at the same size and mtime; a damaged index is ignored', async () => {
+    const dir = copyPhotos('stat-index');
+    rmSync(join(dir, 'blue', 'corrupt.jpg'));
+    const photos = listImages(dir, 10, 10).images.map((i) => i.path);
+    // Photos last written an hour ago: one written within the last 2 s is read again by the next run.
+    const hourAgo = Date.now() / 1000 - 3600;
+    for (const p of photos) utimesSync(p, hourAgo, hourAgo);
+    const store = join(tmp, 'stat-index-store');
+    const run = async (name: string) => {
+      const r = await retrain(dir, { output: join(tmp, name), bottleneckDir: store });
+      expect(r.code).toBe(0);
+      const [read, unchanged] = /photos: (\d+) read, (\d+) unchanged/.exec(r.log)!.slice(1).map(Number);
+      return { read, unchanged, computed: report(join(tmp, name)).bottlenecks.computed };
+    };
+    const n = photos.length;
+    // The first photo the store lacks is read twice: to look it up, then to compute it.
+    expect(await run('stat-1')).toEqual({ read: n + 1, unchanged: 0, computed: n });
+    expect(await run('stat-2')).toEqual({ read: 0, unchanged: n, computed: 0 });
+    expect(readFileSync(join(tmp, 'stat-2', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'stat-1', 'model.onnx')));
+
+    // The same bytes and size, another mtime: read again, found in the store.
+    utimesSync(photos[0], hourAgo, hourAgo + 1);
+    expect(await run('stat-3')).toEqual({ read: 1, unchanged: n - 1, computed: 0 });
+    expect(await run('stat-4')).toEqual({ read: 0, unchanged: n, computed: 0 });
+    // Other bytes (a quantisation step of a JPEG table), the same size and mtime: the ctime tells.
+    const bytes = readFileSync(photos[1]);
+    const before = statSync(photos[1]);
+    bytes[7] ^= 1; // after the DQT marker, its length and the table's id
+    writeFileSync(photos[1], bytes);
+    utimesSync(photos[1], before.atime, before.mtime);
+    expect(statSync(photos[1])).toMatchObject({ size: before.size, mtimeMs: before.mtimeMs });
+    expect(await run('stat-5')).toEqual({ read: 2, unchanged: n - 1, computed: 1 });
+
+    // One byte of the index changed: its checksum refuses it, every photo is read, nothing else differs.
+    const [fingerprint] = readdirSync(join(store, 'seen'));
+    const [index] = readdirSync(join(store, 'seen', fingerprint)).map((f) => join(store, 'seen', fingerprint, f));
+    const damaged = readFileSync(index);
+    damaged[10] ^= 1;
+    writeFileSync(index, damaged);
+    expect(await run('stat-6')).toEqual({ read: n, unchanged: 0, computed: 0 });
+    expect(readFileSync(join(tmp, 'stat-6', 'model.onnx'))).toEqual(readFileSync(join(tmp, 'stat-5', 'model.onnx')));
+    expect(await run('stat-7')).toEqual({ read: 0, unchanged: n, computed: 0 });
   });
 
   it('distortions: copies of the training photos, new each run, the same for the same --seed', async () => {

@@ -1,6 +1,6 @@
 // The training objective's WebAssembly kernel (float32 sums) held to a plain float64 computation
 // of the same loss and gradient, over shapes that leave a short last block of rows and a row
-// padded to four lanes; and training with it deterministic.
+// padded to four lanes; training with it deterministic, and its predictions those of the weights.
 import { describe, expect, it } from 'vitest';
 import { Kernel } from '../dist/retrain/kernel.js';
 import { train } from '../dist/retrain/train.js';
@@ -35,9 +35,9 @@ function problem(n: number, d: number, c: number, seed: number) {
 }
 
 /** The objective written out plainly, in float64: weighted mean cross-entropy of softmax(z W + b)
- * with z = (x - mean) * scale, + l2/2 |W|^2, and its gradient. */
-function reference(pr: ReturnType<typeof problem>, rows: number[], l2: number) {
-  const { data, mean, scale, p, classWeight } = pr;
+ * with z = (x - mean) * scale (the kernel's), + l2/2 |W|^2, and its gradient. */
+function reference(pr: ReturnType<typeof problem>, rows: number[], l2: number, { mean, scale }: { mean: Float64Array; scale: Float64Array }) {
+  const { data, p, classWeight } = pr;
   const { x, y, d, classes: c } = data;
   const grad = new Float64Array(p.length);
   let [loss, total] = [0, 0];
@@ -83,13 +83,18 @@ describe('the training kernel', () => {
     it(`matches the float64 loss and gradient: ${n} rows, ${d} features, ${c} classes`, () => {
       const pr = problem(n, d, c, n * 31 + d);
       const l2 = 0.01;
-      const kernel = new Kernel(pr.data, range(0, n), pr.mean, pr.scale);
+      const kernel = new Kernel(pr.data, range(0, n), range(0, n));
+      // Standardised on all the rows: the mean and scale computed plainly.
+      for (let j = 0; j < d; j++) {
+        expect(kernel.mean[j]).toBeCloseTo(pr.mean[j], 9);
+        expect(kernel.scale[j]).toBeCloseTo(pr.scale[j], 9);
+      }
       // All the rows, then a shuffled subset (as Adam's batches are), each twice over (the
       // memory reused between evaluations).
       const subset = range(0, n).filter((i) => i % 3 !== 1).reverse();
       for (const rows of [range(0, n), subset, range(0, n), subset]) {
         if (!rows.length) continue;
-        const want = reference(pr, rows, l2);
+        const want = reference(pr, rows, l2, kernel);
         const grad = new Float64Array(pr.p.length).fill(NaN);
         const loss = kernel.lossAndGradient(pr.p, rows, pr.classWeight, l2, grad);
         expect(Math.abs(loss - want.loss)).toBeLessThan(1e-7 * Math.max(1, want.loss));
@@ -101,10 +106,34 @@ describe('the training kernel', () => {
     });
   }
 
+  it("standardises as train.ts's scalar float64 loops did, to the bit, on the rows it is given", () => {
+    const pr = problem(41, 7, 3, 3);
+    const on = [5, 0, 40, 17, 17, 8, 33, 2, 12];
+    const { x, d } = pr.data;
+    // The loops the kernel's replace: sums over the rows in order, then mean, sd and 1 / sd.
+    const [mean, sq, scale] = [new Float64Array(d), new Float64Array(d), new Float64Array(d)];
+    for (const i of on) {
+      for (let j = 0; j < d; j++) {
+        const v = x[i * d + j];
+        mean[j] += v;
+        sq[j] += v * v;
+      }
+    }
+    for (let j = 0; j < d; j++) {
+      mean[j] /= on.length;
+      const sd = Math.sqrt(Math.max(0, sq[j] / on.length - mean[j] * mean[j]));
+      scale[j] = sd > 1e-6 ? 1 / sd : 0;
+    }
+    const kernel = new Kernel(pr.data, range(0, 41), on);
+    expect(Array.from(kernel.mean)).toEqual(Array.from(mean));
+    expect(Array.from(kernel.scale)).toEqual(Array.from(scale));
+    expect(scale[1]).toBe(0); // the constant feature
+  });
+
   it('reads only the rows it was given', () => {
     const pr = problem(20, 6, 3, 5);
-    const kernel = new Kernel(pr.data, range(0, 10), pr.mean, pr.scale);
-    const want = reference(pr, [9, 3, 0], 0);
+    const kernel = new Kernel(pr.data, range(0, 10), range(0, 10));
+    const want = reference(pr, [9, 3, 0], 0, kernel);
     expect(kernel.lossAndGradient(pr.p, [9, 3, 0], pr.classWeight, 0)).toBeCloseTo(want.loss, 5);
     expect(() => kernel.lossAndGradient(pr.p, [12], pr.classWeight, 0)).toThrow(/not copied/);
     expect(() => kernel.lossAndGradient(pr.p, range(0, 13), pr.classWeight, 0)).toThrow(/more than/);
@@ -122,6 +151,26 @@ describe('training with the kernel', () => {
     expect([b.steps, b.bestStep]).toEqual([a.steps, a.bestStep]);
     expect(Array.from(b.weights)).toEqual(Array.from(a.weights));
     expect(Array.from(b.biases)).toEqual(Array.from(a.biases));
+  });
+
+  it('predicts the class that the raw weights give in float64, for each row trained on, validated or scored', () => {
+    const scoredPr = problem(460, 37, 5, 12);
+    const scored = range(400, 450);
+    const { x, d, classes: c } = scoredPr.data;
+    for (const opts of [options, { ...options, batchSize: 30 }]) {
+      const t = train(scoredPr.data, trainRows, validationRows, opts, scored);
+      const byWeights = (i: number) => {
+        let [best, top] = [0, -Infinity];
+        for (let k = 0; k < c; k++) {
+          let v = t.biases[k];
+          for (let j = 0; j < d; j++) v += x[i * d + j] * t.weights[j * c + k];
+          if (v > top) [best, top] = [k, v];
+        }
+        return best;
+      };
+      for (const rows of [trainRows, validationRows, scored, [449, 0, 345]]) expect(t.predict(rows)).toEqual(rows.map(byWeights));
+      expect(() => t.predict([455])).toThrow(/not copied/);
+    }
   });
 
   it('is deterministic: Adam on mini-batches', () => {

@@ -110,7 +110,7 @@ export async function runFilter(settings: FilterSettings, args: string[], io: Fi
   };
 
   const typing = readsStdin && Boolean((io.stdin as { isTTY?: boolean }).isTTY);
-  const progress = Progress.enabled(io.stderr, chatter.quiet, typing) ? new Progress(io.stderr) : undefined;
+  const progress = Progress.enabled(io.stderr, chatter.quiet, typing) ? await Progress.start(io.stderr) : undefined;
   let failed = 0;
   let done = 0;
   let hinted = false;

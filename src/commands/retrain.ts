@@ -16,7 +16,7 @@ import type { Log } from '../log.js';
 import { resolveModel } from '../model/locate.js';
 import { choosePreprocessing } from '../model/preprocessing.js';
 import { Progress, type Terminal } from '../progress.js';
-import { type Evaluation, evaluate, formatEvaluation, predict } from '../retrain/evaluate.js';
+import { type Evaluation, evaluate, formatEvaluation } from '../retrain/evaluate.js';
 import { type FeatureGraph, retrainedGraphDef, retrainedModel } from '../retrain/graph.js';
 import { type LabelledImage, listImages } from '../retrain/split.js';
 import { BottleneckStore, bottleneckFolder, defaultBottleneckDir, keptFeatureGraph } from '../retrain/store.js';
@@ -64,10 +64,10 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     throw new UsageError(`--format pb writes retrain.py's frozen graph, which takes a frozen graph as --base; ${model.file} is a ${model.format} model`);
   }
   const dir = bottleneckFolder(opts.bottleneckDir ?? defaultBottleneckDir());
-  const features = keptFeatureGraph(dir, model, opts.bottleneckNode);
+  const features = await keptFeatureGraph(dir, model, opts.bottleneckNode);
   const { preprocessing } = choosePreprocessing(model, features.normalisation);
   const fingerprint = createHash('sha256').update(features.onnx).update(JSON.stringify(preprocessing)).digest('hex');
-  const store = new BottleneckStore(dir, fingerprint);
+  const store = new BottleneckStore(dir, fingerprint, imageDir);
   if (opts.verbose) log(`bottleneck "${features.node}" of ${model.file}${features.kept ? `, cut as before (${join(dir, 'graphs')})` : ''}`);
   const load = async () => {
     const settings = classifierSettings(model.file, { engine: { threads: opts.threads, softmax: 'off' }, pipeline: { decodeJobs: opts.decodeJobs } });
@@ -87,7 +87,10 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   let distorted: Distorted | undefined;
   try {
     bottlenecks = await computeBottlenecks(loaded, store, images, opts, stderr, log);
-    if (opts.verbose) log(`bottlenecks: ${bottlenecks.size} features each, ${bottlenecks.computed} computed, ${bottlenecks.cached} from ${store.dir}`);
+    if (opts.verbose) {
+      log(`bottlenecks: ${bottlenecks.size} features each, ${bottlenecks.computed} computed, ${bottlenecks.cached} from ${store.dir}`);
+      log(`photos: ${store.photosRead} read, ${store.photosUnchanged} unchanged since a run before (by their stat: not read)`);
+    }
     if (anyDistortion(opts)) distorted = await distortedBottlenecks(await loaded(), bottlenecks, opts, log);
   } finally {
     store.flush(); // what was computed before a failure is kept too
@@ -97,8 +100,9 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
   const { kept, size } = bottlenecks;
   const y = Int32Array.from([...kept.map((img) => img.label), ...(distorted?.labels ?? [])]);
   const x = distorted ? joined(bottlenecks.x, distorted.x) : bottlenecks.x;
-  const rowsOf = (set: LabelledImage['set']) => kept.flatMap((img, row) => (img.set === set ? [row] : []));
-  const [trainRows, validationRows, testRows] = [rowsOf('training'), rowsOf('validation'), rowsOf('testing')];
+  const rowsOf: Record<LabelledImage['set'], number[]> = { training: [], validation: [], testing: [] };
+  kept.forEach((img, row) => rowsOf[img.set].push(row));
+  const { training: trainRows, validation: validationRows, testing: testRows } = rowsOf;
   if (trainRows.length === 0) throw new UsageError(`${imageDir}: no image fell in the training set`);
   for (const [k, label] of labels.entries()) {
     if (!trainRows.some((r) => y[r] === k)) log(`${join(imageDir, label)}: no training image for this label (it will never be predicted)`);
@@ -111,8 +115,8 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     l2: L2,
     balanced: true,
     seed: opts.seed,
-  });
-  const score = (rows: number[]) => evaluate(labels, rows.map((r) => y[r]), predict(x, size, trained.weights, trained.biases, rows), rows);
+  }, testRows);
+  const score = (rows: number[]) => evaluate(labels, rows.map((r) => y[r]), trained.predict(rows), rows);
   const [onTrain, onValidation, onTest] = [score(trainRows), score(validationRows), score(testRows)];
   const report = reportJson(opts, model.file, features, labels, bottlenecks, distorted?.labels.length ?? 0, trained, onTrain, onValidation, onTest);
   printReport(report, onTest, kept, labels, opts, log);
@@ -130,7 +134,7 @@ export async function runRetrain(imageDir: string, opts: RetrainOptions, stderr:
     ['report.json', JSON.stringify(report, null, 2) + '\n'],
   ];
   if (opts.format === 'pb') {
-    files.push(['output_graph.pb', retrainedGraphDef(model.file, features, head)], ['output_labels.txt', labels.join('\n') + '\n']);
+    files.push(['output_graph.pb', await retrainedGraphDef(model.file, features, head)], ['output_labels.txt', labels.join('\n') + '\n']);
   }
   writeFolder(out, files);
   if (!opts.quiet) log(`wrote ${opts.output}: ${files.map(([name]) => name).join(', ')}`);
@@ -192,7 +196,7 @@ async function computeBottlenecks(
   let x = new Float32Array(0);
   const kept: LabelledImage[] = [];
   let [failed, computed] = [0, 0];
-  const progress = Progress.enabled(stderr, opts.quiet) ? new Progress(stderr) : undefined;
+  const progress = Progress.enabled(stderr, opts.quiet) ? await Progress.start(stderr) : undefined;
   const record = (img: LabelledImage, v: Float32Array | InputError) => {
     if (v instanceof InputError) {
       failed++;
@@ -209,6 +213,15 @@ async function computeBottlenecks(
     if (err instanceof InputError) return err;
     throw err;
   };
+  // The keys of the photos the stat index vouches for, up to the first it does not, before the
+  // packs are read: their features are then held only while they are copied into x, and die
+  // young (see BottleneckStore.release).
+  const unchanged: string[] = [];
+  for (const img of images) {
+    const key = store.unchangedKey(img.path);
+    if (key === undefined) break;
+    unchanged.push(key);
+  }
   // Until the first photo the store lacks, photos are read and looked up synchronously (a rerun
   // that finds them all is bounded by this loop: a promise per photo cost it twice the time),
   // yielding now and then so that the progress line is drawn.
@@ -217,7 +230,7 @@ async function computeBottlenecks(
     if (i % 256 === 255) await new Promise(setImmediate);
     let v: Float32Array | InputError | undefined;
     try {
-      v = store.get(store.key(reader.readNow(images[i].path)), size);
+      v = store.get(unchanged[i] ?? store.photoKeyNow(images[i].path, reader), size);
     } catch (err) {
       v = inputError(err);
     }
@@ -227,11 +240,13 @@ async function computeBottlenecks(
   if (i < images.length) {
     const classifier = await load();
     {
-      const one = async (img: LabelledImage): Promise<Float32Array | InputError> => {
+      const one = async ([img, vouched]: readonly [LabelledImage, string | undefined]): Promise<Float32Array | InputError> => {
         try {
-          const bytes = await reader.read(img.path);
-          const key = store.key(bytes);
-          let v = store.get(key, classifier.info.classes);
+          const known = vouched ?? store.unchangedKey(img.path);
+          let v = known === undefined ? undefined : store.get(known, classifier.info.classes);
+          if (v) return v;
+          const { bytes, key } = await store.readPhoto(img.path, reader);
+          v = store.get(key, classifier.info.classes);
           if (!v) {
             v = await classifier.features({ bytes });
             store.put(key, v);
@@ -242,16 +257,18 @@ async function computeBottlenecks(
           return inputError(err);
         }
       };
-      const rest = images.slice(i);
+      const rest = images.slice(i).map((img, j) => [img, unchanged[i + j]] as const);
       async function* paths() {
         yield* rest;
       }
       let at = 0;
-      for await (const v of inOrder(paths(), one, classifier.info.inFlight)) record(rest[at++], v);
+      for await (const v of inOrder(paths(), one, classifier.info.inFlight)) record(rest[at++][0], v);
     }
   }
   progress?.stop();
   store.flush();
+  store.keepIndex();
+  store.release();
   if (size === undefined) throw new UsageError('no image could be read: nothing to train on');
   return { x: x.subarray(0, kept.length * size), size, kept, failed, computed, cached: kept.length - computed };
 }

@@ -50,13 +50,19 @@ function checkRegular(stats: Stats, maxBytes: number): number {
   return stats.size;
 }
 
+/** What the file was as fstat saw it before its bytes were read. */
+export type StatsSeen = (stats: Stats) => void;
+
 /** A regular file's bytes, checked with fstat on a descriptor opened without blocking before
  * anything is read: a FIFO, a device or a file over `maxBytes` is an InputError, never a hang.
- * Read into `into(size)`'s buffer (at least `size` bytes) when given, else a new one. */
-export function readRegularFileSync(path: FilePath, maxBytes: number, into?: (size: number) => Buffer): Buffer {
+ * Read into `into(size)`'s buffer (at least `size` bytes) when given, else a new one; that fstat
+ * handed to `seen` when given. */
+export function readRegularFileSync(path: FilePath, maxBytes: number, into?: (size: number) => Buffer, seen?: StatsSeen): Buffer {
   const fd = openSync(path, OPEN_FLAGS);
   try {
-    const size = checkRegular(fstatSync(fd), maxBytes);
+    const stats = fstatSync(fd);
+    const size = checkRegular(stats, maxBytes);
+    seen?.(stats);
     const bytes = into ? into(size) : Buffer.allocUnsafe(size);
     let at = 0;
     for (let n = -1; at < size && n !== 0; at += n) n = readSync(fd, bytes, at, size - at, at);
@@ -85,11 +91,12 @@ export class ImageReader {
     return this.sync ? 'sync' : 'async';
   }
 
-  async read(path: FilePath): Promise<Buffer> {
+  /** The file's bytes; `seen` is handed the file's fstat, taken before they were read. */
+  async read(path: FilePath, seen?: StatsSeen): Promise<Buffer> {
     try {
-      if (!this.sync) return await this.readAsync(path);
+      if (!this.sync) return await this.readAsync(path, seen);
       const start = performance.now();
-      const bytes = readRegularFileSync(path, this.maxBytes);
+      const bytes = readRegularFileSync(path, this.maxBytes, undefined, seen);
       if (performance.now() - start > this.slowMs) this.sync = false;
       return bytes;
     } catch (err) {
@@ -98,19 +105,21 @@ export class ImageReader {
   }
 
   /** Reads synchronously whatever the mode (a decode thread's reads), into `into(size)`'s buffer
-   * when given. */
-  readNow(path: FilePath, into?: (size: number) => Buffer): Buffer {
+   * when given; `seen` as in read(). */
+  readNow(path: FilePath, into?: (size: number) => Buffer, seen?: StatsSeen): Buffer {
     try {
-      return readRegularFileSync(path, this.maxBytes, into);
+      return readRegularFileSync(path, this.maxBytes, into, seen);
     } catch (err) {
       throw readError(err);
     }
   }
 
-  private async readAsync(path: FilePath): Promise<Buffer> {
+  private async readAsync(path: FilePath, seen?: StatsSeen): Promise<Buffer> {
     const file = await open(path, OPEN_FLAGS);
     try {
-      const size = checkRegular(await file.stat(), this.maxBytes);
+      const stats = await file.stat();
+      const size = checkRegular(stats, this.maxBytes);
+      seen?.(stats);
       const bytes = Buffer.allocUnsafe(size);
       let at = 0;
       for (let n = -1; at < size && n !== 0; at += n) n = (await file.read(bytes, at, size - at, at)).bytesRead;

@@ -12,22 +12,6 @@ export interface Evaluation {
   wrong: { row: number; predicted: number }[];
 }
 
-/** The predicted label of each row of `x` (n x d) under weights (d x c) and biases. */
-export function predict(x: Float32Array, d: number, weights: Float32Array, biases: Float32Array, rows: number[]): number[] {
-  const c = biases.length;
-  const logits = new Float64Array(c);
-  return rows.map((i) => {
-    logits.set(biases);
-    for (let j = 0; j < d; j++) {
-      const v = x[i * d + j];
-      for (let k = 0; k < c; k++) logits[k] += v * weights[j * c + k];
-    }
-    let best = 0;
-    for (let k = 1; k < c; k++) if (logits[k] > logits[best]) best = k;
-    return best;
-  });
-}
-
 export function evaluate(labels: string[], actual: number[], predicted: number[], rows: number[]): Evaluation {
   const c = labels.length;
   const confusion = labels.map(() => new Array<number>(c).fill(0));

@@ -4,13 +4,24 @@
 // model, so the features a model was trained on are the ones it computes when classifying.
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { translateFrozenGraph } from '../convert/tf2onnx.js';
 import { ModelError } from '../errors.js';
 import type { ImpliedNormalisation } from '../image/preprocessing.js';
 import type { ResolvedModel } from '../model/locate.js';
 import { batchDimension, decodeModelProto, encodeModelProto, extendModel, type GraphJson, nodeProto, type OnnxNode, tensorProto } from '../proto/onnx.js';
-import { type ConstValue, encodeGraphDef, type GraphJson as TfGraph, inputNode, type NodeJson as TfNode } from '../tensorflow/graphdef.js';
-import { decodeFrozenGraph, readFrozenGraph } from '../tensorflow/plan.js';
+import type { ConstValue, GraphJson as TfGraph, NodeJson as TfNode } from '../tensorflow/graphdef.js';
+
+/** TensorFlow's reader and the translator, imported only to cut a TensorFlow base anew or to
+ * write --format pb: a rerun reads the cut kept in the store and needs neither (three modules,
+ * 44 KB of JavaScript: 4-5 ms of a cached rerun on the digits, 2026-12-05). */
+async function tensorflow() {
+  const [{ translateFrozenGraph }, { encodeGraphDef, inputNode }, { decodeFrozenGraph, readFrozenGraph }] = await Promise.all([
+    import('../convert/tf2onnx.js'),
+    import('../tensorflow/graphdef.js'),
+    import('../tensorflow/plan.js'),
+  ]);
+  return { translateFrozenGraph, encodeGraphDef, inputNode, decodeFrozenGraph, readFrozenGraph };
+}
+type TensorFlow = Awaited<ReturnType<typeof tensorflow>>;
 
 export interface FeatureGraph {
   /** the base model up to the bottleneck, which is its only output */
@@ -32,17 +43,20 @@ const TF_PASS_THROUGH = new Set(['Identity', 'PlaceholderWithDefault', 'StopGrad
 const AFFINE = new Set(['Add', 'AddV2', 'BiasAdd', 'Sub', 'Mul', 'Div', 'RealDiv']);
 
 /** The base model cut at `node`, or at the bottleneck found from the graph. Throws ModelError. */
-export function featureGraph(model: ResolvedModel, node?: string): FeatureGraph {
+export async function featureGraph(model: ResolvedModel, node?: string): Promise<FeatureGraph> {
   const bytes = readFileSync(model.file);
   if (model.format === 'onnx') return onnxFeatures(model.file, bytes, node);
-  if (model.format === 'frozen') return frozenFeatures(model.file, bytes, node);
-  if (model.format === 'tfjs-graph') return frozenFeatures(model.file, tfjsAsGraphDef(model.file, bytes), node);
+  if (model.format === 'frozen') return frozenFeatures(await tensorflow(), model.file, bytes, node);
+  if (model.format === 'tfjs-graph') {
+    const tf = await tensorflow();
+    return frozenFeatures(tf, model.file, tfjsAsGraphDef(tf, model.file, bytes), node);
+  }
   throw new ModelError(model.file, `retrain takes an ONNX model, a frozen TensorFlow graph or a TF.js graph model as its base; this is a ${model.format} model`);
 }
 
 /** A TF.js graph model (model.json, weights in shards beside it) as the frozen GraphDef it was
  * converted from: each weight back in its Const node, so it is translated as a frozen graph is. */
-function tfjsAsGraphDef(file: string, json: Uint8Array): Uint8Array {
+function tfjsAsGraphDef(tf: TensorFlow, file: string, json: Uint8Array): Uint8Array {
   type Spec = { name: string; shape: number[]; dtype: string; quantization?: unknown };
   const manifest = JSON.parse(Buffer.from(json).toString('utf8')) as { modelTopology?: { node?: TfNode[]; versions?: object }; weightsManifest?: { paths: string[]; weights: Spec[] }[] };
   if (!manifest.modelTopology?.node) throw new ModelError(file, 'model.json is not a TF.js graph model (no modelTopology.node)');
@@ -59,7 +73,7 @@ function tfjsAsGraphDef(file: string, json: Uint8Array): Uint8Array {
     at += bytes;
   }
   const node = manifest.modelTopology.node.map((n) => (n.op === 'Const' && weights.has(n.name) ? { ...n, attr: { ...n.attr, ...weights.get(n.name) } } : n));
-  return encodeGraphDef({ node, versions: manifest.modelTopology.versions });
+  return tf.encodeGraphDef({ node, versions: manifest.modelTopology.versions });
 }
 
 function onnxFeatures(file: string, bytes: Uint8Array, chosen?: string): FeatureGraph {
@@ -139,22 +153,24 @@ function isOnnxClassifierLayer(n: GraphJson['node'][number], constant: Set<strin
   return dims?.length === 4 && Number(dims[2]) === 1 && Number(dims[3]) === 1;
 }
 
-function frozenFeatures(file: string, bytes: Uint8Array, chosen?: string): FeatureGraph {
+function frozenFeatures(tf: TensorFlow, file: string, bytes: Uint8Array, chosen?: string): FeatureGraph {
+  const { inputNode } = tf;
   // Decoded once for both the search for the bottleneck and the translation.
-  const graph = decodeFrozenGraph(file, bytes);
+  const graph = tf.decodeFrozenGraph(file, bytes);
   if (chosen !== undefined && !graph.node.some((n) => n.name === inputNode(chosen))) {
     throw new ModelError(file, `no node named "${chosen}" (--bottleneck-node)`);
   }
-  const node = chosen === undefined ? tfBottleneck(file, bytes, graph) : inputNode(chosen);
-  const t = translateFrozenGraph(file, bytes, { outputNode: node, graph });
+  const node = chosen === undefined ? tfBottleneck(tf, file, bytes, graph) : inputNode(chosen);
+  const t = tf.translateFrozenGraph(file, bytes, { outputNode: node, graph });
   const output = decodeModelProto(t.onnx).graph.output[0].name;
   return { onnx: t.onnx, node, output, normalisation: t.plan.normalisation, notes: [...t.plan.notes] };
 }
 
 /** Walks back from the classifier's output through softmax, reshapes and the bias to the layer
  * with constant weights (MatMul, or a 1x1 convolution as in MobileNet), and returns what it reads. */
-function tfBottleneck(file: string, bytes: Uint8Array, graph: TfGraph): string {
-  const { plan, constOf } = readFrozenGraph(file, bytes, { graph });
+function tfBottleneck(tf: TensorFlow, file: string, bytes: Uint8Array, graph: TfGraph): string {
+  const { inputNode } = tf;
+  const { plan, constOf } = tf.readFrozenGraph(file, bytes, { graph });
   const byName = new Map(plan.nodes.map((n) => [n.name, n]));
   const isConst = (ref: string): boolean => {
     const n = byName.get(inputNode(ref));
@@ -223,8 +239,9 @@ export function retrainedModel(features: FeatureGraph, head: Head, metadata: Rec
 
 /** retrain.py's own output, for tools that load it: the frozen base graph up to the bottleneck,
  * then Reshape to [-1, size], MatMul, Add and Softmax named final_result. */
-export function retrainedGraphDef(file: string, features: FeatureGraph, head: Head): Uint8Array {
-  const { plan, versions } = readFrozenGraph(file, readFileSync(file), { outputNode: features.node });
+export async function retrainedGraphDef(file: string, features: FeatureGraph, head: Head): Promise<Uint8Array> {
+  const tf = await tensorflow();
+  const { plan, versions } = tf.readFrozenGraph(file, readFileSync(file), { outputNode: features.node });
   const size = head.biases.length;
   const T = { type: 'DT_FLOAT' as const };
   const constant = (name: string, dtype: 'DT_FLOAT' | 'DT_INT32', shape: number[], values: Float32Array | Int32Array): TfNode => ({
@@ -250,5 +267,5 @@ export function retrainedGraphDef(file: string, features: FeatureGraph, head: He
     { name: 'final_training_ops/Wx_plus_b/add', op: 'Add', input: ['final_training_ops/Wx_plus_b/MatMul', 'final_training_ops/biases/final_biases'], attr: { T } },
     { name: 'final_result', op: 'Softmax', input: ['final_training_ops/Wx_plus_b/add'], attr: { T } },
   ];
-  return encodeGraphDef({ node: nodes, versions });
+  return tf.encodeGraphDef({ node: nodes, versions });
 }

@@ -1,9 +1,9 @@
 // The photos to learn from, as retrain.py reads them: one folder per label under IMAGE_DIR, the
 // folder's name the label, images at any depth below it; each image in the training, validation
 // or testing set by a hash of its file name, so that it stays in its set when photos are added.
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { type Dirent, readdirSync } from 'node:fs';
-import { basename, extname, join } from 'node:path';
+import { basename, extname, join, sep } from 'node:path';
 import { UsageError } from '../errors.js';
 
 export type SetName = 'training' | 'validation' | 'testing';
@@ -28,13 +28,17 @@ const MAX_NUM_IMAGES_PER_CLASS = 2 ** 27 - 1;
  * IMAGE_DIR, or a photo's sub-folder, keeps every photo in its set. */
 export function whichSet(file: string, validation: number, testing: number): SetName {
   const hashName = basename(file).replace(/_nohash_.*$/s, '');
-  const digest = createHash('sha1').update(hashName).digest();
-  const low27 = digest.readUInt32BE(digest.length - 4) & MAX_NUM_IMAGES_PER_CLASS;
+  const low27 = parseInt(sha1Hex(hashName).slice(-8), 16) & MAX_NUM_IMAGES_PER_CLASS;
   const percentage = low27 * (100.0 / MAX_NUM_IMAGES_PER_CLASS);
   if (percentage < validation) return 'validation';
   if (percentage < testing + validation) return 'testing';
   return 'training';
 }
+
+/** SHA-1 in hex. crypto.hash (Node 20.12 and later) in one call: for the digits' 1,797 names 2 ms
+ * against 6-8 for createHash and a Buffer digest (2026-12-05); the package runs on Node 20.9 too. */
+const sha1Hex: (text: string) => string =
+  typeof crypto.hash === 'function' ? (text) => crypto.hash('sha1', text) : (text) => crypto.createHash('sha1').update(text).digest('hex');
 
 /** The labels (sorted folder names) and every image under them. Throws UsageError for a folder
  * that cannot be read, a label folder without images, or fewer than two labels. */
@@ -68,9 +72,13 @@ function entries(dir: string): Dirent[] {
  * link back up would never end); a link to a file is read as the file. */
 function walk(dir: string): string[] {
   const out: string[] = [];
+  // `dir` comes from join(), normalised, and a name from readdir is one segment: joined by hand,
+  // the same string, without join's normalising each time (for the digits' 1,797 photos, 2.5 ms
+  // against 6.5-9 cold, 2026-12-05).
+  const prefix = dir.endsWith(sep) ? dir : dir + sep;
   for (const e of entries(dir).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
     if (e.name.startsWith('.')) continue;
-    const full = join(dir, e.name);
+    const full = prefix + e.name;
     if (e.isDirectory()) out.push(...walk(full));
     else if ((e.isFile() || e.isSymbolicLink()) && IMAGE_EXTENSIONS.includes(extname(e.name).toLowerCase())) out.push(full);
   }

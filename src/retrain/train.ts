@@ -1,4 +1,5 @@
-// The new layer: softmax regression on the bottlenecks; the loss and its gradient in kernel.ts.
+// The new layer: softmax regression on the bottlenecks; the standardisation, the loss and its
+// gradient in kernel.ts.
 // Features are standardised on the training set (the weights are mapped back at the end, so the
 // model takes raw bottlenecks), classes weigh the same whatever their counts, the weights have an
 // L2 penalty, and the weights kept are those that did best on the validation set.
@@ -32,6 +33,9 @@ export interface Trained {
   /** D x C, row-major, for raw (unstandardised) features */
   weights: Float32Array;
   biases: Float32Array;
+  /** Each row's class under the kept weights (the highest logit, the first of equal ones), for
+   * rows among those trained, validated or scored. */
+  predict(rows: readonly number[]): number[];
   steps: number;
   /** the step whose weights were kept (best validation loss) */
   bestStep: number;
@@ -46,12 +50,14 @@ export interface Data {
   classes: number;
 }
 
-export function train(data: Data, trainRows: number[], validationRows: number[], opts: TrainOptions): Trained {
+/** `scored`: rows predict() is asked for besides the training and validation rows. */
+export function train(data: Data, trainRows: number[], validationRows: number[], opts: TrainOptions, scored: readonly number[] = []): Trained {
   const start = performance.now();
   const { d, classes: c } = data;
-  const { mean, scale } = standardisation(data, trainRows);
-  // The rows standardised into the kernel's memory; the weights mapped back to raw features at the end.
-  const kernel = new Kernel(data, [...trainRows, ...validationRows], mean, scale);
+  // The rows standardised on the training rows in the kernel's memory; the weights mapped back to
+  // raw features at the end.
+  const kernel = new Kernel(data, [...trainRows, ...validationRows, ...scored], trainRows);
+  const { mean, scale } = kernel;
   const counts = new Float64Array(c);
   for (const i of trainRows) counts[data.y[i]]++;
   const present = counts.filter((n) => n > 0).length;
@@ -90,34 +96,9 @@ export function train(data: Data, trainRows: number[], validationRows: number[],
   const weights = new Float32Array(d * c);
   const biases = new Float32Array(c);
   asRawWeights(best, d, c, mean, scale, weights, biases);
-  return { weights, biases, steps, bestStep, ms: performance.now() - start };
+  const kept = best;
+  return { weights, biases, predict: (rows) => kernel.predict(kept, rows), steps, bestStep, ms: performance.now() - start };
 }
-
-function standardisation(data: Data, rows: number[]): { mean: Float64Array; scale: Float64Array } {
-  const { d, x } = data;
-  const mean = new Float64Array(d);
-  const sq = new Float64Array(d);
-  for (const i of rows) sums(x, i * d, d, mean, sq);
-  const n = Math.max(1, rows.length);
-  const scale = new Float64Array(d);
-  for (let j = 0; j < d; j++) {
-    mean[j] /= n;
-    const sd = Math.sqrt(Math.max(0, sq[j] / n - mean[j] * mean[j]));
-    // A feature constant over the training set carries nothing: left at zero.
-    scale[j] = sd > 1e-6 ? 1 / sd : 0;
-  }
-  return { mean, scale };
-}
-
-/** Adds the row at x[at..] to `sum`, its squares to `sq`. */
-function sums(x: Float32Array, at: number, d: number, sum: Float64Array, sq: Float64Array): void {
-  for (let j = 0; j < d; j++) {
-    const v = x[at + j];
-    sum[j] += v;
-    sq[j] += v * v;
-  }
-}
-
 
 /** Weights learnt on standardised features (`p`: d x c, then c biases) as raw features meet them,
  * laid out as `p` is (d x c): w' = w * scale, b' = b - sum(mean * w'). */
