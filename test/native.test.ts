@@ -247,7 +247,8 @@ describe('without the native decoder (CLASSIFY_NATIVE_JPEG=0, as where it cannot
     const paths = [...images, ...(flowers.length ? [1, 2, 3, 4, 5].map((i) => join(SHARED, 'images', 'flowers', `flower${i}.jpg`)) : [])].join('\n');
     for (const resize of ['tf1', 'area']) {
       const args = ['-g', COLOUR, '--resize', resize, '-v'];
-      const [native, fallback] = await Promise.all([runCli(args, paths), runCli(args, paths, { env: { ...process.env, NO_COLOR: '1', CLASSIFY_NATIVE_JPEG: '0' } })]);
+      // The switch is read as the process starts: the fallback is a process of its own.
+      const [native, fallback] = await Promise.all([runInProcess(args, paths), runCli(args, paths, { env: { ...process.env, NO_COLOR: '1', CLASSIFY_NATIVE_JPEG: '0' } })]);
       expect(fallback.stderr).toMatch(/decoding by sharp \(CLASSIFY_NATIVE_JPEG=0\)/);
       expect(native.code).toBe(0);
       expect(jsonLines(fallback.stdout)).toEqual(jsonLines(native.stdout));
