@@ -76,14 +76,14 @@ describe('classify -o FILE --resume', () => {
     const file = join(dir, 'killed.ndjson');
     let kills = 0;
     // The first kill lands during start-up, before any line; later ones at random line counts.
-    for (let round = 0; round < 8; round++) {
+    for (let round = 0; round < 6; round++) {
       const have = round === 0 ? 0 : fileLines(file).length;
       const target = round === 0 ? 0 : have + 1 + Math.floor(random() * 60);
       const result = await runAndKill(file, target);
       if (result === 'killed') kills++;
       else expect(result, `seed ${seed}`).toBe(0);
     }
-    expect(kills, `seed ${seed}`).toBeGreaterThanOrEqual(4);
+    expect(kills, `seed ${seed}`).toBeGreaterThanOrEqual(3);
     const last = await runInProcess(['-g', COLOUR, '-o', file, '--resume', '-v'], input(paths));
     expect(last.code).toBe(0);
     const out = fileLines(file);
