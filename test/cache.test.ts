@@ -6,6 +6,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ContentCache, decodeEntry, encodeEntry } from '../src/cache/cache.js';
 import { BIN, COLOUR, FIX, jsonLines, ROOT, runInProcess } from './helpers.js';
+import { startServer } from './serve-helpers.js';
 
 let dir: string;
 let images: string[];
@@ -337,19 +338,10 @@ describe('classify --cache', () => {
 describe('classify serve --cache', () => {
   it('answers a repeated upload from the cache', async () => {
     const cache = join(dir, 'serve');
-    const child = spawn(process.execPath, [BIN, 'serve', '-g', COLOUR, '--port', '0', '--cache', cache], { cwd: ROOT });
+    const server = await startServer(['--cache', cache]);
     try {
-      const url = await new Promise<string>((resolve, reject) => {
-        let stderr = '';
-        child.stderr.setEncoding('utf8').on('data', (d: string) => {
-          stderr += d;
-          const m = /listening on (http:\/\/\S+)/.exec(stderr);
-          if (m) resolve(m[1]);
-        });
-        child.once('exit', (code) => reject(new Error(`server exited ${code}: ${stderr}`)));
-      });
       const post = async (query = '') => {
-        const res = await fetch(`${url}/${query}`, { method: 'POST', body: readFileSync(join(FIX, 'images', 'red.jpg')), headers: { 'Content-Type': 'image/jpeg' } });
+        const res = await fetch(`${server.url}/${query}`, { method: 'POST', body: readFileSync(join(FIX, 'images', 'red.jpg')), headers: { 'Content-Type': 'image/jpeg' } });
         return (await res.json()) as { predictions: { label: string; score: number }[] };
       };
       const first = await post();
@@ -359,7 +351,7 @@ describe('classify serve --cache', () => {
       writeFileSync(entry, encodeEntry(keyOf(entry), Float32Array.from([0.2, 0.7, 0.1])));
       expect((await post('?top_k=1')).predictions).toEqual([{ label: 'green', score: 0.7 }]);
     } finally {
-      child.kill('SIGKILL');
+      await server.close();
     }
   });
 });
