@@ -25,8 +25,8 @@ const fixture = (...p: string[]) => join(FIX, ...p);
 const tmp = mkdtempSync(join(tmpdir(), 'classify-preprocessing-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** A model as the CLI loads it with no flags, on the CPU, with these preprocessing flags. */
-const load = (graph: string, preprocessing: PreprocessingSettings = {}) => Classifier.load(classifierSettings(graph, { engine: { device: 'cpu' }, preprocessing }));
+/** A model as the CLI loads it with no flags, on the CPU and one decode thread, with these preprocessing flags. */
+const load = (graph: string, preprocessing: PreprocessingSettings = {}) => Classifier.load(classifierSettings(graph, { engine: { device: 'cpu' }, preprocessing, pipeline: { decodeJobs: 1 } }));
 
 /** Decoded pixel (x, y) of a `width` x `height` decode, rounded. */
 async function pixel(file: string, steps: ImageSteps, width: number, height: number, x: number, y: number): Promise<number[]> {

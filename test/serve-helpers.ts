@@ -38,6 +38,8 @@ export async function startServer(args: string[], graph = COLOUR, { real = false
     started = { signal: (sig) => child.kill(sig), close: async () => void child.kill('SIGKILL') };
   } else {
     const { run } = await import('../dist/cli.js');
+    // One decode thread unless the test asks, as runInProcess's runs have (test/helpers.ts).
+    if (!args.some((a) => a.startsWith('--decode-jobs'))) argv.push('--decode-jobs', '1');
     const signals = new EventEmitter();
     let exit: (code: number) => void = () => undefined;
     const host = { on: signals.on.bind(signals), off: signals.off.bind(signals), exit: (code: number) => exit(code) };
