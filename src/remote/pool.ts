@@ -180,7 +180,10 @@ export class BackendPool {
       const out = this.backends.filter((b) => !b.gone && b.ejectedUntil > now);
       const ready = await Promise.all(out.map((b) => probe(b).catch(() => false)));
       out.forEach((b, i) => ready[i] && this.answered(b));
-      if (ready.some(Boolean)) return this.wake();
+      // Those waiting go at once; the pause still comes: a backend whose /readyz says ready but
+      // whose answers fail would otherwise be probed and retried as fast as it replies (the
+      // client at full CPU, the backend flooded) until the images' --remote-timeout.
+      if (ready.some(Boolean)) this.wake();
     }
     await sleep(this.opts.probeMs ?? 500);
   }
